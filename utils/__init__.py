@@ -1,0 +1,1 @@
+"""Small shared helpers: errors that become one-line CLI messages, atomic file writes."""
