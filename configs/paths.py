@@ -1,0 +1,55 @@
+"""Every output path of the pipeline comes from this module (one place to change the layout).
+
+runs/<method>/sparsity_<s>/<dataset>/          experiment directory (dense: runs/dense/<dataset>/)
+    config.json  keep_matrix.npy  labels.npy     experiment-wide: recipe, [M, pool] membership, pool labels
+    best_model.pth  last_model.pth  experiment_summary.json  keep.npy  logits.npy  sensitivity.npy  COMPLETE
+                                                 model 0 (the default target) lives at the root
+    shadows/<i>/...                              model i >= 1, same files
+results/mia/<suite>/                             attack results (JSON per experiment + CSV)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Artifact file names (shared by writers and readers).
+CONFIG = "config.json"
+BEST_MODEL = "best_model.pth"
+LAST_MODEL = "last_model.pth"
+SUMMARY = "experiment_summary.json"
+KEEP = "keep.npy"                # bool [pool]: the membership this model's training run actually used
+LOGITS = "logits.npy"            # float32 [pool, queries, classes], eval mode
+SENSITIVITY = "sensitivity.npy"  # float32 [pool, classes], SAMIA sensitivity
+COMPLETE = "COMPLETE"            # written last: the model directory is finished
+KEEP_MATRIX = "keep_matrix.npy"  # bool [num_models, pool], experiment directory only
+LABELS = "labels.npy"            # int64 [pool], experiment directory only
+SHADOWS = "shadows"
+
+
+def sparsity_tag(sparsity: float) -> str:
+    """0.9 -> '0.9', 0.95 -> '0.95' (shortest exact repr, stable across runs)."""
+    return repr(float(sparsity))
+
+
+def experiment_dir(runs_dir: str | Path, method: str, sparsity: float, dataset: str) -> Path:
+    """Directory of one configuration (target + shadows)."""
+    runs_dir = Path(runs_dir)
+    if method == "dense":
+        return runs_dir / "dense" / dataset
+    return runs_dir / method / f"sparsity_{sparsity_tag(sparsity)}" / dataset
+
+
+def model_dir(exp_dir: str | Path, index: int) -> Path:
+    """Model 0 (target) at the experiment root, model i >= 1 in shadows/<i>/."""
+    exp_dir = Path(exp_dir)
+    return exp_dir if index == 0 else exp_dir / SHADOWS / str(index)
+
+
+def mia_results_dir(results_dir: str | Path, suite: str) -> Path:
+    """results/mia/<suite>/ for suite in {'advanced', 'wemem', 'unified'}."""
+    return Path(results_dir) / "mia" / suite
+
+
+def find_experiments(runs_dir: str | Path) -> list[Path]:
+    """Every experiment directory under runs_dir (those holding keep_matrix.npy), sorted."""
+    runs_dir = Path(runs_dir)
+    return sorted(p.parent for p in runs_dir.rglob(KEEP_MATRIX) if SHADOWS not in p.parent.parts)
