@@ -1,0 +1,201 @@
+"""One typed config for every run. The CLI, JSON files and validation all derive from it.
+
+Each field's `help` metadata is its comment and its --help text; defaults live only here.
+Defaults are the predecessor recipe (REFERENCE.md section 6): SGD lr 0.1, momentum 0.9, wd 5e-4,
+batch 128, 200 epochs, LR x0.1 at 50% and 75% of training.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+from utils.errors import UsageError
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with its one-line documentation (shown in --help)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class ExperimentConfig:
+    # --- identity and output -------------------------------------------------------------
+    name: Optional[str] = _f(None, "experiment name (default: '<method>' or '<method>_<sparsity>')")
+    runs_dir: str = _f("./runs", "root directory of all runs")
+    # --- data ----------------------------------------------------------------------------
+    dataset: str = _f("cifar10", "cifar10 | cifar100 | digits (embedded, offline) | npz (--data-path)")
+    data_dir: str = _f("./datasets", "where torchvision datasets are stored / downloaded")
+    data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset npz)")
+    pool_size: Optional[int] = _f(None, "use only the first N training images as the membership pool (default: all)")
+    val_fraction: float = _f(0.2, "fraction of the test split held out for checkpoint selection (never the pool)")
+    # --- model ---------------------------------------------------------------------------
+    arch: str = _f("resnet", "resnet | wideresnet")
+    layers: Optional[int] = _f(None, "depth (default: resnet 20, wideresnet 28)")
+    width_factor: int = _f(2, "WideResNet width multiplier k (ignored by resnet)")
+    # --- optimisation --------------------------------------------------------------------
+    epochs: int = _f(200, "training epochs")
+    batch_size: int = _f(128, "mini-batch size (images)")
+    lr: float = _f(0.1, "initial SGD learning rate")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(5e-4, "L2 weight decay")
+    nesterov: bool = _f(False, "use Nesterov momentum")
+    milestones: Optional[list[int]] = _f(None, "epochs at which LR is multiplied by --gamma (default: 50%% and 75%% of --epochs)")
+    gamma: float = _f(0.1, "LR decay factor at each milestone")
+    seed: int = _f(0, "training seed (model i uses a seed derived from (seed, i))")
+    # --- execution -----------------------------------------------------------------------
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    workers: int = _f(0, "data-loading workers (the on-device pipeline needs none; used by the baseline benchmark)")
+    amp: bool = _f(True, "bf16 autocast on CUDA (BatchNorm stays fp32); no effect on CPU")
+    channels_last: bool = _f(True, "channels_last (NHWC) memory format for the model, on CPU and CUDA")
+    compile: bool = _f(False, "torch.compile the model (pays off for long runs)")
+    verbose: bool = _f(False, "print a line per training iteration")
+    # --- pruning (REFERENCE.md section 6) ------------------------------------------------
+    prune: bool = _f(False, "train a pruned model (needs --prune-method)")
+    prune_method: Optional[str] = _f(None, "static | dpf")
+    sparsity: float = _f(0.0, "target fraction of prunable (Conv2d) weights set to zero, in (0, 1)")
+    prune_freq: int = _f(16, "mask refresh interval (iterations)")
+    target_epoch: Optional[int] = _f(None, "epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs; 0 = one-shot at init)")
+    freeze_epoch: Optional[int] = _f(None, "DPF: epoch from which the mask is fixed (default 0.9 x epochs)")
+    # --- membership protocol and signals (REFERENCE.md sections 2, 3) --------------------
+    num_shadows: int = _f(0, "shadow models besides the target (model 0)")
+    model_index: Optional[int] = _f(None, "train only model i (0 = target); default: all models")
+    mia_seed: int = _f(0, "seed of the keep matrix (keep it fixed across configurations: paired comparisons)")
+    mia_queries: int = _f(2, "query augmentations per example for logits.npy (1..18: identity, flip, shifts)")
+    sens_draws: int = _f(10, "SAMIA: Gaussian draws per example for sensitivity.npy")
+    sens_eps: float = _f(1e-3, "SAMIA: perturbation scale eps")
+    skip_existing: bool = _f(False, "skip models already complete; redo partial ones")
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def method(self) -> str:
+        return self.prune_method if self.prune else "dense"
+
+    def resolved(self) -> "ExperimentConfig":
+        """Fill the defaults that depend on other fields, validate, and return a new config."""
+        c = dataclasses.replace(self)
+        if c.layers is None:
+            c.layers = {"resnet": 20, "wideresnet": 28}.get(c.arch, 0)
+        if c.milestones is None:
+            c.milestones = [c.epochs // 2, (c.epochs * 3) // 4]
+        if c.prune:
+            if c.target_epoch is None:
+                c.target_epoch = int(round(0.375 * c.epochs))
+            if c.freeze_epoch is None and c.prune_method == "dpf":
+                c.freeze_epoch = int(round(0.9 * c.epochs))
+        else:
+            c.sparsity = 0.0
+        if c.name is None:
+            c.name = c.method if c.method == "dense" else f"{c.method}_{c.sparsity:g}"
+        c.validate()
+        return c
+
+    def validate(self) -> None:
+        from data import DATASETS
+        from models import check_arch
+        from pruning import PRUNING_METHODS
+
+        if self.dataset not in DATASETS:
+            raise UsageError(f"unknown dataset '{self.dataset}'; valid: {', '.join(DATASETS)}")
+        if self.dataset == "npz" and not self.data_path:
+            raise UsageError("--dataset npz needs --data-path FILE.npz (x_train, y_train, x_test, y_test)")
+        check_arch(self.arch, self.layers)
+        for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws"):
+            if getattr(self, name) <= 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name in ("lr", "sens_eps"):
+            if not getattr(self, name) > 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise UsageError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.pool_size is not None and self.pool_size < 2:
+            raise UsageError(f"--pool-size must be at least 2, got {self.pool_size}")
+        if self.mia_queries > 18:
+            raise UsageError(f"--mia-queries must be at most 18, got {self.mia_queries}")
+        if self.num_shadows < 0:
+            raise UsageError(f"--num-shadows must be >= 0, got {self.num_shadows}")
+        if self.model_index is not None and not 0 <= self.model_index <= self.num_shadows:
+            raise UsageError(f"--model-index must be in 0..{self.num_shadows} (the target and {self.num_shadows} shadows), got {self.model_index}")
+        if self.prune != (self.prune_method is not None):
+            raise UsageError("--prune and --prune-method go together (e.g. --prune --prune-method dpf --sparsity 0.9)")
+        if self.prune:
+            if self.prune_method not in PRUNING_METHODS:
+                raise UsageError(f"unknown --prune-method '{self.prune_method}'; valid: {', '.join(PRUNING_METHODS)}")
+            if not 0 < self.sparsity < 1:
+                raise UsageError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+            if not 0 <= self.target_epoch <= self.epochs:
+                raise UsageError(f"--target-epoch must be in 0..{self.epochs} (--epochs), got {self.target_epoch}")
+            if self.freeze_epoch is not None and self.prune_method == "dpf":
+                if not self.target_epoch <= self.freeze_epoch <= self.epochs:
+                    raise UsageError(f"--freeze-epoch must be in {self.target_epoch}..{self.epochs} (from --target-epoch to --epochs), got {self.freeze_epoch}")
+
+    # ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["method"] = self.method  # derived, recorded so readers need no logic
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        return cls.from_dict(json.loads(text))
+
+    def recipe(self) -> dict[str, Any]:
+        """Fields that define how every model of an experiment is trained: must match to mix models."""
+        return {k: v for k, v in self.to_dict().items() if k not in NON_RECIPE_FIELDS}
+
+
+# Fields that may differ between runs of the same experiment (where/how it runs, not what it trains).
+NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
+                     "skip_existing", "compile"}
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI derived from the dataclass: one flag per field, same name with dashes.
+
+def _base_type(tp):
+    """Optional[X] -> X; list[int] -> (list, int)."""
+    if get_origin(tp) is not None and type(None) in get_args(tp):
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    if get_origin(tp) is list:
+        return list, get_args(tp)[0]
+    return tp, None
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset()) -> None:
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp, elem = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
+        elif tp is list:
+            parser.add_argument(flag, type=elem, nargs="+", default=default, help=help_)
+        else:
+            parser.add_argument(flag, type=tp, default=default, help=help_)
+
+
+def config_from_args(args: argparse.Namespace, cls=ExperimentConfig) -> ExperimentConfig:
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    from utils.io import load_json
+
+    return ExperimentConfig.from_dict(load_json(path))

@@ -1,0 +1,88 @@
+"""Paper figures from the evaluation tables (PNG): privacy-utility trade-off, log-log ROC curves,
+attack x configuration heatmap."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: CI and clusters have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from utils.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def attacks_in(df: pd.DataFrame, metric: str) -> list[str]:
+    suffix = f"_{metric}"
+    return [c[: -len(suffix)] for c in df.columns if c.endswith(suffix) and not c.endswith("_std" + suffix)]
+
+
+def privacy_utility(df: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Test accuracy against attack `metric`, one panel per attack, one line per method across sparsity."""
+    attacks = attacks_in(df, metric)
+    cols = min(4, max(1, len(attacks)))
+    rows = int(np.ceil(len(attacks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    for ax, attack in zip(axes.flat, attacks):
+        for method, g in df.sort_values("sparsity").groupby("method", sort=False):
+            style = dict(marker="*", markersize=12, linestyle="none") if method == "dense" else dict(marker="o")
+            ax.plot(g[f"{attack}_{metric}"], g["test_acc"], label=method, **style)
+            if method != "dense":
+                for _, r in g.iterrows():
+                    ax.annotate(f"{r['sparsity']:g}", (r[f"{attack}_{metric}"], r["test_acc"]), fontsize=7,
+                                xytext=(3, 3), textcoords="offset points")
+        ax.set_title(attack)
+        ax.set_xlabel(metric)
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"privacy-utility: test accuracy vs attack {metric} (labels: sparsity)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def roc_curves(experiment: str, rocs: dict[str, dict], path: Path) -> Path:
+    """Every attack's ROC of one experiment on log-log axes (the low-FPR regime matters)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    floor = 1.0
+    for attack, roc in sorted(rocs.items()):
+        fpr, tpr = np.asarray(roc["fpr"], float), np.asarray(roc["tpr"], float)
+        ok = (fpr > 0) & (tpr > 0)
+        if ok.any():
+            floor = min(floor, fpr[ok].min())
+            ax.loglog(fpr[ok], tpr[ok], label=f"{attack} (AUC {roc.get('auc', np.nan):.3f})", lw=1.2)
+    ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
+    ax.set_xlim(floor, 1)
+    ax.set_ylim(floor, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(experiment)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Attack x configuration grid of one metric."""
+    attacks = attacks_in(df, metric)
+    grid = df.set_index("experiment")[[f"{a}_{metric}" for a in attacks]]
+    grid.columns = attacks
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(grid), 1.0 + 0.45 * len(attacks)))
+    sns.heatmap(grid.T.astype(float), annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
+    ax.set_xlabel("configuration")
+    ax.set_ylabel("attack")
+    ax.set_title(f"attack {metric}")
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,129 @@
+"""Per-model signals over the whole pool (REFERENCE.md section 3), computed once after training.
+
+logits.npy      float32 [pool, queries, classes]: eval mode, no gradients. Query q is an augmented view
+                of each image: identity, horizontal flip, then 1-pixel shifts (with and without flip),
+                18 in all, as in the LiRA reference code. Datasets trained without flips (digits)
+                use shifts only (9 queries at most).
+sensitivity.npy float32 [pool, classes]: SAMIA (Yuan & Zhang): for m = 1..draws, u ~ N(0, I) in the
+                model's (normalised) input space, sens = mean_m |softmax(f(x + eps u)) - softmax(f(x))| / eps.
+
+Attacks read only these arrays, the labels and the keep matrix; they never reload a model.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from configs import paths
+from data import ArrayDataset, DeviceData
+from utils.errors import UsageError
+from utils.io import save_npy
+
+_SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]
+
+
+def query_list(flip: bool) -> list[tuple[bool, int, int]]:
+    """(flip, dx, dy) per query, in the fixed order queries are stored in."""
+    if not flip:
+        return [(False, dx, dy) for dx, dy in _SHIFTS]
+    return [(f, dx, dy) for dx, dy in _SHIFTS for f in (False, True)]
+
+
+def _view(xb: torch.Tensor, flip: bool, dx: int, dy: int) -> torch.Tensor:
+    """Shift a uint8 batch by (dx, dy) pixels with zero fill (as the training crop pads), then flip."""
+    if dx or dy:
+        h, w = xb.shape[-2:]
+        xb = torch.nn.functional.pad(xb, (1, 1, 1, 1))[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    return xb.flip(-1) if flip else xb
+
+
+def _batch_size(device: torch.device) -> int:
+    return 4096 if device.type == "cuda" else 512
+
+
+@torch.no_grad()
+def compute_logits(model, data: DeviceData, num_queries: int, num_classes: int,
+                   autocast_ctx=contextlib.nullcontext) -> np.ndarray:
+    queries = query_list(data.flip)
+    if num_queries > len(queries):
+        raise UsageError(f"--mia-queries {num_queries} exceeds the {len(queries)} queries available for this dataset")
+    model.eval()  # fragile: BatchNorm must use running statistics and not update them
+    bs = _batch_size(data.x.device)
+    out = torch.empty((len(data), num_queries, num_classes), dtype=torch.float32, device=data.x.device)
+    for i in range(0, len(data), bs):
+        xb = data.x[i:i + bs]
+        for q, (f, dx, dy) in enumerate(queries[:num_queries]):
+            with autocast_ctx():
+                out[i:i + bs, q] = model(data.normalize(_view(xb, f, dx, dy))).float()
+    return out.cpu().numpy()  # one device -> host copy at the end
+
+
+@torch.no_grad()
+def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, eps: float, seed: int) -> np.ndarray:
+    """fp32 always: a 1e-3 perturbation is below bf16 resolution."""
+    model.eval()
+    gen = torch.Generator(device=data.x.device).manual_seed(seed)
+    bs = _batch_size(data.x.device) // max(1, draws // 4)
+    out = torch.empty((len(data), num_classes), dtype=torch.float32, device=data.x.device)
+    for i in range(0, len(data), bs):
+        x = data.normalize(data.x[i:i + bs])
+        p = torch.softmax(model(x).float(), dim=1)
+        u = torch.randn((draws,) + x.shape, generator=gen, device=x.device)
+        xp = (x.unsqueeze(0) + eps * u).flatten(0, 1)  # all draws in one forward pass
+        pp = torch.softmax(model(xp).float(), dim=1).view(draws, len(x), -1)
+        out[i:i + bs] = (pp - p.unsqueeze(0)).abs().mean(0) / eps
+    return out.cpu().numpy()
+
+
+def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: int = 0) -> None:
+    """Compute and atomically write logits.npy and sensitivity.npy for the whole pool."""
+    from training.trainer import autocast, model_seed
+
+    pool = DeviceData.build(ds.x_train, ds.y_train, ds, device)
+    logits = compute_logits(model, pool, cfg.mia_queries, ds.num_classes, lambda: autocast(cfg, device))
+    sens = compute_sensitivity(model, pool, ds.num_classes, cfg.sens_draws, cfg.sens_eps, model_seed(cfg.mia_seed, 10_000 + index))
+    save_npy(logits, Path(out_dir) / paths.LOGITS)
+    save_npy(sens, Path(out_dir) / paths.SENSITIVITY)
+
+
+def signals_stale(model_dir: Path, cfg) -> str | None:
+    """Why the saved signals cannot be used (missing, older than the model, wrong shape), or None."""
+    model_dir = Path(model_dir)
+    ck = model_dir / paths.BEST_MODEL
+    for name in (paths.LOGITS, paths.SENSITIVITY):
+        f = model_dir / name
+        if not f.exists():
+            return f"{name} missing"
+        if ck.exists() and f.stat().st_mtime < ck.stat().st_mtime:
+            return f"{name} older than {paths.BEST_MODEL}"
+    try:
+        shape = np.load(model_dir / paths.LOGITS, mmap_mode="r").shape
+    except Exception:
+        return f"{paths.LOGITS} unreadable"
+    if shape[1] != cfg.mia_queries:
+        return f"{paths.LOGITS} has {shape[1]} queries, config asks for {cfg.mia_queries}"
+    return None
+
+
+def ensure_signals(model_dir: str | Path, device: str = "auto") -> bool:
+    """Recompute a model's signals from its best checkpoint if missing or stale. True if recomputed."""
+    from data import load_dataset
+    from training.trainer import load_model, resolve_device
+
+    model_dir = Path(model_dir)
+    if not (model_dir / paths.BEST_MODEL).exists():
+        raise UsageError(f"no {paths.BEST_MODEL} in {model_dir}: cannot compute its signals")
+    dev = resolve_device(device)
+    model, cfg = load_model(model_dir / paths.BEST_MODEL, dev)
+    if signals_stale(model_dir, cfg) is None:
+        return False
+    ds = load_dataset(cfg)
+    write_signals(model, cfg, ds, model_dir, dev, index=model_seed_index(model_dir))
+    return True
+
+
+def model_seed_index(model_dir: Path) -> int:
+    return int(model_dir.name) if model_dir.parent.name == paths.SHADOWS else 0

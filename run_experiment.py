@@ -1,0 +1,49 @@
+#!/usr/bin/env python
+"""Train one configuration: the target model and --num-shadows shadows, each with its signals.
+
+  python run_experiment.py --dataset digits --epochs 5                         # dense, runs/dense/digits/
+  python run_experiment.py --name dpf_90 --prune --prune-method dpf --sparsity 0.9
+  python run_experiment.py --dataset digits --num-shadows 8 --model-index 3    # only shadow 3
+
+Outputs (see configs/paths.py and README): <runs-dir>/<method>/sparsity_<s>/<dataset>/.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from configs.config import ExperimentConfig, add_config_args, config_from_args
+from data import load_dataset
+from training.experiment import pending_models, prepare_experiment, run_model
+from training.progress import Progress
+from utils.errors import cli_main
+
+
+def parse_config(argv=None) -> ExperimentConfig:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    return config_from_args(parser.parse_args(argv)).resolved()
+
+
+def run(cfg: ExperimentConfig) -> list[dict]:
+    """Train every pending model of one configuration; returns their summaries."""
+    ds = load_dataset(cfg)
+    exp, keep = prepare_experiment(cfg, ds)
+    todo = pending_models(cfg)
+    progress = Progress(len(todo), f"models of {cfg.name}")
+    summaries = []
+    for i in todo:
+        summary = run_model(cfg, ds, exp, keep, i)
+        progress.finished(f"{cfg.name} model {i}" + (" (target)" if i == 0 else ""), summary)
+        summaries.append(summary)
+    print(f"{cfg.name}: {len(summaries)} model(s) trained, {len(keep) - len(todo) if cfg.model_index is None else 0} skipped -> {exp}")
+    return summaries
+
+
+@cli_main
+def main(argv=None) -> None:
+    run(parse_config(argv))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny configs on the embedded digits data (no download, no shared/ files)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """A dense ResNet-20 on digits trained for 2 short epochs: seconds on a CPU."""
+    from configs.config import ExperimentConfig
+
+    return ExperimentConfig(dataset="digits", arch="resnet", layers=20, epochs=2, batch_size=64,
+                            runs_dir=str(tmp_path / "runs"), device="cpu", sens_draws=2)

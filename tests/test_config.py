@@ -1,0 +1,71 @@
+import json
+
+import pytest
+
+from configs.config import ExperimentConfig, add_config_args, config_from_args
+from configs import paths
+from utils.errors import UsageError
+
+
+def _parse(argv):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_config_args(p)
+    return config_from_args(p.parse_args(argv))
+
+
+def test_cli_defaults_are_the_dataclass_defaults():
+    assert _parse([]) == ExperimentConfig()
+
+
+def test_recipe_defaults_from_reference():
+    c = ExperimentConfig().resolved()
+    assert (c.lr, c.momentum, c.weight_decay, c.batch_size, c.epochs) == (0.1, 0.9, 5e-4, 128, 200)
+    assert c.milestones == [100, 150] and c.gamma == 0.1
+
+
+def test_milestones_scale_with_epochs_and_pruning_epochs_default():
+    c = _parse(["--epochs", "40", "--prune", "--prune-method", "dpf", "--sparsity", "0.9"]).resolved()
+    assert c.milestones == [20, 30]
+    assert (c.target_epoch, c.freeze_epoch) == (15, 36)
+    c = _parse(["--prune", "--prune-method", "dpf", "--sparsity", "0.9"]).resolved()
+    assert (c.target_epoch, c.freeze_epoch) == (75, 180)
+    assert c.name == "dpf_0.9" and c.method == "dpf"
+
+
+def test_json_round_trip():
+    c = _parse(["--dataset", "digits", "--milestones", "3", "7", "--no-amp", "--nesterov"]).resolved()
+    back = ExperimentConfig.from_json(c.to_json())
+    assert back == c
+    assert json.loads(c.to_json())["method"] == "dense"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--arch", "vgg"], "unknown arch 'vgg'"),
+    (["--layers", "21"], "21"),
+    (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, cifar100, digits, npz"),
+    (["--epochs", "0"], "--epochs must be positive"),
+    (["--lr", "-0.1"], "--lr must be positive"),
+    (["--dataset", "npz"], "--data-path"),
+    (["--prune"], "--prune and --prune-method go together"),
+    (["--prune-method", "dpf"], "--prune and --prune-method go together"),
+    (["--prune", "--prune-method", "magic", "--sparsity", "0.5"], "valid: "),
+    (["--prune", "--prune-method", "static", "--sparsity", "1.0"], "--sparsity must be in (0, 1)"),
+    (["--prune", "--prune-method", "static", "--sparsity", "0"], "--sparsity must be in (0, 1)"),
+    (["--prune", "--prune-method", "dpf", "--sparsity", "0.9", "--epochs", "10", "--target-epoch", "11"], "--target-epoch"),
+    (["--prune", "--prune-method", "dpf", "--sparsity", "0.9", "--epochs", "10", "--target-epoch", "5", "--freeze-epoch", "4"], "--freeze-epoch"),
+    (["--num-shadows", "-1"], "--num-shadows"),
+    (["--num-shadows", "3", "--model-index", "4"], "--model-index must be in 0..3"),
+])
+def test_bad_input_is_one_clear_line(argv, needle):
+    with pytest.raises(UsageError) as e:
+        _parse(argv).resolved()
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_paths_layout(tmp_path):
+    assert paths.experiment_dir("runs", "dense", 0.0, "cifar10").as_posix() == "runs/dense/cifar10"
+    assert paths.experiment_dir("runs", "dpf", 0.9, "cifar10").as_posix() == "runs/dpf/sparsity_0.9/cifar10"
+    assert paths.model_dir("e", 0).as_posix() == "e"
+    assert paths.model_dir("e", 3).as_posix() == "e/shadows/3"

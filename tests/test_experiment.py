@@ -1,0 +1,150 @@
+"""run_experiment end to end on digits: layout, self-description, membership actually used,
+signals, resume and bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from configs import paths
+from configs.config import ExperimentConfig
+from run_experiment import run
+from training.experiment import experiment_dir
+from utils.errors import UsageError
+
+ROOT = paths.Path(__file__).resolve().parents[1]
+
+
+def test_dense_run_writes_a_self_describing_directory(tiny_cfg):
+    cfg = tiny_cfg.resolved()
+    [summary] = run(cfg)
+    exp = experiment_dir(cfg)
+    assert exp.as_posix().endswith("runs/dense/digits")
+    for f in (paths.CONFIG, paths.BEST_MODEL, paths.LAST_MODEL, paths.SUMMARY, paths.KEEP, paths.LOGITS,
+              paths.SENSITIVITY, paths.COMPLETE, paths.KEEP_MATRIX, paths.LABELS):
+        assert (exp / f).exists(), f
+    s = json.loads((exp / paths.SUMMARY).read_text())
+    for k in ("name", "method", "sparsity", "dataset", "arch", "layers", "num_params", "train_acc", "test_acc",
+              "train_loss", "test_loss", "best_epoch", "epochs", "wall_time_s", "images_per_s", "device",
+              "torch_version", "history"):
+        assert k in s, k
+    assert len(s["history"]) == 2 and s["method"] == "dense" and s["sparsity"] == 0.0
+    assert ExperimentConfig.from_dict(json.loads((exp / paths.CONFIG).read_text())).recipe() == cfg.recipe()
+    logits = np.load(exp / paths.LOGITS)
+    assert logits.shape == (1297, 2, 10) and logits.dtype == np.float32 and np.isfinite(logits).all()
+    assert np.load(exp / paths.SENSITIVITY).shape == (1297, 10)
+    np.testing.assert_array_equal(np.load(exp / paths.KEEP), np.load(exp / paths.KEEP_MATRIX)[0])
+
+
+def test_checkpoint_rebuilds_the_model_alone(tiny_cfg):
+    from training.trainer import load_model
+    from utils.io import load_torch
+
+    cfg = tiny_cfg.resolved()
+    run(cfg)
+    exp = experiment_dir(cfg)
+    model, c2 = load_model(exp / paths.BEST_MODEL)
+    assert c2.recipe() == cfg.recipe()
+    from data import DeviceData, load_dataset
+    from mia.signals import compute_logits
+
+    ds = load_dataset(cfg)
+    pool = DeviceData.build(ds.x_train, ds.y_train, ds, "cpu")
+    np.testing.assert_allclose(compute_logits(model, pool, 2, 10), np.load(exp / paths.LOGITS), rtol=1e-5, atol=1e-5)
+    ck = load_torch(exp / paths.LAST_MODEL)
+    assert ck["config"]["epochs"] == 2
+
+
+def test_same_seed_same_model_on_cpu(tiny_cfg, tmp_path):
+    import dataclasses
+
+    a = tiny_cfg.resolved()
+    b = dataclasses.replace(a, runs_dir=str(tmp_path / "other"))
+    run(a), run(b)
+    la = np.load(experiment_dir(a) / paths.LOGITS)
+    lb = np.load(experiment_dir(b) / paths.LOGITS)
+    np.testing.assert_array_equal(la, lb)
+
+
+def test_each_model_trains_on_exactly_its_keep_row(tiny_cfg, monkeypatch):
+    """Instrument the data path: record the images the training data is built from."""
+    from data import loader
+
+    seen = []
+    orig = loader.DeviceData.build.__func__
+
+    def spy(cls, x, y, ds, device):
+        seen.append((x.copy(), y.copy()))
+        return orig(cls, x, y, ds, device)
+
+    monkeypatch.setattr(loader.DeviceData, "build", classmethod(spy))
+    tiny_cfg.num_shadows, tiny_cfg.epochs = 2, 1
+    cfg = tiny_cfg.resolved()
+    from data import load_dataset
+
+    ds = load_dataset(cfg)
+    run(cfg)
+    keep = np.load(experiment_dir(cfg) / paths.KEEP_MATRIX)
+    # Each model builds its training set first, then val, test and the whole pool (signals).
+    builds_per_model = len(seen) // 3
+    assert builds_per_model == 4
+    for i in range(3):
+        x = seen[i * builds_per_model][0]
+        np.testing.assert_array_equal(x, ds.x_train[keep[i]])
+        np.testing.assert_array_equal(np.load(paths.model_dir(experiment_dir(cfg), i) / paths.KEEP), keep[i])
+
+
+def test_skip_existing_trains_only_missing_models(tiny_cfg):
+    import dataclasses
+
+    tiny_cfg.num_shadows, tiny_cfg.epochs = 2, 1
+    cfg = tiny_cfg.resolved()
+    run(cfg)
+    exp = experiment_dir(cfg)
+    (paths.model_dir(exp, 2) / paths.COMPLETE).unlink()  # as if interrupted while training model 2
+    before = {i: (paths.model_dir(exp, i) / paths.BEST_MODEL).stat().st_mtime_ns for i in range(3)}
+    trained = run(dataclasses.replace(cfg, skip_existing=True))
+    assert [s["model_index"] for s in trained] == [2]
+    after = {i: (paths.model_dir(exp, i) / paths.BEST_MODEL).stat().st_mtime_ns for i in range(3)}
+    assert after[0] == before[0] and after[1] == before[1] and after[2] != before[2]
+    assert (paths.model_dir(exp, 2) / paths.COMPLETE).exists()
+
+
+def test_refuses_to_mix_recipes(tiny_cfg):
+    import dataclasses
+
+    cfg = tiny_cfg.resolved()
+    run(cfg)
+    with pytest.raises(UsageError, match="epochs: 2 there vs 3 asked"):
+        run(dataclasses.replace(cfg, epochs=3, milestones=[1, 2]))
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "run_experiment.py"), *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--arch", "vgg"], "unknown arch"),
+    (["--dataset", "imagenet"], "unknown dataset"),
+    (["--dataset", "digits", "--layers", "7"], "7"),
+    (["--dataset", "digits", "--epochs", "0"], "--epochs must be positive"),
+    (["--dataset", "npz"], "--data-path"),
+    (["--dataset", "digits", "--num-shadows", "2", "--model-index", "5"], "--model-index"),
+    (["--dataset", "digits", "--prune", "--prune-method", "static", "--sparsity", "1.5"], "--sparsity"),
+])
+def test_cli_bad_input_one_line_exit_2(args, needle, tmp_path):
+    r = _cli(*args, "--runs-dir", str(tmp_path / "runs"))
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_checkpoint_is_one_line(tmp_path):
+    from training.trainer import load_model
+
+    bad = tmp_path / "best_model.pth"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(UsageError, match="corrupt checkpoint"):
+        load_model(bad)

@@ -1,0 +1,86 @@
+"""One configuration = one experiment directory: the target (model 0) and its shadows.
+
+prepare_experiment() writes the experiment-wide artifacts (config, keep matrix, pool labels) and
+refuses to mix models trained with different recipes; run_model() trains one model and writes, in
+order, config -> checkpoints -> summary -> keep.npy -> signals -> COMPLETE (last, so a directory
+without it is partial and gets redone). Every executor (local loop, Ray) calls run_model().
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from configs import paths
+from configs.config import ExperimentConfig, load_config
+from data import ArrayDataset, load_dataset
+from mia.membership import keep_matrix
+from utils.errors import UsageError
+from utils.io import load_npy, save_json, save_npy, save_text
+
+
+def experiment_dir(cfg: ExperimentConfig) -> Path:
+    return paths.experiment_dir(cfg.runs_dir, cfg.method, cfg.sparsity, cfg.dataset)
+
+
+def recipe_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    ra, rb = a.recipe(), b.recipe()
+    return [f"{k}: {ra.get(k)!r} there vs {rb.get(k)!r} asked" for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)]
+
+
+def prepare_experiment(cfg: ExperimentConfig, ds: ArrayDataset) -> tuple[Path, np.ndarray]:
+    """Create (or reuse, if the recipe matches) the experiment directory; return it and the keep matrix."""
+    exp = experiment_dir(cfg)
+    cfg_file = exp / paths.CONFIG
+    if cfg_file.exists():
+        diff = recipe_diff(load_config(cfg_file), cfg)
+        if diff:
+            raise UsageError(f"{exp} holds models of a different recipe ({'; '.join(diff)}); "
+                             f"use another --runs-dir or remove that directory")
+    keep = keep_matrix(cfg.num_shadows + 1, len(ds.y_train), cfg.mia_seed)
+    km_file = exp / paths.KEEP_MATRIX
+    if km_file.exists() and not np.array_equal(load_npy(km_file), keep):
+        raise UsageError(f"{km_file} differs from the keep matrix of this recipe; remove the directory to retrain")
+    save_json(_with_index(cfg, None).to_dict(), cfg_file)
+    save_npy(keep, km_file)
+    save_npy(ds.y_train, exp / paths.LABELS)
+    return exp, keep
+
+
+def _with_index(cfg: ExperimentConfig, index: int | None) -> ExperimentConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, model_index=index)
+
+
+def is_complete(model_dir: Path) -> bool:
+    return (Path(model_dir) / paths.COMPLETE).exists()
+
+
+def run_model(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, index: int) -> dict:
+    """Train model `index` on pool[keep[index]], then write its signals and the COMPLETE marker."""
+    from mia.signals import write_signals
+    from training.trainer import resolve_device, train_model
+
+    out = paths.model_dir(exp, index)
+    (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
+    mcfg = _with_index(cfg, index)
+    if index:  # the target's config.json is the experiment's
+        save_json(mcfg.to_dict(), out / paths.CONFIG)
+    summary, model = train_model(mcfg, ds, keep[index], out, index)
+    save_npy(keep[index], out / paths.KEEP)  # the membership this run actually used
+    write_signals(model, cfg, ds, out, resolve_device(cfg.device), index)
+    save_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n", out / paths.COMPLETE)
+    return summary
+
+
+def model_indices(cfg: ExperimentConfig) -> list[int]:
+    return [cfg.model_index] if cfg.model_index is not None else list(range(cfg.num_shadows + 1))
+
+
+def pending_models(cfg: ExperimentConfig) -> list[int]:
+    """Model indices this run will train (complete ones are skipped with --skip-existing)."""
+    exp = experiment_dir(cfg)
+    return [i for i in model_indices(cfg)
+            if not (cfg.skip_existing and is_complete(paths.model_dir(exp, i)))]

@@ -1,0 +1,79 @@
+"""Ray executor: one Ray task per (configuration, model index), calling the same run_task() as the
+local loop. Fractional GPUs pack several small models on one GPU; with a runs directory on a shared
+filesystem the tasks may run on any node. A failed task is reported by configuration and model index;
+the others finish, and `--skip-existing` redoes only what failed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from utils.errors import UsageError
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _init_ray(address: str | None):
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'ray>=2.9' (or use --executor local)") from None
+    if not ray.is_initialized():
+        # Workers import this repo from the same path (a shared checkout on every node of a cluster).
+        env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}}
+        try:
+            if address:
+                ray.init(address=address, runtime_env=env, log_to_driver=False)
+            else:
+                ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
+        except Exception as e:  # ConnectionError, TimeoutError, RuntimeError across Ray versions
+            raise UsageError(f"cannot connect to Ray at {address or 'a new local instance'}: "
+                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return ray
+
+
+def _resources(ray, options) -> tuple[float, float]:
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    gpus = options.gpus_per_model
+    if gpus is None:
+        gpus = 1.0 if cluster_gpus else 0.0
+    if gpus > 0 and cluster_gpus == 0:
+        raise UsageError(f"--gpus-per-model {gpus} asked but the Ray cluster has no GPU; use --gpus-per-model 0")
+    return float(options.cpus_per_model), float(gpus)
+
+
+def _train(task):
+    """Runs inside a Ray worker: the repo root must be importable there (runtime_env working_dir
+    or a shared checkout on every node, see README)."""
+    import dataclasses
+
+    from training.study import run_task
+    import torch
+
+    if torch.cuda.is_available() and task.cfg.device in ("auto", "cuda"):
+        task = dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, device="cuda"))
+    summary = run_task(task)
+    return {k: summary[k] for k in ("name", "model_index", "test_acc", "train_acc", "wall_time_s")}
+
+
+def run_ray(tasks, options) -> list[str]:
+    from training.progress import Progress
+
+    if not tasks:
+        return []
+    ray = _init_ray(options.ray_address)
+    cpus, gpus = _resources(ray, options)
+    remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train)
+    pending = {remote.remote(t): t for t in tasks}
+    progress, failures = Progress(len(tasks)), []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        task = pending.pop(done[0])
+        try:
+            progress.finished(task.label, ray.get(done[0]))
+        except Exception as e:  # RayTaskError wraps the worker's exception
+            cause = getattr(e, "cause", None) or e
+            msg = f"{task.cfg.name} model {task.index}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+            print(f"FAILED {msg}")
+            failures.append(msg)
+    return failures
