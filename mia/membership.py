@@ -12,7 +12,7 @@ import numpy as np
 
 def keep_matrix(num_models: int, pool_size: int, mia_seed: int) -> np.ndarray:
     """bool [num_models, pool_size]. A lone target (M = 1) gets a random half of the pool (row 0 of
-    the 2-model matrix), so it still has non-members."""
+    the 2-model matrix: about half), so it still has non-members."""
     m = max(num_models, 2)
     u = np.random.default_rng(mia_seed).uniform(size=(m, pool_size))
     order = u.argsort(axis=0)
