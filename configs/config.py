@@ -128,8 +128,8 @@ class ExperimentConfig:
                 raise UsageError(f"unknown --prune-method '{self.prune_method}'; valid: {', '.join(PRUNING_METHODS)}")
             if not 0 < self.sparsity < 1:
                 raise UsageError(f"--sparsity must be in (0, 1), got {self.sparsity}")
-            if not 0 <= self.target_epoch <= self.epochs:
-                raise UsageError(f"--target-epoch must be in 0..{self.epochs} (--epochs), got {self.target_epoch}")
+            if not 0 <= self.target_epoch < self.epochs:  # the last epoch must train at full sparsity
+                raise UsageError(f"--target-epoch must be in 0..{self.epochs - 1} (before the last epoch), got {self.target_epoch}")
             if self.freeze_epoch is not None and self.prune_method == "dpf":
                 if not self.target_epoch <= self.freeze_epoch <= self.epochs:
                     raise UsageError(f"--freeze-epoch must be in {self.target_epoch}..{self.epochs} (from --target-epoch to --epochs), got {self.freeze_epoch}")
