@@ -1,47 +1,73 @@
-"""Masks over the prunable set: every Conv2d weight (first conv and 1x1 shortcut convs included).
-BatchNorm and the final Linear stay dense, as in the DPF re-implementations (REFERENCE.md section 6).
+"""The prunable set, the global magnitude threshold and sparsity measurement (REFERENCE.md section 6).
+
+Prunable: every Conv2d weight, the first conv and the 1x1 projection shortcuts included. BatchNorm
+and the final Linear stay dense, as in the DPF re-implementations. Sparsity is global over that set.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
 
 def prunable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, weight) of every Conv2d, in module order; names as in model.state_dict()."""
+    """(name, weight) of every Conv2d in module order; names are model.state_dict() keys."""
     return [(f"{name}.weight" if name else "weight", m.weight) for name, m in model.named_modules()
             if isinstance(m, nn.Conv2d)]
 
 
-def scheduled_sparsity(it: int, s_f: float, target_iter: int) -> float:
-    """Zhu & Gupta (2017) cubic schedule: s(t) = s_f * (1 - (1 - t/T)^3) for t < T, then s_f.
-    T = 0 gives s_f at once: one-shot pruning at initialisation."""
-    if it >= target_iter:
-        return s_f
-    return s_f * (1.0 - (1.0 - it / target_iter) ** 3)
+def prune_lowest(scores: list[torch.Tensor], n_prune: int) -> list[torch.Tensor]:
+    """Keep-masks (bool, True = kept) pruning exactly the n_prune lowest scores across all tensors.
 
-
-def global_magnitude_masks(scores: list[torch.Tensor], sparsity: float) -> list[torch.Tensor]:
-    """Keep the (1 - sparsity) largest scores across all tensors: exactly round(sparsity * total)
-    entries are pruned, ties broken by topk. topk works for any size (torch.quantile fails above
-    2^24 elements)."""
+    kthvalue finds the threshold (torch.quantile refuses more than 2^24 elements). Scores equal to
+    the threshold are pruned in index order (earlier tensor first, then flat NCHW index), so the
+    count is exact and the result deterministic. No host sync: safe to call on the GPU mid-epoch.
+    Memory: a few float/int copies of the concatenated scores (~100 MB per 10M weights)."""
     flat = torch.cat([s.detach().reshape(-1).float() for s in scores])
-    n_prune = int(round(sparsity * flat.numel()))
-    keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if n_prune < flat.numel():
-        keep[torch.topk(flat, flat.numel() - n_prune, sorted=False).indices] = True
-    return [m.view_as(s) for m, s in zip(keep.split([s.numel() for s in scores]), scores)]
+    n = flat.numel()
+    if n_prune <= 0:
+        keep = torch.ones(n, dtype=torch.bool, device=flat.device)
+    elif n_prune >= n:
+        keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
+    else:
+        threshold = flat.kthvalue(n_prune).values  # the n_prune-th smallest score
+        below, ties = flat < threshold, flat == threshold
+        tie_rank = ties.cumsum(0, dtype=torch.int32 if n < 2**31 else torch.int64)
+        keep = ~(below | (ties & (tie_rank <= n_prune - below.sum())))
+    return [k.view(s.shape) for k, s in zip(keep.split([s.numel() for s in scores]), scores)]
+
+
+def global_magnitude_masks(weights, sparsity: float):
+    """One global threshold over |w|: exactly round(sparsity * total) weights pruned.
+    `weights`: a list of tensors (returns a list of masks) or a dict name -> tensor (returns a dict)."""
+    names = list(weights) if isinstance(weights, dict) else None
+    tensors = list(weights.values()) if names is not None else list(weights)
+    total = sum(w.numel() for w in tensors)
+    masks = prune_lowest([w.detach().abs() for w in tensors], int(round(sparsity * total)))
+    return dict(zip(names, masks)) if names is not None else masks
+
+
+def _named_tensors(obj) -> tuple[list, list]:
+    """(prunable, all parameters) as (name, tensor) lists, from a model or from its state_dict.
+    In a state_dict, Conv2d weights are the 4-D '*weight' entries (BatchNorm and Linear have none)
+    and BatchNorm running statistics are buffers, not parameters."""
+    if isinstance(obj, nn.Module):
+        return prunable_parameters(obj), list(obj.named_parameters())
+    params = [(k, v) for k, v in obj.items()
+              if torch.is_tensor(v) and v.is_floating_point() and not k.endswith(_BUFFER_SUFFIXES)]
+    return [(k, v) for k, v in params if k.endswith("weight") and v.dim() == 4], params
 
 
 @torch.no_grad()
-def measure_sparsity(model: nn.Module) -> dict:
-    """Fraction of exact zeros over the prunable set ("sparsity"), over all parameters, and per layer."""
-    per_layer, zeros, total = {}, 0, 0
-    for name, w in prunable_parameters(model):
-        z = int((w == 0).sum())
-        per_layer[name] = z / w.numel()
-        zeros, total = zeros + z, total + w.numel()
-    all_zeros = sum(int((p == 0).sum()) for p in model.parameters())
-    all_total = sum(p.numel() for p in model.parameters())
-    return {"sparsity": zeros / max(total, 1), "sparsity_all_params": all_zeros / max(all_total, 1),
-            "num_prunable": total, "num_nonzero": all_total - all_zeros, "layer_sparsity": per_layer}
+def measure_sparsity(model_or_state) -> dict:
+    """Fractions of exact zeros: over the prunable set ("sparsity"), over all parameters
+    ("sparsity_all_params") and per prunable layer. Works for dense models too (then ~0)."""
+    prunable, params = _named_tensors(model_or_state)
+    zeros = torch.stack([(t == 0).sum().cpu() for _, t in prunable + params]).tolist() if params else []
+    layer_zeros, all_zeros = zeros[:len(prunable)], sum(zeros[len(prunable):])
+    n_prunable, n_all = sum(t.numel() for _, t in prunable), sum(t.numel() for _, t in params)
+    return {"sparsity": sum(layer_zeros) / max(n_prunable, 1),
+            "sparsity_all_params": all_zeros / max(n_all, 1),
+            "num_prunable": n_prunable, "num_nonzero": n_all - all_zeros,
+            "layer_sparsity": {name: z / t.numel() for (name, t), z in zip(prunable, layer_zeros)}}

@@ -1,73 +1,80 @@
-"""One pruning mechanism; static and DPF differ only in two switches (see PRUNING_METHODS).
+"""One masking mechanism for every method: the tensor swap.
 
-The model's conv weights always hold w * m between steps, so eval-mode forwards, state_dict() and
-checkpoints are exactly sparse, and nothing about the model class changes (plain keys, torch.compile
-sees ordinary parameters). Per training step:
+Between steps each prunable parameter holds w * m. Hence eval-mode forwards, state_dict() and
+checkpoints are exactly sparse and the model class is untouched (plain state_dict keys; torch.compile
+sees ordinary parameters, and the in-place .data writes below happen outside the compiled graph).
+DPF keeps its dense weights w aside (one extra copy of the conv weights, dropped at freeze).
+Per training iteration:
 
-  forward/backward with w * m -> gradient g taken at the masked weight
-  before_optimizer_step:  static (or DPF after freeze): g <- g * m  (pruned weights get no update)
-                          DPF before freeze: load the dense w into the parameter, so the optimizer
-                          applies the unmasked g to dense w (straight-through; pruned weights move)
-  after_optimizer_step:   DPF: keep the updated dense w aside; parameter <- w * m
-                          static: parameter <- parameter * m (momentum and weight decay would
-                          otherwise move a pruned weight off zero; fragile spot)
+  before_step(it)           refresh masks when due (every prune_freq its, and at the target iteration)
+  forward + backward        with w * m: p.grad is the gradient taken at the masked weight
+  before_optimizer_step()   static / frozen DPF: p.grad *= m (pruned weights get no gradient)
+                            DPF: p <- dense w, so the optimizer applies the unmasked gradient (and its
+                            momentum and weight decay) to w: straight-through, pruned weights keep moving
+  optimizer.step()
+  after_optimizer_step()    DPF: dense w <- p, then p <- w * m
+                            static: p *= m, because momentum buffers filled before a weight was pruned
+                            and weight decay would otherwise move it off zero
 
-Masks are refreshed every prune_freq iterations (and exactly at the target iteration) along the
-cubic schedule. Static ranks only unpruned weights, so its mask only shrinks; DPF ranks the dense
-|w|, so pruned weights can return (counted as reactivations).
+Fragile spots:
+  * anything reading the parameters between before_optimizer_step() and after_optimizer_step()
+    (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; clip gradients
+    after before_optimizer_step() so the static clip sees masked gradients;
+  * a skipped step (GradScaler on inf) is harmless: after_optimizer_step() re-masks unchanged weights;
+  * optimizer state is keyed by parameter object, untouched here: DPF's momentum lives on the dense w
+    (as in Lin et al.), static's momentum at pruned positions is ignored by the re-zeroing;
+  * resuming needs pruner.state_dict() (DPF's dense weights are not in the model's state_dict).
+Cost per iteration: 2-3 elementwise passes over the conv weights; the global threshold runs only at
+refresh iterations, with no host sync.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from pruning.masks import global_magnitude_masks, measure_sparsity, prunable_parameters, scheduled_sparsity
+from pruning.masks import measure_sparsity, prunable_parameters, prune_lowest
+from pruning.methods import PRUNING_METHODS
+from pruning.schedule import scheduled_sparsity
 from utils.errors import UsageError
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    regrow: bool           # masks recomputed from dense |w| (pruned weights may return)
-    straight_through: bool  # gradient at masked weights applied to dense w, unmasked
-    uses_freeze: bool      # has a freeze epoch after which the mask is fixed
-
-
-# Registry: method name -> behaviour switches.
-PRUNING_METHODS: dict[str, MethodSpec] = {
-    "static": MethodSpec(regrow=False, straight_through=False, uses_freeze=False),
-    "dpf": MethodSpec(regrow=True, straight_through=True, uses_freeze=True),
-}
+def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq) -> None:
+    if method not in PRUNING_METHODS:
+        raise UsageError(f"unknown pruning method '{method}'; valid: {', '.join(PRUNING_METHODS)}")
+    if not 0 < sparsity < 1:
+        raise UsageError(f"sparsity must be in (0, 1), got {sparsity}")
+    if iters_per_epoch <= 0 or prune_freq <= 0:
+        raise UsageError(f"iterations per epoch and prune_freq must be positive, got {iters_per_epoch}, {prune_freq}")
+    if target_epoch < 0:
+        raise UsageError(f"target epoch must be >= 0, got {target_epoch}")
+    if PRUNING_METHODS[method].uses_freeze and freeze_epoch is not None and freeze_epoch < target_epoch:
+        raise UsageError(f"freeze epoch {freeze_epoch} is before the target epoch {target_epoch}")
 
 
 class Pruner:
     def __init__(self, method: str, model: nn.Module, sparsity: float, iters_per_epoch: int,
                  target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16):
-        if method not in PRUNING_METHODS:
-            raise UsageError(f"unknown pruning method '{method}'; valid: {', '.join(PRUNING_METHODS)}")
-        if not 0 < sparsity < 1:
-            raise UsageError(f"sparsity must be in (0, 1), got {sparsity}")
-        spec = PRUNING_METHODS[method]
-        if spec.uses_freeze and freeze_epoch is not None and freeze_epoch < target_epoch:
-            raise UsageError(f"freeze epoch {freeze_epoch} is before the target epoch {target_epoch}")
-        if prune_freq <= 0 or target_epoch < 0:
-            raise UsageError("prune_freq must be positive and target_epoch non-negative")
-        self.method, self.spec, self.s_f, self.freq = method, spec, float(sparsity), int(prune_freq)
-        self.target_epoch, self.freeze_epoch = target_epoch, freeze_epoch if spec.uses_freeze else None
-        self.target_iter = target_epoch * iters_per_epoch
-        self.freeze_iter = None if self.freeze_epoch is None else self.freeze_epoch * iters_per_epoch
-        self.iters_per_epoch = iters_per_epoch
+        _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq)
+        self.method, self.spec, self.s_f, self.freq = method, PRUNING_METHODS[method], float(sparsity), int(prune_freq)
+        self.iters_per_epoch, self.target_epoch = int(iters_per_epoch), int(target_epoch)
+        self.freeze_epoch = freeze_epoch if self.spec.uses_freeze else None  # static ignores it
+        self.target_iter = self.target_epoch * self.iters_per_epoch
+        self.freeze_iter = None if self.freeze_epoch is None else self.freeze_epoch * self.iters_per_epoch
         self.model = model
         named = prunable_parameters(model)
+        if not named:
+            raise UsageError("the model has no Conv2d weights to prune")
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
+        self.numel = sum(p.numel() for p in self.params)
         self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
-        self.dense = [p.detach().clone() for p in self.params] if spec.regrow else None
+        self.dense = [p.detach().clone() for p in self.params] if self.spec.regrow else None
         self.frozen = False
-        self.current = 0.0            # scheduled sparsity of the current masks
-        self.refresh_log: list[dict] = []  # refreshes since the last end_epoch()
+        self.current = 0.0          # scheduled sparsity of the current masks
+        self.num_pruned = 0         # pruned weights in the current masks
+        self.total_refreshes = 0
+        self._log = []              # (iteration, scheduled sparsity, reactivations tensor) since end_epoch()
 
-    # -- masks ------------------------------------------------------------------------------
+    # -- masks ----------------------------------------------------------------------------------
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.mask_list))
@@ -76,52 +83,59 @@ class Pruner:
     def straight_through(self) -> bool:
         return self.spec.straight_through and not self.frozen
 
+    def _scores(self) -> list[torch.Tensor]:
+        if self.spec.regrow:  # DPF ranks the dense weights: a pruned weight that grew back wins its place
+            return [d.abs() for d in self.dense]
+        # static: pruned weights score -1, below every live weight, so they stay pruned (mask only shrinks)
+        return [torch.where(m, p.detach().abs(), -1.0) for p, m in zip(self.params, self.mask_list)]
+
     @torch.no_grad()
     def _refresh(self, it: int) -> None:
         s = scheduled_sparsity(it, self.s_f, self.target_iter)
-        if self.spec.regrow:
-            scores = [w.abs() for w in self.dense]
-        else:  # static: pruned weights score -1, so they are pruned first and never return
-            scores = [torch.where(m, p.abs(), torch.full_like(p, -1.0)) for p, m in zip(self.params, self.mask_list)]
-        new = global_magnitude_masks(scores, s)
-        reactivated = sum(int((n & ~o).sum()) for n, o in zip(new, self.mask_list))
-        self.mask_list = new
+        n_prune = int(round(s * self.numel))
+        if not self.spec.regrow:  # never fewer than already pruned (e.g. masks loaded from a sparser run)
+            n_prune = max(n_prune, self.num_pruned)
+        # masks in the parameter's memory format (channels_last), so the per-step multiplies stay cheap
+        new = [torch.empty_like(p, dtype=torch.bool).copy_(m)
+               for p, m in zip(self.params, prune_lowest(self._scores(), n_prune))]
+        flips = sum((n & ~o).sum() for n, o in zip(new, self.mask_list))  # 0 -> 1; a tensor: no host sync
+        self.mask_list, self.num_pruned, self.current = new, n_prune, s
+        self.total_refreshes += 1
+        self._log.append((it, s, flips))
         self._apply_masks()
-        self.current = s
-        self.refresh_log.append({"iter": it, "scheduled_sparsity": s, "reactivations": reactivated})
 
     @torch.no_grad()
     def _apply_masks(self) -> None:
-        if self.dense is not None:  # DPF before freeze: parameter <- dense w * m
-            for p, d, m in zip(self.params, self.dense, self.mask_list):
-                torch.mul(d, m, out=p.data)
-        else:
-            for p, m in zip(self.params, self.mask_list):
+        """parameter <- w * m (w: DPF's dense copy, else the parameter itself)."""
+        for i, (p, m) in enumerate(zip(self.params, self.mask_list)):
+            if self.dense is not None:
+                torch.mul(self.dense[i], m, out=p.data)
+            else:
                 p.data.mul_(m)
-
-    # -- training-loop hooks ----------------------------------------------------------------
-    def before_step(self, it: int) -> None:
-        """Before the forward pass of global iteration `it`."""
-        if self.freeze_iter is not None and it >= self.freeze_iter and not self.frozen:
-            self._freeze()
-        if self.frozen:
-            return
-        due = it % self.freq == 0 or it == self.target_iter
-        if due and (it <= self.target_iter or self.spec.regrow):
-            self._refresh(it)
 
     @torch.no_grad()
     def _freeze(self) -> None:
-        """DPF from the freeze epoch on: the current mask is final; dense weights at pruned positions are
-        dropped (the parameter already holds w * m) and gradients are masked from now on."""
-        self.frozen = True
-        self.dense = None
+        """DPF from the freeze iteration on: the mask is final, the dense values at pruned positions are
+        dropped (the parameter holds w * m), and gradients are masked like static's."""
+        self._apply_masks()
+        self.frozen, self.dense = True, None
+
+    # -- training-loop hooks ----------------------------------------------------------------------
+    def before_step(self, it: int) -> None:
+        """Before the forward pass of global iteration it = epoch * iters_per_epoch + i."""
+        if self.frozen:
+            return
+        due = it % self.freq == 0 or it == self.target_iter  # the target iteration: final sparsity exact
+        if due and (it <= self.target_iter or self.spec.regrow):  # static's mask is final after the target
+            self._refresh(it)
+        if self.freeze_iter is not None and it >= self.freeze_iter:  # after the refresh: freeze == target works
+            self._freeze()
 
     @torch.no_grad()
     def before_optimizer_step(self) -> None:
         if self.straight_through:
             for p, d in zip(self.params, self.dense):
-                p.data.copy_(d)  # optimizer updates dense w with the gradient taken at w * m
+                p.data.copy_(d)
         else:
             for p, m in zip(self.params, self.mask_list):
                 if p.grad is not None:
@@ -138,32 +152,64 @@ class Pruner:
                 p.data.mul_(m)
 
     def end_epoch(self, epoch: int) -> dict:
-        """History entry: schedule, measured sparsity and reactivations (0 -> 1 flips) per refresh."""
-        log, self.refresh_log = self.refresh_log, []
-        zeros = sum(int((~m).sum()) for m in self.mask_list)
-        total = sum(m.numel() for m in self.mask_list)
-        return {"scheduled_sparsity": self.current, "mask_sparsity": zeros / max(total, 1),
-                "refreshes": len(log), "reactivations": sum(r["reactivations"] for r in log),
-                "reactivations_per_refresh": [r["reactivations"] for r in log], "mask_frozen": self.frozen}
+        """History entry: schedule, measured sparsity, reactivations (0 -> 1 flips) per refresh."""
+        log, self._log = self._log, []
+        flips = [int(f) for f in torch.stack([f for _, _, f in log]).tolist()] if log else []  # one sync
+        return {"scheduled_sparsity": self.current,
+                "measured_sparsity": measure_sparsity(self.model)["sparsity"],
+                "refreshes": len(log), "total_refreshes": self.total_refreshes,
+                "reactivations": sum(flips), "reactivations_per_refresh": flips, "mask_frozen": self.frozen}
 
     def at_target(self, epoch: int) -> bool:
         """True once the schedule has reached the target sparsity by the end of `epoch` (0-based)."""
-        return (epoch + 1) * self.iters_per_epoch - 1 >= self.target_iter
+        return (epoch + 1) * self.iters_per_epoch > self.target_iter
 
-    # -- saving -------------------------------------------------------------------------------
+    # -- saving and resuming ------------------------------------------------------------------------
+    @torch.no_grad()
     def sparse_state_dict(self) -> dict:
-        """The model's state_dict: between steps parameters hold w * m, so pruned weights are zeros."""
-        return self.model.state_dict()
+        """A detached copy of model.state_dict() (plain keys) with pruned weights stored as +0.0."""
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        for name, m in zip(self.names, self.mask_list):
+            state[name].masked_fill_(~m, 0.0)  # not * m: that leaves -0.0 for negative weights
+        return state
 
     @torch.no_grad()
     def load_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        self.mask_list = [masks[n].to(p.device, torch.bool) for n, p in zip(self.names, self.params)]
+        """Adopt saved masks (e.g. from a checkpoint). DPF's dense values at pruned positions are not in a
+        checkpoint, so they restart from the parameter's values (zeros there)."""
+        missing = [n for n in self.names if n not in masks]
+        if missing:
+            raise UsageError(f"masks lack {len(missing)} prunable layers, e.g. '{missing[0]}'")
+        self.mask_list = [torch.empty_like(p, dtype=torch.bool).copy_(masks[n].reshape(p.shape))
+                          for n, p in zip(self.names, self.params)]
+        self.num_pruned = int(sum((~m).sum() for m in self.mask_list))
         if self.dense is not None:
             for d, p in zip(self.dense, self.params):
                 d.copy_(p.data)
         self._apply_masks()
 
+    def state_dict(self) -> dict:
+        """Everything a resumed run needs besides the model and optimizer state."""
+        return {"method": self.method, "masks": {n: m.clone() for n, m in self.masks.items()},
+                "dense": None if self.dense is None else {n: d.clone() for n, d in zip(self.names, self.dense)},
+                "frozen": self.frozen, "current": self.current, "total_refreshes": self.total_refreshes}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Call after loading the model's state_dict."""
+        if state["method"] != self.method:
+            raise UsageError(f"pruner state is for method '{state['method']}', this run uses '{self.method}'")
+        self.load_masks(state["masks"])
+        if state["dense"] is not None and self.dense is not None:
+            for n, d in zip(self.names, self.dense):
+                d.copy_(state["dense"][n])
+        self.frozen, self.current, self.total_refreshes = state["frozen"], state["current"], state["total_refreshes"]
+        if self.frozen:
+            self.dense = None
+        self._apply_masks()
+
     def summary(self) -> dict:
+        """Method settings and the sparsity measured on the model's weights now."""
         return {"prune_method": self.method, "target_sparsity": self.s_f, "prune_freq": self.freq,
                 "target_epoch": self.target_epoch, "freeze_epoch": self.freeze_epoch,
                 **measure_sparsity(self.model)}
@@ -171,6 +217,6 @@ class Pruner:
 
 def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch: int, target_epoch: int,
                  freeze_epoch: int | None = None, prune_freq: int = 16) -> Pruner:
-    """Call before creating the optimizer's state; the trainer calls the hooks in this order per step:
-    before_step(it) -> forward/backward -> before_optimizer_step() -> optimizer.step() -> after_optimizer_step()."""
+    """The trainer calls, per iteration: before_step(it) -> forward/backward -> before_optimizer_step()
+    -> optimizer.step() -> after_optimizer_step(); end_epoch(epoch) and at_target(epoch) per epoch."""
     return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq)

@@ -1,5 +1,6 @@
 """Pruning semantics (REFERENCE.md section 6): each test fails if static or DPF were not what they claim."""
-import numpy as np
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -10,185 +11,229 @@ from pruning import (PRUNING_METHODS, build_pruner, global_magnitude_masks, meas
                      prunable_parameters, scheduled_sparsity)
 from utils.errors import UsageError
 
+METHODS = list(PRUNING_METHODS)
 
-def tiny_net():
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions: on shared, busy cores a second OpenMP thread makes them ~100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_resnet():
     torch.manual_seed(0)
-    return build_model("resnet", 20, 1, 10, 1)  # 1x8x8 input: fast
+    return build_model("resnet", 20, 1, 10, 1)  # 1x8x8 inputs: a few ms per step
 
 
-def step(model, pruner, opt, it, x, y):
-    pruner.before_step(it)
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad()
-    loss.backward()
-    pruner.before_optimizer_step()
-    opt.step()
-    pruner.after_optimizer_step()
+def batch(it, shape=(16, 1, 8, 8)):
+    g = torch.Generator().manual_seed(it)  # data depends only on the iteration: resumable runs match
+    return torch.randn(*shape, generator=g), torch.randint(0, 10, (shape[0],), generator=g)
 
 
-def run(method, iters=40, sparsity=0.8, target_epoch=2, freeze_epoch=None, freq=4, per_epoch=10, wd=5e-4, on_step=None):
-    model = tiny_net()
-    pruner = build_pruner(method, model, sparsity, per_epoch, target_epoch, freeze_epoch, freq)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=wd)
-    g = torch.Generator().manual_seed(0)
-    for it in range(iters):
-        x, y = torch.randn(16, 1, 8, 8, generator=g), torch.randint(0, 10, (16,), generator=g)
-        step(model, pruner, opt, it, x, y)
-        if on_step:
-            on_step(it, model, pruner)
-    return model, pruner
-
-
-def zeros_fraction(pruner):
-    zeros = sum(int((p == 0).sum()) for p in pruner.params)
-    return zeros, sum(p.numel() for p in pruner.params)
-
-
-def test_schedule_known_points():
-    assert scheduled_sparsity(0, 0.9, 100) == 0.0
-    assert scheduled_sparsity(50, 0.9, 100) == pytest.approx(0.9 * (1 - 1 / 8))
-    assert scheduled_sparsity(100, 0.9, 100) == 0.9
-    assert scheduled_sparsity(500, 0.9, 100) == 0.9
-    assert scheduled_sparsity(0, 0.9, 0) == 0.9  # target epoch 0: one-shot at init
-
-
-@pytest.mark.parametrize("method", list(PRUNING_METHODS))
-def test_measured_sparsity_equals_schedule_at_every_refresh(method):
-    def check(it, model, pruner):
-        if pruner.refresh_log and pruner.refresh_log[-1]["iter"] == it:
-            zeros, total = zeros_fraction(pruner)
-            expected = round(pruner.refresh_log[-1]["scheduled_sparsity"] * total)
-            # weights pruned by the mask are exact zeros; an unpruned weight is zero only by accident
-            assert abs(zeros - expected) <= 1 or zeros >= expected
-            assert sum(int((~m).sum()) for m in pruner.mask_list) == expected
-
-    model, pruner = run(method, on_step=check, freeze_epoch=3 if method == "dpf" else None)
-    assert measure_sparsity(model)["sparsity"] == pytest.approx(0.8, abs=1 / 1000)
-
-
-def test_global_threshold_exact_count_with_ties():
-    w = [torch.zeros(10, 10), torch.ones(5, 5), torch.tensor([0.5, 0.5, 0.5, 2.0])]
-    for s in (0.1, 0.5, 0.77, 0.99):
-        masks = global_magnitude_masks(w, s)
-        total = sum(x.numel() for x in w)
-        assert sum(int((~m).sum()) for m in masks) == round(s * total)
-    masks = global_magnitude_masks(w, 0.05)
-    assert masks[2][3] and masks[1].all()  # largest magnitudes kept
-
-
-def test_global_threshold_beyond_quantile_limit():
-    # > 2^24 elements in total: torch.quantile would raise here
-    w = [torch.rand(9_000_000), torch.rand(8_000_000)]
-    masks = global_magnitude_masks(w, 0.9)
-    assert sum(int((~m).sum()) for m in masks) == round(0.9 * 17_000_000)
-
-
-def test_static_never_regrows_and_stays_exactly_zero():
-    history = []
-
-    def check(it, model, pruner):
-        history.append([m.clone() for m in pruner.mask_list])
-        for p, m in zip(pruner.params, pruner.mask_list):
-            assert (p[~m] == 0).all()  # even with momentum and weight decay
-
-    run("static", on_step=check, wd=5e-3)
-    for before, after in zip(history, history[1:]):
-        for b, a in zip(before, after):
-            assert not (a & ~b).any()  # the mask only shrinks
-
-
-def test_dpf_regrows_when_the_loss_pushes_a_pruned_weight_back():
-    """One conv with two weights: prune the smaller; the loss rewards the pruned one, whose dense value
-    keeps growing under the straight-through gradient until it overtakes the kept one."""
-    conv = nn.Conv2d(1, 1, (1, 2), bias=False)
-    with torch.no_grad():
-        conv.weight.copy_(torch.tensor([[[[1.0, 0.5]]]]))
-    model = nn.Sequential(conv)
-    pruner = build_pruner("dpf", model, 0.5, 1, 0, None, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    x = torch.tensor([[[[0.0, 1.0]]]])
-    flips = []
-    for it in range(20):
+def train(model, pruner, opt, iters, start=0, after_refresh=None, after_step=None, shape=(16, 1, 8, 8)):
+    model.train()
+    for it in range(start, start + iters):
         pruner.before_step(it)
-        loss = -model(x).sum() + 0.0 * conv.weight.sum()  # pushes weight[1] (the pruned one) up
+        if after_refresh:
+            after_refresh(it)
+        x, y = batch(it, shape)
         opt.zero_grad()
-        loss.backward()
+        F.cross_entropy(model(x), y).backward()
         pruner.before_optimizer_step()
         opt.step()
         pruner.after_optimizer_step()
-        flips.append(pruner.refresh_log[-1]["reactivations"])
-    assert pruner.mask_list[0].flatten().tolist() == [False, True]
-    assert sum(flips) >= 1
-    # the same set-up under static keeps the pruned weight dead
-    conv2 = nn.Conv2d(1, 1, (1, 2), bias=False)
+        if after_step:
+            after_step(it)
+
+
+def sgd(model, wd=5e-4):
+    return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=wd)
+
+
+def zeros(pruner):
+    return sum(int((p == 0).sum()) for p in pruner.params)
+
+
+def refresh_due(it, method, freq, target_iter, freeze_iter):
+    frozen_before = freeze_iter is not None and it > freeze_iter
+    return (it % freq == 0 or it == target_iter) and (it <= target_iter or method == "dpf") and not frozen_before
+
+
+# -- schedule and threshold ------------------------------------------------------------------------
+def test_schedule_known_points():
+    assert scheduled_sparsity(0, 0.9, 100) == 0.0
+    assert scheduled_sparsity(50, 0.9, 100) == pytest.approx(0.9 * (1 - 1 / 8))
+    assert scheduled_sparsity(99, 0.9, 100) < 0.9
+    assert scheduled_sparsity(100, 0.9, 100) == 0.9
+    assert scheduled_sparsity(500, 0.9, 100) == 0.9
+    assert scheduled_sparsity(0, 0.9, 0) == 0.9  # target epoch 0: one-shot at initialisation
+
+
+def test_global_threshold_exact_count_and_deterministic_ties():
+    w = [torch.zeros(10, 10), -torch.ones(5, 5), torch.tensor([0.5, -0.5, 0.5, 2.0])]
+    total = sum(x.numel() for x in w)
+    for s in (0.1, 0.5, 0.77, 0.79, 0.99):
+        masks = global_magnitude_masks(w, s)
+        assert sum(int((~m).sum()) for m in masks) == round(s * total)
+    masks = global_magnitude_masks(w, 102 / total)  # 100 zeros + 2 of the three tied 0.5s
+    assert masks[2].tolist() == [False, False, True, True]  # ties pruned in index order
+    assert masks[1].all()  # |-1| beats 0.5: magnitudes, not signed values
+    named = global_magnitude_masks({"a": w[0], "b": w[1]}, 0.8)
+    assert list(named) == ["a", "b"] and int((~named["a"]).sum()) == 100
+
+
+def test_global_threshold_beyond_quantile_limit():
+    # 3 x 5.7M > 2^24 elements (torch.quantile refuses this); integer-valued: ties at the threshold too
+    g = torch.Generator().manual_seed(0)
+    w = [torch.randint(-1000, 1000, (5_700_000,), generator=g).half() for _ in range(3)]
+    masks = global_magnitude_masks(w, 0.9)
+    assert sum(int((~m).sum()) for m in masks) == round(0.9 * 17_100_000)
+    kept_min = min(float(x[m].abs().min()) for x, m in zip(w, masks))
+    pruned_max = max(float(x[~m].abs().max()) for x, m in zip(w, masks))
+    assert pruned_max <= kept_min
+
+
+# -- the schedule as trained ------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+def test_measured_sparsity_equals_schedule_at_every_refresh(method):
+    per_epoch, freq, target_epoch, freeze_epoch = 10, 3, 2, 3  # target iteration 20 is not a multiple of 3
+    model = tiny_resnet()
+    pruner = build_pruner(method, model, 0.8, per_epoch, target_epoch, freeze_epoch, freq)
+    total, seen = pruner.numel, []
+
+    def check(it):
+        if refresh_due(it, method, freq, target_epoch * per_epoch, freeze_epoch * per_epoch if method == "dpf" else None):
+            expected = round(scheduled_sparsity(it, 0.8, 20) * total)
+            assert sum(int((~m).sum()) for m in pruner.mask_list) == expected
+            assert abs(round(measure_sparsity(model)["sparsity"] * total) - expected) <= 1
+            seen.append(it)
+
+    opt = sgd(model)
+    logs = []
+    for epoch in range(4):
+        train(model, pruner, opt, per_epoch, start=epoch * per_epoch, after_refresh=check)
+        logs.append(pruner.end_epoch(epoch))
+        assert pruner.at_target(epoch) == (epoch >= target_epoch)
+    assert 20 in seen and seen[0] == 0
+    assert [e["refreshes"] for e in logs] == [sum(e * 10 <= it < e * 10 + 10 for it in seen) for e in range(4)]
+    assert logs[-1]["scheduled_sparsity"] == 0.8
+    assert abs(round(logs[-1]["measured_sparsity"] * total) - round(0.8 * total)) <= 1
+
+
+# -- static ---------------------------------------------------------------------------------------
+def test_static_never_regrows_and_pruned_weights_stay_zero():
+    model = tiny_resnet()
+    pruner = build_pruner("static", model, 0.8, 10, 2, None, 4)
+    opt = sgd(model, wd=5e-3)  # momentum filled before a weight is pruned and weight decay must not revive it
+    masks = []
+
+    def record(it):
+        masks.append([m.clone() for m in pruner.mask_list])
+
+    def pruned_are_zero(it):
+        for p, m in zip(pruner.params, pruner.mask_list):
+            assert (p[~m] == 0).all()
+
+    train(model, pruner, opt, 30, after_refresh=record, after_step=pruned_are_zero)
+    for before, after in zip(masks, masks[1:]):
+        assert all(not (a & ~b).any() for a, b in zip(after, before))  # the mask only shrinks
+    assert zeros(pruner) == round(0.8 * pruner.numel)
+
+
+def _two_weight_model():
+    conv = nn.Conv2d(1, 1, (1, 2), bias=False)
     with torch.no_grad():
-        conv2.weight.copy_(torch.tensor([[[[1.0, 0.5]]]]))
-    m2 = nn.Sequential(conv2)
-    p2 = build_pruner("static", m2, 0.5, 1, 0, None, 1)
-    o2 = torch.optim.SGD(m2.parameters(), lr=0.1)
-    for it in range(20):
-        p2.before_step(it)
-        loss = -m2(x).sum()
-        o2.zero_grad()
-        loss.backward()
-        p2.before_optimizer_step()
-        o2.step()
-        p2.after_optimizer_step()
-    assert p2.mask_list[0].flatten().tolist() == [True, False] and conv2.weight[0, 0, 0, 1] == 0
+        conv.weight.copy_(torch.tensor([[[[1.0, 0.5]]]]))
+    return nn.Sequential(conv)
 
 
-@pytest.mark.parametrize("method", list(PRUNING_METHODS))
-def test_gradient_reaching_dense_weight(method):
-    """DPF: dense w moves by the gradient taken at w * m, unmasked. Static: by that gradient times m."""
-    model = tiny_net()
+@pytest.mark.parametrize("method", METHODS)
+def test_dpf_regrows_where_the_loss_pushes_a_pruned_weight_up_and_static_does_not(method):
+    """Weights (1.0, 0.5) at 50%: the 0.5 is pruned. The input feeds only that weight and the loss
+    rewards it, so its gradient at the masked weight is -1 every step. DPF applies it to the dense
+    weight, which passes 1.0 and returns; static masks it, so the weight stays dead."""
+    model = _two_weight_model()
+    pruner = build_pruner(method, model, 0.5, 1, 0, None, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.tensor([[[[0.0, 1.0]]]])
+    for it in range(10):
+        pruner.before_step(it)
+        opt.zero_grad()
+        (-model(x).sum()).backward()
+        pruner.before_optimizer_step()
+        opt.step()
+        pruner.after_optimizer_step()
+    log = pruner.end_epoch(0)
+    mask = pruner.mask_list[0].flatten().tolist()
+    if method == "dpf":
+        assert mask == [False, True] and log["reactivations"] == 1 and log["refreshes"] == 10
+    else:
+        assert mask == [True, False] and log["reactivations"] == 0
+        assert model[0].weight[0, 0, 0, 1] == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gradient_reaching_the_dense_weight(method):
+    """Reference: the gradient at w * m from an independent functional forward with w * m as leaves.
+    DPF must hand it to the dense weight unmasked, static times the mask."""
+    model = tiny_resnet()
     pruner = build_pruner(method, model, 0.7, 10, 0, None, 16)
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # plain SGD: update = -grad
-    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
-    pruner.before_step(0)
-    masked = [p.detach().clone() for p in pruner.params]
-    dense_before = [d.clone() for d in pruner.dense] if pruner.dense else masked
-    # reference gradient at the masked weights, by an independent functional forward
-    leaves = {n: w.clone().requires_grad_(True) for n, w in zip(pruner.names, masked)}
-    params = dict(model.named_parameters())
-    params.update(leaves)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)  # update = -grad
+    x, y = batch(0)
     model.train()
-    F.cross_entropy(torch.func.functional_call(model, params, (x,)), y).backward()
-    g_ref = [leaves[n].grad for n in pruner.names]
-    # the pruner's step (BatchNorm running stats updated twice: harmless for the gradient check)
-    loss = F.cross_entropy(model(x), y)
+    pruner.before_step(0)
+    masked = {n: p.detach().clone() for n, p in zip(pruner.names, pruner.params)}
+    dense = {n: d.clone() for n, d in zip(pruner.names, pruner.dense)} if method == "dpf" else masked
+    leaves = {n: w.clone().requires_grad_(True) for n, w in masked.items()}
+    F.cross_entropy(torch.func.functional_call(model, {**dict(model.named_parameters()), **leaves}, (x,)), y).backward()
     opt.zero_grad()
-    loss.backward()
+    F.cross_entropy(model(x), y).backward()
     pruner.before_optimizer_step()
+    for n, p, m in zip(pruner.names, pruner.params, pruner.mask_list):
+        g = leaves[n].grad
+        assert (g[~m] != 0).any()  # the pruned positions do get a gradient: the check below means something
+        expected = g if method == "dpf" else g * m
+        torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
     opt.step()
     pruner.after_optimizer_step()
-    for i, (m, g) in enumerate(zip(pruner.mask_list, g_ref)):
-        if method == "dpf":
-            torch.testing.assert_close(pruner.dense[i], dense_before[i] - g, rtol=1e-4, atol=1e-6)
-        else:
-            torch.testing.assert_close(pruner.params[i], (masked[i] - g * m) * m, rtol=1e-4, atol=1e-6)
+    for i, (n, m) in enumerate(zip(pruner.names, pruner.mask_list)):
+        if method == "dpf":  # the dense weight moved by the full gradient, pruned positions included
+            torch.testing.assert_close(pruner.dense[i], dense[n] - leaves[n].grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(pruner.params[i], (dense[n] - leaves[n].grad) * m, rtol=1e-5, atol=1e-6)
 
 
-def test_dpf_mask_frozen_after_freeze_epoch():
-    masks = {}
+# -- DPF freeze -----------------------------------------------------------------------------------
+def test_dpf_mask_fixed_and_model_exactly_sparse_after_freeze():
+    model = tiny_resnet()
+    pruner = build_pruner("dpf", model, 0.8, 10, 2, 3, 4)
+    state = {}
 
-    def check(it, model, pruner):
-        if it >= 30:
-            masks.setdefault("frozen", [m.clone() for m in pruner.mask_list])
-            for a, b in zip(masks["frozen"], pruner.mask_list):
-                assert torch.equal(a, b)
-            assert pruner.frozen and pruner.dense is None
-            for p, m in zip(pruner.params, pruner.mask_list):
-                assert (p[~m] == 0).all()
+    def check(it):
+        if it < 30:
+            return
+        state.setdefault("mask", [m.clone() for m in pruner.mask_list])
+        assert pruner.frozen and pruner.dense is None
+        assert all(torch.equal(a, b) for a, b in zip(state["mask"], pruner.mask_list))
+        assert all((p[~m] == 0).all() for p, m in zip(pruner.params, pruner.mask_list))
 
-    run("dpf", iters=45, target_epoch=2, freeze_epoch=3, on_step=check)
+    train(model, pruner, sgd(model), 45, after_refresh=check, after_step=check)
+    assert zeros(pruner) == round(0.8 * pruner.numel)
+    assert pruner.end_epoch(4)["mask_frozen"]
 
 
-@pytest.mark.parametrize("method", list(PRUNING_METHODS))
+# -- saving and resuming -------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
 def test_sparse_state_dict_round_trip(method):
-    model, pruner = run(method, iters=25, freeze_epoch=3 if method == "dpf" else None)
+    model = tiny_resnet()
+    pruner = build_pruner(method, model, 0.8, 10, 1, 2, 4)
+    train(model, pruner, sgd(model), 15)  # DPF not yet frozen: dense weights differ from the saved ones
     state = pruner.sparse_state_dict()
     for n, m in pruner.masks.items():
-        assert (state[n][~m] == 0).all()
+        assert (state[n][~m] == 0).all() and not torch.signbit(state[n][~m]).any()  # +0.0, stored as zeros
+    assert measure_sparsity(state) == measure_sparsity(model)
     fresh = build_model("resnet", 20, 1, 10, 1)
     fresh.load_state_dict(state)
     x = torch.randn(4, 1, 8, 8)
@@ -196,36 +241,63 @@ def test_sparse_state_dict_round_trip(method):
     torch.testing.assert_close(model(x), fresh(x), rtol=0, atol=0)
 
 
-def test_prunable_set():
-    model = build_model("resnet", 20, 1, 10, 3)
+@pytest.mark.parametrize("method", METHODS)
+def test_resume_from_pruner_state_matches_an_uninterrupted_run(method):
+    def fresh():
+        model = tiny_resnet()
+        return model, build_pruner(method, model, 0.8, 10, 1, 2, 4), sgd(model)
+
+    model_a, pruner_a, opt_a = fresh()
+    train(model_a, pruner_a, opt_a, 26)
+    model_b, pruner_b, opt_b = fresh()
+    train(model_b, pruner_b, opt_b, 13)
+    saved = copy.deepcopy((model_b.state_dict(), opt_b.state_dict(), pruner_b.state_dict()))
+    model_c, pruner_c, opt_c = fresh()
+    model_c.load_state_dict(saved[0]), opt_c.load_state_dict(saved[1]), pruner_c.load_state_dict(saved[2])
+    train(model_c, pruner_c, opt_c, 13, start=13)
+    for a, c in zip(model_a.state_dict().values(), model_c.state_dict().values()):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+
+
+# -- models ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch, layers, width", [("resnet", 20, 1), ("wideresnet", 16, 2)])
+def test_prunable_set_is_every_conv(arch, layers, width):
+    model = build_model(arch, layers, width, 10, 3)
+    modules = dict(model.named_modules())
     names = [n for n, _ in prunable_parameters(model)]
-    assert "conv1.weight" in names
-    assert any("shortcut.0.weight" in n for n in names)  # 1x1 projection convs
-    assert not any("bn" in n or n.startswith("fc") for n in names)
+    assert "conv1.weight" in names  # the first conv
+    assert any("shortcut" in n and modules[n[:-len(".weight")]].kernel_size == (1, 1) for n in names)
+    assert all(isinstance(modules[n[:-len(".weight")]], nn.Conv2d) for n in names)  # no BN, no Linear
     assert len(names) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert measure_sparsity(model)["sparsity"] == 0.0  # dense models measure too
 
 
-@pytest.mark.parametrize("arch, layers, shape", [("resnet", 20, (4, 3, 32, 32)), ("wideresnet", 16, (4, 3, 32, 32)),
-                                                 ("resnet", 18, (2, 1, 8, 8))])
-@pytest.mark.parametrize("method", list(PRUNING_METHODS))
-def test_works_for_resnet_and_wrn(arch, layers, shape, method):
-    model = build_model(arch, layers, 2, 10, shape[1])
-    pruner = build_pruner(method, model, 0.9, 2, 0, 1, 16)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    for it in range(3):
-        step(model, pruner, opt, it, torch.randn(*shape), torch.randint(0, 10, (shape[0],)))
-    assert measure_sparsity(model)["sparsity"] == pytest.approx(0.9, abs=2e-6)
+@pytest.mark.parametrize("arch, layers, width", [("resnet", 20, 1), ("wideresnet", 16, 2)])
+@pytest.mark.parametrize("method", METHODS)
+def test_works_for_resnet_and_wrn(arch, layers, width, method):
+    model = build_model(arch, layers, width, 10, 3).to(memory_format=torch.channels_last)  # as the trainer
+    pruner = build_pruner(method, model, 0.9, 2, 1, 1, 1)  # freeze epoch == target epoch
+    train(model, pruner, sgd(model), 3, shape=(2, 3, 32, 32))
+    assert abs(zeros(pruner) - round(0.9 * pruner.numel)) <= 1
+    assert pruner.summary()["sparsity"] == pytest.approx(0.9, abs=1 / pruner.numel)
 
 
+# -- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(method="magic"), "valid: static, dpf"),
     (dict(sparsity=0.0), "sparsity must be in (0, 1)"),
     (dict(sparsity=1.0), "sparsity must be in (0, 1)"),
     (dict(sparsity=1.5), "sparsity must be in (0, 1)"),
     (dict(method="dpf", target_epoch=5, freeze_epoch=3), "before the target epoch"),
+    (dict(prune_freq=0), "must be positive"),
 ])
 def test_bad_input(kwargs, needle):
-    args = dict(method="static", sparsity=0.5, target_epoch=0, freeze_epoch=None)
+    args = dict(method="static", sparsity=0.5, iters_per_epoch=10, target_epoch=0, freeze_epoch=None, prune_freq=16)
     args.update(kwargs)
     with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
-        build_pruner(args["method"], tiny_net(), args["sparsity"], 10, args["target_epoch"], args["freeze_epoch"])
+        build_pruner(model=tiny_resnet(), **args)
+
+
+def test_static_ignores_freeze_epoch():
+    pruner = build_pruner("static", tiny_resnet(), 0.5, 10, 5, 3)
+    assert pruner.freeze_epoch is None
