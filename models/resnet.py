@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-CIFAR_DEPTHS = (20, 32, 44, 56, 110)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110)  # 6n + 2 with basic blocks
+VALID_LAYERS = (18, *CIFAR_DEPTHS)
 
 
 class BasicBlock(nn.Module):
@@ -68,4 +69,4 @@ def build(layers: int, width_factor: int, num_classes: int, in_channels: int) ->
 
 
 def valid(layers: int) -> bool:
-    return layers == 18 or layers in CIFAR_DEPTHS
+    return layers in VALID_LAYERS

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 from models.resnet import init_weights
 
+VALID_LAYERS = "depth >= 10 with (depth - 4) % 6 == 0, e.g. 16, 22, 28, 40"
+
 
 class PreActBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, dropout: float):
@@ -59,4 +61,5 @@ def build(layers: int, width_factor: int, num_classes: int, in_channels: int) ->
 
 
 def valid(layers: int) -> bool:
+    # depth 4 would mean zero blocks per stage; 10 is the smallest real WRN
     return layers >= 10 and (layers - 4) % 6 == 0

@@ -103,9 +103,10 @@ def test_measured_sparsity_equals_schedule_at_every_refresh(method):
     model = tiny_resnet()
     pruner = build_pruner(method, model, 0.8, per_epoch, target_epoch, freeze_epoch, freq)
     total, seen = pruner.numel, []
+    freeze_iter = freeze_epoch * per_epoch if method == "dpf" else None
 
     def check(it):
-        if refresh_due(it, method, freq, target_epoch * per_epoch, freeze_epoch * per_epoch if method == "dpf" else None):
+        if refresh_due(it, method, freq, target_epoch * per_epoch, freeze_iter):
             expected = round(scheduled_sparsity(it, 0.8, 20) * total)
             assert sum(int((~m).sum()) for m in pruner.mask_list) == expected
             assert abs(round(measure_sparsity(model)["sparsity"] * total) - expected) <= 1
