@@ -104,7 +104,7 @@ class ExperimentConfig:
             raise UsageError(f"unknown dataset '{self.dataset}'; valid: {', '.join(DATASETS)}")
         if self.dataset == "npz" and not self.data_path:
             raise UsageError("--dataset npz needs --data-path FILE.npz (x_train, y_train, x_test, y_test)")
-        check_arch(self.arch, self.layers)
+        check_arch(self.arch, self.layers, self.width_factor)
         for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")

@@ -13,6 +13,20 @@ from utils.errors import UsageError
 ROOT = str(Path(__file__).resolve().parents[1])
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast with one line: ray.init() keeps retrying an unreachable address for minutes."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot connect to Ray at {address}: {e}") from None
+
+
 def _init_ray(address: str | None):
     try:
         import ray
@@ -23,9 +37,12 @@ def _init_ray(address: str | None):
         env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}}
         try:
             if address:
+                _check_reachable(address)
                 ray.init(address=address, runtime_env=env, log_to_driver=False)
             else:
                 ray.init(include_dashboard=False, runtime_env=env, log_to_driver=False)
+        except UsageError:
+            raise
         except Exception as e:  # ConnectionError, TimeoutError, RuntimeError across Ray versions
             raise UsageError(f"cannot connect to Ray at {address or 'a new local instance'}: "
                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

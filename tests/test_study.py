@@ -1,0 +1,109 @@
+"""train.py: planning, dry run, bad input, resume after a crash, and the Ray executor."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import train
+from configs import paths
+from training import experiment as experiment_mod
+from training.experiment import experiment_dir
+from training.study import plan_study
+from utils.errors import UsageError
+
+ROOT = paths.Path(__file__).resolve().parents[1]
+TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--num-shadows", "2", "--sens-draws", "2",
+        "--methods", "dense", "static", "--sparsities", "0.5", "--no-eval", "--device", "cpu"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True)
+
+
+def test_dry_run_lists_exactly_the_planned_runs(tmp_path):
+    r = _cli("--preset", "quick", "--dry-run", "--runs-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    planned = [l for l in r.stdout.splitlines() if l.strip().startswith("would train")]
+    args = train.parse(["--preset", "quick"])
+    n_models = args.num_shadows + 1
+    assert len(planned) == 5 * n_models  # dense + 2 methods x 2 sparsities
+    assert sum("dense model" in l for l in planned) == n_models
+    assert sum("dpf_0.9 model" in l for l in planned) == n_models
+    assert not tmp_path.joinpath("dense").exists()  # nothing written
+
+
+def test_plan_trains_dense_once_and_each_method_at_each_sparsity():
+    base = train.config_from_args(train.parse(["--dataset", "digits"]))
+    names = [c.name for c in plan_study(base, ["dense", "static", "dpf"], [0.5, 0.9])]
+    assert names == ["dense", "static_0.5", "static_0.9", "dpf_0.5", "dpf_0.9"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--methods", "magic"], "unknown method 'magic'; valid: dense, static, dpf"),
+    (["--sparsities", "1.5"], "sparsity must be in (0, 1)"),
+    (["--dataset", "mnist"], "unknown dataset"),
+])
+def test_bad_input_one_line_exit_2(args, needle, tmp_path):
+    r = _cli("--dry-run", "--runs-dir", str(tmp_path), *args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_resume_after_a_crash_trains_nothing_twice(tmp_path, monkeypatch):
+    runs = str(tmp_path / "runs")
+    calls = []
+    real = experiment_mod.run_model
+
+    def crashing(cfg, ds, exp, keep, index):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # killed while training the 5th model
+        calls.append((cfg.name, index))
+        return real(cfg, ds, exp, keep, index)
+
+    monkeypatch.setattr("training.study.run_model", crashing)
+    with pytest.raises(SystemExit) as e:
+        train.main([*TINY, "--runs-dir", runs])
+    assert e.value.code == 130
+    done_before = sorted(calls)
+    calls.clear()
+    monkeypatch.setattr("training.study.run_model", lambda *a: (calls.append((a[0].name, a[4])), real(*a))[1])
+    train.main([*TINY, "--runs-dir", runs, "--skip-existing"])
+    assert len(done_before) == 4 and len(calls) == 2 and not set(calls) & set(done_before)
+    args = train.parse([*TINY, "--runs-dir", runs])
+    for c in plan_study(train.config_from_args(args), ["dense", "static"], [0.5]):
+        for i in range(3):
+            assert (paths.model_dir(experiment_dir(c), i) / paths.COMPLETE).exists()
+
+
+def test_refuses_a_runs_dir_with_another_recipe(tmp_path):
+    runs = str(tmp_path / "runs")
+    train.main([*TINY, "--methods", "dense", "--runs-dir", runs])
+    r = _cli(*TINY, "--methods", "dense", "--runs-dir", runs, "--lr", "0.05")
+    assert r.returncode == 2 and "different recipe (lr: 0.1 there vs 0.05 asked)" in r.stderr
+
+
+def test_ray_executor_gives_the_same_models_as_local(tmp_path):
+    pytest.importorskip("ray")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # Ray gives each 1-CPU task one thread: match it for bitwise equality
+    try:
+        train.main([*TINY, "--methods", "static", "--runs-dir", str(tmp_path / "local")])
+    finally:
+        torch.set_num_threads(threads)
+    r = _cli(*TINY, "--methods", "static", "--runs-dir", str(tmp_path / "ray"), "--executor", "ray",
+             "--cpus-per-model", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    for i in range(3):
+        a = np.load(paths.model_dir(tmp_path / "local/static/sparsity_0.5/digits", i) / paths.LOGITS)
+        b = np.load(paths.model_dir(tmp_path / "ray/static/sparsity_0.5/digits", i) / paths.LOGITS)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ray_bad_input(tmp_path):
+    pytest.importorskip("ray")
+    r = _cli(*TINY, "--runs-dir", str(tmp_path), "--executor", "ray", "--gpus-per-model", "0.5")
+    assert r.returncode == 2 and "no GPU" in r.stderr, r.stderr
+    r = _cli(*TINY, "--runs-dir", str(tmp_path), "--executor", "ray", "--ray-address", "127.0.0.1:1")
+    assert r.returncode == 2 and "cannot connect to Ray" in r.stderr, r.stderr
