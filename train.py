@@ -20,7 +20,7 @@ from utils.errors import UsageError, cli_main
 
 # Presets: study-level defaults a user can still override flag by flag.
 PRESETS = {
-    "quick": dict(dataset="digits", arch="resnet", layers=20, epochs=12, batch_size=64, num_shadows=4,
+    "quick": dict(dataset="digits", arch="resnet", layers=20, epochs=12, batch_size=64, num_shadows=5,
                   sparsities=[0.5, 0.9], sens_draws=4),
 }
 # Per-configuration fields train.py sets itself.

@@ -24,7 +24,7 @@ def _save(fig, path: Path) -> Path:
 
 def attacks_in(df: pd.DataFrame, metric: str) -> list[str]:
     suffix = f"_{metric}"
-    return [c[: -len(suffix)] for c in df.columns if c.endswith(suffix) and not c.endswith("_std" + suffix)]
+    return [c[: -len(suffix)] for c in df.columns if c.endswith(suffix)]
 
 
 def privacy_utility(df: pd.DataFrame, metric: str, path: Path) -> Path:
@@ -77,7 +77,10 @@ def roc_curves(experiment: str, rocs: dict[str, dict], path: Path) -> Path:
 def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:
     """Attack x configuration grid of one metric."""
     attacks = attacks_in(df, metric)
-    grid = df.set_index("experiment")[[f"{a}_{metric}" for a in attacks]]
+    label = df["experiment"].astype(str)
+    if df["dataset"].nunique() > 1:
+        label = label + "/" + df["dataset"].astype(str)
+    grid = df.set_index(label)[[f"{a}_{metric}" for a in attacks]]
     grid.columns = attacks
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(grid), 1.0 + 0.45 * len(attacks)))
     sns.heatmap(grid.T.astype(float), annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
