@@ -4,6 +4,8 @@ Works offline (WANDB_MODE=offline writes ./wandb/ and syncs later with `wandb sy
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from utils.errors import UsageError
 
 
@@ -15,6 +17,7 @@ class WandbLogger:
             raise UsageError("--wandb needs the wandb package: pip install wandb (or drop --wandb)") from None
         self.wandb = wandb
         study = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+        Path(args.results_dir).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=args.wandb_project, entity=args.wandb_entity, tags=list(args.wandb_tags),
                               config={"study": study, "configurations": [c.name for c in configs]},
                               dir=args.results_dir, reinit=True)
