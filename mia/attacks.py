@@ -1,55 +1,72 @@
-"""The attack registry and the statistical attacks (REFERENCE.md section 4).
+"""The attack registry and the statistical attacks (REFERENCE.md section 4; docs/attacks.md).
 
-Every attack is `fn(inp: AttackInput, settings: AttackSettings) -> AttackOutput`: one score per pool
-example (higher = "member") and, where the attack defines its own decision rule, the threshold that
-rule uses. An AttackInput carries the target's signals, its shadows' signals and the shadows' keep
-rows: the target's own membership is not in it, so no attack can peek at it.
-Thresholds are always calibrated on shadows (per class where the attack says so); attacks without
-their own rule are calibrated by the evaluator on a shadow playing the target (mia/evaluate.py).
+Every attack is `fn(inp: AttackInput, st: AttackSettings) -> AttackOutput`: one score per pool
+example, higher = "member". An AttackInput holds the target's signals, its shadows' signals and the
+shadows' keep rows; the target's own membership is not in it, so no attack can peek at it.
+Attacks that define their own decision rule (per-class thresholds, learned attacks) calibrate it on
+shadows and return `score - threshold` with threshold 0; the others (LiRA, RMIA) are calibrated by
+the evaluator on a shadow playing the target (mia/evaluate.py).
+
+Logits may be memory-mapped [S] x [N, Q, C] float32 stacks (mia/artifacts.py): every transform runs
+per model and in row chunks, in float64, so memory stays bounded at N = 50,000, Q = 18, C = 100.
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
 
-from mia.metrics import best_threshold
+from configs import paths
+from mia.metrics import group_thresholds
 from utils.errors import UsageError
+
+CHUNK = 8192  # rows per float64 block in the transforms
 
 
 @dataclass
 class AttackInput:
-    target_logits: np.ndarray          # [N, Q, C] float32
-    shadow_logits: np.ndarray          # [S, N, Q, C]
-    shadow_keep: np.ndarray            # [S, N] bool: shadow s trained on example n
-    labels: np.ndarray                 # [N] int
+    target_logits: np.ndarray               # [N, Q, C]
+    shadow_logits: Sequence[np.ndarray]     # S arrays [N, Q, C] (an [S, N, Q, C] array or a ModelStack)
+    shadow_keep: np.ndarray                 # [S, N] bool: shadow s trained on example n
+    labels: np.ndarray                      # [N] int
     target_sens: np.ndarray | None = None   # [N, C] SAMIA sensitivity
-    shadow_sens: np.ndarray | None = None   # [S, N, C]
+    shadow_sens: Sequence[np.ndarray] | None = None  # S arrays [N, C]
 
     @property
     def num_shadows(self) -> int:
         return len(self.shadow_keep)
 
+    @property
+    def num_classes(self) -> int:
+        return self.target_logits.shape[-1]
+
 
 @dataclass
 class AttackSettings:
-    """Every knob of every attack, recorded with the results."""
+    """Every knob of every attack; recorded with the results."""
     seed: int = 0
     device: str = "cpu"
-    lira_fixed_variance_below: int = 64   # LiRA: global variance when fewer shadows than this (Carlini et al.)
+    lira_fixed_variance_below: int = 64   # LiRA: one global variance when there are fewer shadows (Carlini et al.)
     rmia_a: float = 0.3                   # RMIA offline: P(x) = ((1 + a) P_out(x) + (1 - a)) / 2
-    rmia_gamma: float = 1.0               # RMIA: likelihood-ratio threshold against population samples
-    nn_optimizer: str = "adam"            # "adam" (lr 1e-3) or "sgd" (mia_prune: lr 1e-3, momentum 0.9, wd 5e-4)
+    rmia_gamma: float = 1.0               # RMIA: likelihood-ratio threshold against the population
+    nn_optimizer: str = "adam"            # "adam" or "sgd" (mia_prune: momentum 0.9, weight decay 5e-4)
     nn_lr: float = 1e-3
+    nn_momentum: float = 0.9              # SGD only
+    nn_weight_decay: float = 5e-4         # SGD only (Adam: none)
     nn_batch_size: int = 128
     nn_max_epochs: int = 100
-    nn_patience: int = 5                  # early stopping: epochs without validation-loss improvement
-    nn_max_train_rows: int = 60_000       # cap on shadow rows used to train an attack model (balanced IN/OUT)
-    nn_max_val_rows: int = 10_000         # cap on held-out shadow rows (early stopping + threshold)
+    nn_patience: int = 5                  # early stopping: epochs without a better validation loss
+    nn_max_train_rows: int = 60_000       # shadow rows (balanced IN/OUT) an attack model trains on
+    nn_min_class_rows: int = 2_000        # per-class models (Shokri): at least this many rows each
+    nn_val_fraction: float = 0.15         # examples held out: their shadow rows drive early stopping and the threshold
+    nn_max_val_rows: int = 10_000         # cap on those rows (balanced IN/OUT)
+    samia_max_train_rows: int = 30_000    # the transformer costs ~10x an MLP per row
     samia_max_epochs: int = 30
+    nn_cpu_threads: int = 1               # torch threads on CPU: small models lose with more (and the cores are shared)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,191 +76,272 @@ class AttackSettings:
 class AttackOutput:
     scores: np.ndarray                   # [N] float64, higher = member
     threshold: float | None = None       # decision threshold from the attack's own shadow calibration
+    calibration: str = ""                # how that threshold was calibrated
     info: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class AttackSpec:
     fn: Callable[[AttackInput, AttackSettings], AttackOutput]
+    title: str                 # name in messages
     suite: str                 # "advanced" or "wemem"
     extra: bool = False        # an extra of its suite (RMIA, offline LiRA, loss)
     min_shadows: int = 1
     needs_sensitivity: bool = False
+    settings: tuple[str, ...] = ()  # prefixes of the AttackSettings fields it uses (recorded with results)
     description: str = ""
 
 
-# -- signal transforms ------------------------------------------------------------------------------
-
-def log_probs(logits: np.ndarray) -> np.ndarray:
-    """log softmax in float64 (stable)."""
-    return log_softmax(np.asarray(logits, np.float64), axis=-1)
-
-
-def posteriors(logits: np.ndarray) -> np.ndarray:
-    """Posterior vector from the identity query (query 0): [..., N, Q, C] -> [..., N, C]."""
-    return np.exp(log_probs(logits[..., 0, :]))
+def rng_for(seed: int, purpose: str) -> np.random.Generator:
+    """A random stream for one purpose. Fragile spot: the keep matrix is drawn from
+    default_rng(mia_seed); an attack drawing from default_rng(seed) with the same number would reuse
+    that very noise and correlate its choices with membership (seen: 6-point usage bias)."""
+    return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
 
 
-def true_class(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """x[..., n, q, labels[n]] for x shaped [..., N, Q, C] -> [..., N, Q]."""
-    idx = np.broadcast_to(labels[:, None, None], x.shape[:-1] + (1,))
-    return np.take_along_axis(x, idx, axis=-1)[..., 0]
+# -- signal transforms (per model, chunked, float64) ---------------------------------------------
+
+def per_example(fn, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """fn(z float64 [n, Q, C], y [n]) over row chunks of one model's logits, concatenated."""
+    return np.concatenate([fn(np.asarray(logits[i:i + CHUNK], np.float64), labels[i:i + CHUNK])
+                           for i in range(0, len(labels), CHUNK)])
 
 
-def lira_phi(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """phi = log p_y - log sum_{y' != y} p_y' = z_y - logsumexp(z_{y' != y}), float64 [..., N, Q].
-    Written on logits so it stays finite when p_y rounds to 1 in float32 (fragile numerics)."""
-    z = np.asarray(logits, np.float64)
-    is_y = np.eye(z.shape[-1], dtype=bool)[labels][:, None, :]  # [N, 1, C]
-    return true_class(z, labels) - logsumexp(np.where(is_y, -np.inf, z), axis=-1)
+def per_model(fn, stack: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
+    """per_example for each model of a stack: [S, N, ...]."""
+    return np.stack([per_example(fn, lg, labels) for lg in stack])
 
 
-# -- LiRA (Carlini et al., S&P 2022) ----------------------------------------------------------------
-
-def equal_count_selection(sel: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Per example (column), keep k randomly chosen True entries of sel [S, N], k = the smallest count
-    over examples. Fragile spot: under the balanced keep matrix an example's shadow IN/OUT counts
-    depend on the target's own membership (M // 2 - 1 vs M // 2 IN shadows), and truncating in shadow
-    order (as the LiRA reference code does) then lets one unusual shadow bias every score; with a
-    random, equal-size choice the chance that a given shadow is used no longer depends on the target's
-    membership (tests/test_attacks.py checks the null case with one broken shadow)."""
-    k = int(sel.sum(0).min())
-    u = np.random.default_rng(seed).random(sel.shape)
-    pri = np.where(sel, u, np.inf)
-    kth = np.sort(pri, axis=0)[k - 1] if k > 0 else np.full(sel.shape[1], -np.inf)
-    return sel & (pri <= kth)
+def true_class(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x[n, ..., y[n]] for x shaped [n, ..., C] -> [n, ...]."""
+    idx = y.reshape((-1,) + (1,) * (x.ndim - 1))
+    return np.take_along_axis(x, np.broadcast_to(idx, x.shape[:-1] + (1,)), axis=-1)[..., 0]
 
 
-def _gauss_params(phi: np.ndarray, sel: np.ndarray, fixed: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-example median and std of phi [S, N, Q] over an equal-size selection of the shadows in sel."""
-    vals = np.where(equal_count_selection(sel, seed)[..., None], phi, np.nan)
-    mu = np.nanmedian(vals, axis=0)
-    sd = np.full_like(mu, np.nanstd(vals)) if fixed else np.nanstd(vals, axis=0)
-    return mu, sd + 1e-30
+def phi(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """LiRA's logit scaling phi = log p_y - log sum_{y' != y} p_y' = z_y - logsumexp_{y' != y} z_y'
+    [n, Q]. Written on logits, so it stays finite where p_y rounds to 1 (fragile numerics)."""
+    others = np.where(np.arange(z.shape[-1]) == y[:, None, None], -np.inf, z)
+    return true_class(z, y) - logsumexp(others, axis=-1)
 
 
-def _need_in_out(inp: AttackInput, need_in: bool) -> None:
-    """With the balanced keep matrix over M models, an example is IN for M // 2 of them; without the
-    target that leaves M // 2 - 1 IN shadows for the target's members: 3 shadows are the minimum."""
-    ins, outs = inp.shadow_keep.sum(0), (~inp.shadow_keep).sum(0)
-    if (need_in and ins.min() < 1) or outs.min() < 1:
-        raise UsageError(f"LiRA needs every example IN for one shadow and OUT for another: at least "
-                         f"{3 if need_in else 1} shadow models (this run has {inp.num_shadows}); train with --num-shadows N")
+def p_true_mean(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pr(y | x, theta) averaged over queries [n] (RMIA)."""
+    return np.exp(true_class(log_softmax(z, axis=-1), y)).mean(axis=-1)
+
+
+# -- LiRA (Carlini et al., S&P 2022) --------------------------------------------------------------
+
+def require_shadows(inp: AttackInput, title: str, need_in: bool) -> None:
+    """Per-example statistics need OUT (and IN) shadows for every example. With the balanced keep
+    matrix that takes 3 shadows when IN ones are needed and 2 otherwise."""
+    n_in = inp.shadow_keep.sum(0)
+    lacking = (n_in == inp.num_shadows) | ((n_in == 0) if need_in else False)
+    if lacking.any():
+        what = "IN for at least one shadow model and OUT for another" if need_in else "OUT for at least one shadow model"
+        raise UsageError(f"{title} needs every example {what}: {int(lacking.sum())} of {len(n_in)} examples lack one "
+                         f"among {inp.num_shadows} shadow(s); train with --num-shadows N (N >= {3 if need_in else 2})")
+
+
+def balanced_shadows(keep: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """IN and OUT masks [S, N]: for every example, k_in of its IN and k_out of its OUT shadows, drawn
+    at random (seeded), k = the smallest counts over examples. Fragile spot: under the balanced keep
+    matrix the target's members have one IN shadow fewer than its non-members, so raw shadow counts
+    reveal the target's membership to anything pooling shadow rows (Gaussian fits, per-class
+    thresholds, attack-model training sets). Equal counts remove that; drawing them at random (not
+    the first k in shadow order, as the LiRA reference code does) makes the chance that a given
+    shadow is used independent of the target's membership, so one odd shadow cannot bias scores."""
+    u = rng_for(seed, "balanced_shadows").random((2,) + keep.shape)
+
+    def pick(sel, u):
+        k = int(sel.sum(0).min())
+        pri = np.where(sel, u, np.inf)
+        kth = np.sort(pri, axis=0)[k - 1] if k else np.full(sel.shape[1], -np.inf)
+        return sel & (pri <= kth), k
+
+    (sel_in, k_in), (sel_out, k_out) = pick(keep, u[0]), pick(~keep, u[1])
+    return sel_in, sel_out, k_in, k_out
+
+
+class Fit(NamedTuple):
+    mu: np.ndarray   # [N, Q] per-example median
+    var: np.ndarray  # [N, Q] per-example variance
+    k: int           # shadows per example
+
+
+def gaussian_fit(phi_s: np.ndarray, sel: np.ndarray, k: int) -> Fit:
+    """Median and variance of phi_s [S, N, Q] over the k shadows selected per example by sel [S, N]
+    (exactly k per example). Vectorized: unselected entries sort to the end."""
+    vals = np.sort(np.where(sel[..., None], phi_s, np.inf), axis=0)[:k]  # [k, N, Q]
+    return Fit(np.median(vals, axis=0), vals.var(axis=0), k)
+
+
+def global_sigma(phi_s: np.ndarray, fits: list[Fit]) -> float:
+    """Fixed variance: one sigma for every example and both Gaussians, the within-example variance
+    pooled over the fitted groups. When every group holds one shadow it is zero, and the reference
+    code's std over all shadow values is used. Online, one shared sigma only scales the score."""
+    var = sum(f.k * f.var.mean() for f in fits) / sum(f.k for f in fits)
+    return float(np.sqrt(var)) if var > 0 else float(phi_s.std())
+
+
+def _phis(inp: AttackInput) -> tuple[np.ndarray, np.ndarray]:
+    return per_model(phi, inp.shadow_logits, inp.labels), per_example(phi, inp.target_logits, inp.labels)
 
 
 def lira_online(inp: AttackInput, st: AttackSettings) -> AttackOutput:
-    _need_in_out(inp, need_in=True)
-    phi_s = lira_phi(inp.shadow_logits, inp.labels)  # [S, N, Q]
-    phi_t = lira_phi(inp.target_logits, inp.labels)  # [N, Q]
+    """log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out), averaged over queries."""
+    require_shadows(inp, "LiRA", need_in=True)
+    phi_s, phi_t = _phis(inp)
+    sel_in, sel_out, k_in, k_out = balanced_shadows(inp.shadow_keep, st.seed)
+    f_in, f_out = gaussian_fit(phi_s, sel_in, k_in), gaussian_fit(phi_s, sel_out, k_out)
     fixed = inp.num_shadows < st.lira_fixed_variance_below
-    mu_in, sd_in = _gauss_params(phi_s, inp.shadow_keep, fixed, st.seed)
-    mu_out, sd_out = _gauss_params(phi_s, ~inp.shadow_keep, fixed, st.seed + 1)
-    score = norm.logpdf(phi_t, mu_in, sd_in) - norm.logpdf(phi_t, mu_out, sd_out)
-    return AttackOutput(score.mean(axis=1), info={"fixed_variance": fixed})
+    s_in, s_out = (global_sigma(phi_s, [f_in, f_out]),) * 2 if fixed else (np.sqrt(f_in.var), np.sqrt(f_out.var))
+    # + 1e-30 as the reference code: a zero per-example variance (one shadow) stays finite
+    score = norm.logpdf(phi_t, f_in.mu, s_in + 1e-30) - norm.logpdf(phi_t, f_out.mu, s_out + 1e-30)
+    return AttackOutput(score.mean(axis=1), info={"fixed_variance": fixed, "shadows_in": k_in, "shadows_out": k_out})
 
 
 def lira_offline(inp: AttackInput, st: AttackSettings) -> AttackOutput:
-    """One-sided test of the paper: log P[phi' <= phi_target] under N(mu_out, s_out)."""
-    _need_in_out(inp, need_in=False)
-    phi_s = lira_phi(inp.shadow_logits, inp.labels)
-    phi_t = lira_phi(inp.target_logits, inp.labels)
+    """The paper's one-sided test: log Pr[Z <= phi], Z ~ N(mu_out, s_out), averaged over queries
+    (large when the target is more confident than the OUT shadows)."""
+    require_shadows(inp, "offline LiRA", need_in=False)
+    phi_s, phi_t = _phis(inp)
+    _, sel_out, _, k_out = balanced_shadows(inp.shadow_keep, st.seed)
+    f_out = gaussian_fit(phi_s, sel_out, k_out)
     fixed = inp.num_shadows < st.lira_fixed_variance_below
-    mu_out, sd_out = _gauss_params(phi_s, ~inp.shadow_keep, fixed, st.seed + 1)
-    return AttackOutput(norm.logcdf(phi_t, mu_out, sd_out).mean(axis=1), info={"fixed_variance": fixed})
+    s_out = global_sigma(phi_s, [f_out]) if fixed else np.sqrt(f_out.var)
+    score = norm.logcdf(phi_t, f_out.mu, s_out + 1e-30)
+    return AttackOutput(score.mean(axis=1), info={"fixed_variance": fixed, "shadows_out": k_out})
 
 
-# -- RMIA (Zarifzadeh, Liu, Shokri, ICML 2024), offline ---------------------------------------------
+# -- RMIA (Zarifzadeh, Liu, Shokri, ICML 2024), offline --------------------------------------------
 
 def rmia(inp: AttackInput, st: AttackSettings) -> AttackOutput:
-    """Pr(x|theta) = p_y averaged over queries. P(x) from OUT reference models with the offline
-    correction ((1+a) P_out + (1-a)) / 2. Population z = every pool example (no membership used).
-    score(x) = fraction of z with [Pr(x|t)/P(x)] / [Pr(z|t)/P(z)] >= gamma."""
-    _need_in_out(inp, need_in=False)
-    p_t = np.exp(true_class(log_probs(inp.target_logits), inp.labels)).mean(-1)           # [N]
-    p_s = np.exp(true_class(log_probs(inp.shadow_logits), inp.labels)).mean(-1)           # [S, N]
-    out = equal_count_selection(~inp.shadow_keep, st.seed)
-    p_out = (p_s * out).sum(0) / out.sum(0)
-    p_x = 0.5 * ((1 + st.rmia_a) * p_out + (1 - st.rmia_a))
-    ratio = p_t / p_x
+    """ratio(x) = Pr(x|target) / P(x), P(x) = ((1 + a) P_out(x) + (1 - a)) / 2, P_out = mean over the
+    OUT shadows (balanced_shadows); score(x) = fraction of the population z with
+    ratio(x) / ratio(z) >= gamma. Population = every pool example (no membership used). The score
+    is a monotone map of ratio(x), so any population gives the same ranking (it matters for the
+    score's scale only); sorting + searchsorted keeps it O(N log N) in time and O(N) in memory."""
+    require_shadows(inp, "RMIA", need_in=False)
+    p_t = per_example(p_true_mean, inp.target_logits, inp.labels)
+    p_s = per_model(p_true_mean, inp.shadow_logits, inp.labels)
+    _, out, _, k_out = balanced_shadows(inp.shadow_keep, st.seed)
+    p_out = (p_s * out).sum(0) / k_out
+    ratio = p_t / (0.5 * ((1 + st.rmia_a) * p_out + (1 - st.rmia_a)))
     z = np.sort(ratio)
-    # ratio_x / ratio_z >= gamma  <=>  ratio_z <= ratio_x / gamma
-    score = np.searchsorted(z, ratio / st.rmia_gamma, side="right") / len(z)
-    return AttackOutput(score + 1e-12 * ratio / (1 + ratio))  # tiny tie-break by the ratio itself
+    return AttackOutput(np.searchsorted(z, ratio / st.rmia_gamma, side="right") / len(z))  # ratio_z <= ratio_x / gamma
 
 
-# -- Threshold attacks (Song & Mittal 2021; Yeom et al. 2018) -----------------------------------------
+# -- threshold attacks (Song & Mittal 2021; Yeom et al. 2018), on query 0 --------------------------
 
-def _confidence(lp, y):
+def confidence(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.exp(true_class(lp, y))
 
 
-def _neg_entropy(lp, y):
+def neg_entropy(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (np.exp(lp) * lp).sum(-1)
 
 
-def _neg_modified_entropy(lp, y):
-    """-Mentr = (1 - p_y) log p_y + sum_{i != y} p_i log(1 - p_i)."""
-    p = np.exp(lp)
-    p_y = true_class(p, y)
-    log1m = np.log1p(-np.clip(p, 0, 1 - 1e-12))
-    others = (p * log1m).sum(-1) - p_y * true_class(log1m, y)
-    return (1 - p_y) * true_class(lp, y) + others
+def neg_modified_entropy(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """-Mentr = (1 - p_y) log p_y + sum_{i != y} p_i log(1 - p_i). 1 - p = -expm1(log p) keeps
+    precision near p = 1; log(1 - p) is floored at log 1e-30 as in Song & Mittal's code."""
+    one_minus = -np.expm1(lp)
+    log_one_minus = np.log(np.maximum(one_minus, 1e-30))
+    p, lp_y = np.exp(lp), true_class(lp, y)
+    return true_class(one_minus, y) * lp_y + (p * log_one_minus).sum(-1) - np.exp(lp_y) * true_class(log_one_minus, y)
 
 
-def _neg_loss(lp, y):
+def neg_loss(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
     return true_class(lp, y)  # -CE = log p_y
 
 
-def _threshold_attack(value_fn, per_class: bool):
-    """Score = value - threshold of the example's class (or one global threshold), thresholds chosen
-    on the shadows' IN/OUT rows; the decision boundary is then 0."""
+def threshold_attack(value: Callable, per_class: bool) -> Callable:
+    """score = value - threshold of the example's class (or one global threshold); thresholds
+    maximise balanced accuracy over the shadows' IN/OUT rows of that class (balanced_shadows rows,
+    the same number per example, when there are enough shadows). Decision boundary 0."""
+
+    def on_query0(z, y):
+        return value(log_softmax(z[:, 0], axis=-1), y)
 
     def attack(inp: AttackInput, st: AttackSettings) -> AttackOutput:
-        # identity query only (query axis kept with size 1, then dropped)
-        v_t = value_fn(log_probs(inp.target_logits[..., :1, :]), inp.labels)[..., 0]   # [N]
-        v_s = value_fn(log_probs(inp.shadow_logits[..., :1, :]), inp.labels)[..., 0]   # [S, N]
+        v_t = per_example(on_query0, inp.target_logits, inp.labels)
+        v_s = per_model(on_query0, inp.shadow_logits, inp.labels)
         groups = inp.labels if per_class else np.zeros_like(inp.labels)
-        thr = np.zeros(int(groups.max()) + 1)
-        for c in np.unique(groups):
-            cols = groups == c
-            thr[c] = best_threshold(v_s[:, cols].ravel(), inp.shadow_keep[:, cols].ravel())
-        thr[~np.isfinite(thr)] = np.finfo(np.float64).max / 4
-        return AttackOutput(v_t - thr[groups], threshold=0.0, info={"thresholds": thr.tolist()})
+        sel_in, sel_out, k_in, k_out = balanced_shadows(inp.shadow_keep, st.seed)
+        if not (k_in and k_out):  # fewer than 3 shadows: no equal-count selection exists, use every row
+            sel_in, sel_out = inp.shadow_keep, ~inp.shadow_keep
+        rows = sel_in | sel_out
+        thr = group_thresholds(v_s[rows], sel_in[rows], np.broadcast_to(groups, v_s.shape)[rows], int(groups.max()) + 1)
+        return AttackOutput(v_t - thr[groups], 0.0, "shadows' IN/OUT rows (score = value - threshold)",
+                            {"thresholds": thr.tolist()})
 
     return attack
 
 
-def _nn(name):
-    def attack(inp, st):
+def _learned(name: str) -> Callable:
+    """Registry entry for a learned attack of mia/nn_attacks.py, looked up at call time:
+    nn_attacks imports this module's types, so it cannot be imported while this one loads."""
+
+    def attack(inp: AttackInput, st: AttackSettings) -> AttackOutput:
         from mia import nn_attacks
 
-        return nn_attacks.ATTACK_FNS[name](inp, st)
+        return getattr(nn_attacks, name)(inp, st)
 
+    attack.__name__ = name
     return attack
 
 
 # Registry: attack key (CSV column prefix) -> spec.
 ATTACKS: dict[str, AttackSpec] = {
-    "lira": AttackSpec(lira_online, "advanced", min_shadows=3, description="LiRA online (Carlini et al. 2022)"),
-    "shokri_nn": AttackSpec(_nn("shokri_nn"), "advanced", min_shadows=2, description="one MLP per class (Shokri et al. 2017)"),
-    "top3_nn": AttackSpec(_nn("top3_nn"), "advanced", min_shadows=2, description="MLP on top-3 posteriors (ML-Leaks)"),
-    "class_label_nn": AttackSpec(_nn("class_label_nn"), "advanced", min_shadows=2, description="MLP on posterior + one-hot label"),
-    "samia": AttackSpec(_nn("samia"), "advanced", min_shadows=2, needs_sensitivity=True, description="SAMIA transformer (Yuan & Zhang 2022)"),
-    "rmia": AttackSpec(rmia, "advanced", extra=True, min_shadows=1, description="RMIA offline (Zarifzadeh et al. 2024)"),
-    "lira_offline": AttackSpec(lira_offline, "advanced", extra=True, min_shadows=1, description="LiRA offline, one-sided"),
-    "confidence": AttackSpec(_threshold_attack(_confidence, True), "wemem", description="p_y, per-class thresholds"),
-    "entropy": AttackSpec(_threshold_attack(_neg_entropy, True), "wemem", description="-H(p), per-class thresholds"),
-    "modified_entropy": AttackSpec(_threshold_attack(_neg_modified_entropy, True), "wemem", description="-Mentr, per-class thresholds"),
-    "neural_network": AttackSpec(_nn("neural_network"), "wemem", min_shadows=2, description="MLP 512-256-128 on the posterior"),
-    "loss": AttackSpec(_threshold_attack(_neg_loss, False), "wemem", extra=True, description="-CE, global threshold (Yeom et al. 2018)"),
+    "lira": AttackSpec(lira_online, "LiRA", "advanced", min_shadows=2, settings=("lira_",),
+                       description="LiRA online (Carlini et al. 2022)"),
+    "lira_offline": AttackSpec(lira_offline, "offline LiRA", "advanced", extra=True, settings=("lira_",),
+                               description="LiRA offline, one-sided test"),
+    "shokri_nn": AttackSpec(_learned("shokri_nn"), "Shokri-NN", "advanced", min_shadows=2, settings=("nn_",),
+                            description="one MLP per class (Shokri et al. 2017)"),
+    "top3_nn": AttackSpec(_learned("top3_nn"), "Top3-NN", "advanced", min_shadows=2, settings=("nn_",),
+                          description="MLP on the sorted top-3 posteriors (Salem et al. 2019)"),
+    "class_label_nn": AttackSpec(_learned("class_label_nn"), "ClassLabel-NN", "advanced", min_shadows=2, settings=("nn_",),
+                                 description="MLP on posterior ++ one-hot label"),
+    "samia": AttackSpec(_learned("samia"), "SAMIA", "advanced", min_shadows=2, needs_sensitivity=True,
+                        settings=("nn_", "samia_"), description="SAMIA transformer (Yuan & Zhang 2022)"),
+    "confidence": AttackSpec(threshold_attack(confidence, True), "confidence", "wemem",
+                             description="p_y, per-class thresholds (Song & Mittal 2021)"),
+    "entropy": AttackSpec(threshold_attack(neg_entropy, True), "entropy", "wemem",
+                          description="-H(p), per-class thresholds (Song & Mittal 2021)"),
+    "modified_entropy": AttackSpec(threshold_attack(neg_modified_entropy, True), "modified entropy", "wemem",
+                                   description="-Mentr, per-class thresholds (Song & Mittal 2021)"),
+    "neural_network": AttackSpec(_learned("neural_network"), "NN", "wemem", min_shadows=2, settings=("nn_",),
+                                 description="MLP 512-256-128 on the posterior (mia_prune / WeMeM)"),
+    "loss": AttackSpec(threshold_attack(neg_loss, False), "loss", "wemem", extra=True,
+                       description="-CE, global threshold (Yeom et al. 2018)"),
+    "rmia": AttackSpec(rmia, "RMIA", "advanced", extra=True, settings=("rmia_",),
+                       description="RMIA offline (Zarifzadeh et al. 2024)"),
 }
 
 
 def suite_attacks(suite: str) -> list[str]:
+    """Every attack of a suite, extras included (the scripts' default)."""
     return [k for k, s in ATTACKS.items() if s.suite == suite]
 
 
-def check_attacks(names: list[str]) -> None:
+def check_attacks(names: Sequence[str]) -> None:
     bad = [n for n in names if n not in ATTACKS]
     if bad:
         raise UsageError(f"unknown attack {bad[0]!r}; valid: {', '.join(ATTACKS)}")
+
+
+def check_runnable(name: str, num_shadows: int, has_sensitivity: bool) -> None:
+    spec = ATTACKS[name]
+    if num_shadows < spec.min_shadows:
+        raise UsageError(f"{spec.title} needs at least {spec.min_shadows} shadow model{'s' * (spec.min_shadows > 1)} "
+                         f"(found {num_shadows}); train with --num-shadows N")
+    if spec.needs_sensitivity and not has_sensitivity:
+        raise UsageError(f"{spec.title} needs {paths.SENSITIVITY} for the target and every shadow; recompute the signals")
+
+
+def run_attack(name: str, inp: AttackInput, st: AttackSettings | None = None) -> AttackOutput:
+    """The one entry point: validate the name and the inputs, then run the attack."""
+    check_attacks([name])
+    check_runnable(name, inp.num_shadows, inp.target_sens is not None and inp.shadow_sens is not None)
+    return ATTACKS[name].fn(inp, st or AttackSettings())

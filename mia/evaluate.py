@@ -1,8 +1,11 @@
 """Run attacks on experiments: leave-one-out targets, shadow-calibrated thresholds, one metrics
-function, and the writers (per-experiment JSON, wide CSV, long CSV). Shared by every mia/ script."""
+function; and the writers (per-experiment JSON, wide CSV row, long CSV rows). Shared by every
+mia/ script (mia_advanced, mia_wemem, mia_classic) and reusable by a unified evaluation.
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -11,116 +14,149 @@ import pandas as pd
 
 from configs import paths
 from mia.artifacts import Signals, load_experiment
-from mia.attacks import ATTACKS, AttackInput, AttackSettings, check_attacks, suite_attacks
+from mia.attacks import ATTACKS, AttackInput, AttackSettings, check_attacks, run_attack, suite_attacks
 from mia.metrics import best_threshold, compute_metrics
 from utils.errors import UsageError
 from utils.io import save_json, save_text
 
 METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr")
+ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc")
+LONG_KEYS = ("experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value")
+
+
+# -- one attack against one target ------------------------------------------------------------------
+
+def shadow_rows(sig: Signals, target: int) -> list[int]:
+    """Leave-one-out: every other complete model is a shadow of `target` (rows of sig)."""
+    return [r for r in range(len(sig.indices)) if r != target]
 
 
 def attack_input(sig: Signals, target: int, shadows: list[int]) -> AttackInput:
-    """Rows of `sig` for one target and its shadows. The target's keep row is deliberately absent."""
-    if target in shadows:
-        raise AssertionError("a target is never its own shadow")
-    s = np.asarray(shadows)
-    return AttackInput(sig.logits[target], sig.logits[s], sig.keep[s], sig.labels,
-                       None if sig.sensitivity is None else sig.sensitivity[target],
-                       None if sig.sensitivity is None else sig.sensitivity[s])
+    """Rows of sig for one target and its shadows. The target's keep row is deliberately absent."""
+    assert target not in shadows, "a target is never among its own shadows"
+    sens = sig.sensitivity
+    return AttackInput(sig.logits[target], sig.logits[shadows], sig.keep[shadows], sig.labels,
+                       None if sens is None else sens[target], None if sens is None else sens[shadows])
 
 
-def _check_runnable(name: str, sig: Signals, n_shadows: int) -> None:
-    spec = ATTACKS[name]
-    if n_shadows < spec.min_shadows:
-        what = "LiRA" if name == "lira" else name
-        raise UsageError(f"{what} needs at least {spec.min_shadows} shadow models (found {n_shadows}); "
-                         f"train with --num-shadows N")
-    if spec.needs_sensitivity and sig.sensitivity is None:
-        raise UsageError(f"{name} needs sensitivity.npy for every model")
-
-
-def calibrate_threshold(name: str, sig: Signals, shadows: list[int], st: AttackSettings) -> float | None:
-    """Run the attack with shadows[0] as a pseudo-target (the other shadows as its shadows; the real
-    target excluded) and take the threshold that best separates that shadow's members. None when
-    too few shadows remain."""
-    pseudo, rest = shadows[0], shadows[1:]
+def calibrate_threshold(name: str, sig: Signals, target: int, st: AttackSettings) -> tuple[float | None, str]:
+    """For attacks without their own decision rule: run the attack with the target's first shadow as
+    a pseudo-target (the other shadows as its shadows; the real target excluded) and take the
+    threshold that best separates that shadow's members. Never reads the target's keep or logits."""
+    pseudo, *rest = shadow_rows(sig, target)
     try:
-        _check_runnable(name, sig, len(rest))
-        out = ATTACKS[name].fn(attack_input(sig, pseudo, rest), st)
-    except UsageError:
-        return None
-    return best_threshold(out.scores, sig.keep[pseudo])
+        out = run_attack(name, attack_input(sig, pseudo, rest), st)
+    except UsageError as e:
+        return None, f"not calibrated ({e})"
+    return best_threshold(out.scores, sig.keep[pseudo]), f"pseudo-target: model {sig.indices[pseudo]}"
 
 
-def run_attack(name: str, sig: Signals, target: int, st: AttackSettings) -> dict:
-    """Metrics of one attack against one target (row index into sig)."""
-    shadows = [r for r in range(len(sig.indices)) if r != target]
-    _check_runnable(name, sig, len(shadows))
-    t0 = time.time()
-    out = ATTACKS[name].fn(attack_input(sig, target, shadows), st)
-    thr = out.threshold if out.threshold is not None else calibrate_threshold(name, sig, shadows, st)
-    m = compute_metrics(out.scores, sig.keep[target], thr)
-    m["time_s"] = time.time() - t0
-    m["info"] = out.info
+def attack_target(name: str, sig: Signals, target: int, st: AttackSettings) -> dict:
+    """Metrics of one attack against one target (a row of sig), with the calibrated threshold."""
+    t0 = time.perf_counter()
+    out = run_attack(name, attack_input(sig, target, shadow_rows(sig, target)), st)
+    if out.threshold is None:
+        threshold, how = calibrate_threshold(name, sig, target, st)
+    else:
+        threshold, how = out.threshold, out.calibration
+    m = compute_metrics(out.scores, sig.keep[target], threshold)
+    m.update(time_s=time.perf_counter() - t0, calibration=how, info=out.info)
     return m
 
 
-def _targets(spec: str, sig: Signals) -> list[int]:
-    if spec == "all":
+# -- one experiment -----------------------------------------------------------------------------------
+
+def check_targets(spec: str | int) -> None:
+    if str(spec) != "all" and not str(spec).isdigit():
+        raise UsageError(f"--targets must be a model index or 'all', got {spec!r}")
+
+
+def target_rows(spec: str | int, sig: Signals) -> list[int]:
+    check_targets(spec)
+    if str(spec) == "all":
         return list(range(len(sig.indices)))
-    try:
-        k = int(spec)
-    except ValueError:
-        raise UsageError(f"--targets must be a model index or 'all', got {spec!r}") from None
+    k = int(spec)
     if k not in sig.indices:
-        raise UsageError(f"--targets {k}: model {k} is not a finished model of {sig.exp_dir} (have {sig.indices})")
+        raise UsageError(f"--targets {k}: model {k} is not a finished model of {sig.exp_dir} (finished: {sig.indices})")
     return [sig.row(k)]
 
 
-def evaluate_experiment(exp_dir, attacks: list[str], targets: str = "0", st: AttackSettings | None = None) -> dict:
-    """Every requested attack against every chosen target; mean and std over targets.
-    Attacks that cannot run here are recorded under 'errors' (the others still run)."""
-    st = st or AttackSettings()
-    check_attacks(attacks)
-    sig = load_experiment(exp_dir)
-    rows = _targets(targets, sig)
+def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
     cfg = sig.config
-    res = {"experiment": cfg.get("name"), "exp_dir": str(exp_dir), "method": cfg.get("method"),
-           "sparsity": cfg.get("sparsity"), "dataset": cfg.get("dataset"), "arch": f"{cfg.get('arch')}-{cfg.get('layers')}",
-           "targets": [sig.indices[r] for r in rows], "num_shadows": len(sig.indices) - 1,
-           "pool_size": len(sig.labels), "settings": st.to_dict(), "attacks": {}, "errors": {}}
-    for key in ("train_acc", "test_acc", "sparsity"):
+    arch = cfg.get("arch")
+    res = {"experiment": cfg.get("name") or sig.exp_dir.name, "method": cfg.get("method"),
+           "sparsity": cfg.get("sparsity"), "dataset": cfg.get("dataset"),
+           "arch": f"{arch}-{cfg['layers']}" if arch and cfg.get("layers") else arch,
+           "exp_dir": str(sig.exp_dir), "targets": [sig.indices[r] for r in rows],
+           "num_models": len(sig.indices), "num_shadows": len(sig.indices) - 1, "pool_size": len(sig.labels),
+           "num_queries": sig.logits.shape[2], "num_classes": sig.logits.shape[3], "settings": st.to_dict()}
+    for key, out_key in (("train_acc", "train_acc"), ("test_acc", "test_acc"), ("sparsity", "measured_sparsity")):
         vals = [sig.summaries[sig.indices[r]].get(key) for r in rows]
-        vals = [v for v in vals if v is not None]
-        res["measured_sparsity" if key == "sparsity" else key] = float(np.mean(vals)) if vals else None
-    for name in attacks:
-        try:
-            per = {sig.indices[r]: run_attack(name, sig, r, st) for r in rows}
-        except UsageError as e:
-            res["errors"][name] = str(e)
-            continue
-        first = per[res["targets"][0]]
-        keys = [k for k in first if isinstance(first[k], (int, float)) and not isinstance(first[k], bool)]
-        res["attacks"][name] = {
-            "mean": {k: float(np.mean([p[k] for p in per.values() if k in p])) for k in keys},
-            "std": {k: float(np.std([p[k] for p in per.values() if k in p])) for k in keys},
-            "per_target": {str(t): {k: v for k, v in p.items() if k not in ("roc", "info")} for t, p in per.items()},
-            "roc": {**first["roc"], "auc": first["auc"]}, "info": first["info"],
-            "fpr_floor_note": f"FPR levels below {first['min_fpr']:.2g} (1/#non-members) cannot be measured",
-        }
+        vals = [v for v in vals if isinstance(v, (int, float))]
+        res[out_key] = float(np.mean(vals)) if vals else None
     return res
 
 
-# -- tables ---------------------------------------------------------------------------------------------
+def _numeric(per: dict[int, dict]) -> list[str]:
+    """Numeric metric names over all targets, in first-seen order (accuracy may miss for some)."""
+    keys = [k for m in per.values() for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return list(dict.fromkeys(keys))
+
+
+def summarize(name: str, per: dict[int, dict], st: AttackSettings) -> dict:
+    """Mean and std over targets, per-target metrics, the first target's ROC, settings, timing."""
+    first = next(iter(per.values()))
+    vals = {k: [m[k] for m in per.values() if k in m] for k in _numeric(per)}
+    spec = ATTACKS[name]
+    return {
+        "description": spec.description,
+        "mean": {k: float(np.mean(v)) for k, v in vals.items()},
+        "std": {k: float(np.std(v)) for k, v in vals.items()},
+        "per_target": {str(t): {k: v for k, v in p.items() if k not in ("roc", "info")} for t, p in per.items()},
+        "roc": {"target": next(iter(per)), **first["roc"]},
+        "settings": {k: v for k, v in st.to_dict().items() if k in ("seed", "device") or k.startswith(spec.settings)},
+        "info": first["info"], "calibration": first["calibration"],
+        "time_s": float(sum(p["time_s"] for p in per.values())),
+        "fpr_floor_note": f"FPR levels below 1/#non-members = {first['min_fpr']:.2g} cannot be measured",
+    }
+
+
+def settings_for(device: str = "auto", seed: int = 0) -> AttackSettings:
+    """Default settings on a resolved device ('auto': cuda when available)."""
+    from training.trainer import resolve_device
+
+    return AttackSettings(seed=seed, device=str(resolve_device(device)))
+
+
+def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", device: str = "auto", seed: int = 0,
+                        settings: AttackSettings | None = None) -> dict:
+    """Every requested attack against every chosen target (leave-one-out). An attack that cannot run
+    here (too few shadows, no sensitivity) is recorded under 'errors'; the others still run."""
+    st = settings or settings_for(device, seed)
+    check_attacks(attacks)
+    sig = load_experiment(exp_dir)
+    rows = target_rows(targets, sig)
+    res = {**_header(sig, rows, st), "attacks": {}, "errors": {}}
+    for name in attacks:
+        try:
+            per = {sig.indices[r]: attack_target(name, sig, r, st) for r in rows}
+        except UsageError as e:
+            res["errors"][name] = str(e)
+            continue
+        res["attacks"][name] = summarize(name, per, st)
+    return res
+
+
+# -- tables (reused by the unified evaluation) ---------------------------------------------------------
 
 def experiment_id(res: dict) -> str:
     return f"{res['experiment']}_{res['dataset']}"
 
 
 def wide_row(res: dict) -> dict:
-    """One CSV row: experiment, method, sparsity, dataset, arch, train_acc, test_acc, <attack>_<metric>."""
-    row = {k: res.get(k) for k in ("experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc",
-                                   "measured_sparsity", "num_shadows")}
+    """One CSV row: experiment, method, sparsity, dataset, arch, train_acc, test_acc, then
+    <attack>_<metric> (and <attack>_<metric>_std with several targets), then bookkeeping."""
+    row = {k: res.get(k) for k in ROW_KEYS}
     multi = len(res["targets"]) > 1
     for name, a in res["attacks"].items():
         for m in METRICS:
@@ -128,59 +164,43 @@ def wide_row(res: dict) -> dict:
                 row[f"{name}_{m}"] = a["mean"][m]
                 if multi:
                     row[f"{name}_{m}_std"] = a["std"][m]
+    row.update(measured_sparsity=res.get("measured_sparsity"), num_shadows=res.get("num_shadows"),
+               num_targets=len(res["targets"]))
     return row
 
 
 def long_rows(res: dict) -> list[dict]:
-    """(experiment, attack, target, metric, value) rows for analysis."""
-    return [{"experiment": res["experiment"], "dataset": res["dataset"], "method": res["method"],
-             "sparsity": res["sparsity"], "attack": name, "target": int(t), "metric": m, "value": v}
-            for name, a in res["attacks"].items() for t, p in a["per_target"].items()
-            for m, v in p.items() if m in METRICS]
+    """(experiment, method, sparsity, dataset, attack, target, metric, value), one row per number."""
+    ident = {k: res.get(k) for k in LONG_KEYS[:4]}
+    return [{**ident, "attack": name, "target": int(t), "metric": m, "value": p[m]}
+            for name, a in res["attacks"].items() for t, p in a["per_target"].items() for m in METRICS if m in p]
 
 
-def write_results(results: list[dict], out_dir: Path, csv_name: str) -> pd.DataFrame:
+def write_results(results: list[dict], out_dir: str | Path, csv_stem: str) -> pd.DataFrame:
+    """Per-experiment JSON, <csv_stem>.csv (wide) and <csv_stem>_long.csv; atomic writes."""
     out_dir = Path(out_dir)
     for r in results:
         save_json(r, out_dir / f"{experiment_id(r)}.json")
-    df = pd.DataFrame([wide_row(r) for r in results])
-    save_text(df.to_csv(index=False), out_dir / csv_name)
+    df = pd.DataFrame([wide_row(r) for r in results], columns=None if results else list(ROW_KEYS))
+    save_text(df.to_csv(index=False), out_dir / f"{csv_stem}.csv")
+    long = pd.DataFrame([x for r in results for x in long_rows(r)], columns=list(LONG_KEYS))
+    save_text(long.to_csv(index=False), out_dir / f"{csv_stem}_long.csv")
     return df
 
 
+def print_table(df: pd.DataFrame, attacks: list[str]) -> None:
+    """AUC and TPR at 0.1% FPR per experiment and attack."""
+    if df.empty:
+        return
+    for metric in ("auc", "tpr_at_0.1pct_fpr"):
+        cols = {f"{a}_{metric}": a for a in attacks if f"{a}_{metric}" in df}
+        if cols:
+            names = df["experiment"].astype(str) + "/" + df["dataset"].astype(str)
+            t = df.set_index(names)[["test_acc", *cols]].rename(columns=cols)
+            print(f"\n{metric}:\n{t.to_string(float_format=lambda v: f'{v:.3f}')}")
+
+
 # -- the scripts' shared command line -------------------------------------------------------------------
-
-def add_eval_args(p: argparse.ArgumentParser, default_attacks: list[str]) -> None:
-    p.add_argument("--runs-dir", default="./runs", help="runs directory to evaluate (every experiment in it)")
-    p.add_argument("--results-dir", default="./results", help="results root")
-    p.add_argument("--attacks", nargs="+", default=default_attacks, help=f"attacks (default: {' '.join(default_attacks)})")
-    p.add_argument("--targets", default="0", help="target model index, or 'all' (leave-one-out: mean and std over targets)")
-    p.add_argument("--device", default="auto", help="device for attack models: auto | cpu | cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of the attack models")
-
-
-def settings_from(args) -> AttackSettings:
-    from training.trainer import resolve_device
-
-    return AttackSettings(seed=args.seed, device=str(resolve_device(args.device)))
-
-
-def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: AttackSettings) -> tuple[list[dict], list[str]]:
-    """Evaluate each experiment; a problem in one is printed as one line and the others go on."""
-    results, failures = [], []
-    for exp in exp_dirs:
-        try:
-            res = evaluate_experiment(exp, attacks, targets, st)
-        except UsageError as e:
-            failures.append(f"{exp}: {e}")
-            print(f"error: {exp}: {e}")
-            continue
-        for name, msg in res["errors"].items():
-            failures.append(f"{exp}: {msg}")
-            print(f"error: {exp}: {name}: {msg}")
-        results.append(res)
-    return results, failures
-
 
 def find_experiment_dirs(runs_dir) -> list[Path]:
     runs = Path(runs_dir)
@@ -192,23 +212,50 @@ def find_experiment_dirs(runs_dir) -> list[Path]:
     return exps
 
 
-def print_table(df: pd.DataFrame, metric: str = "auc") -> None:
-    cols = [c for c in df.columns if c.endswith(f"_{metric}")]
-    if cols:
-        print(df.set_index("experiment")[["test_acc"] + cols].to_string(float_format=lambda v: f"{v:.3f}"))
+def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: AttackSettings) -> tuple[list[dict], list[str]]:
+    """Evaluate each experiment; each problem is printed as one line and the rest goes on."""
+    results, failures = [], []
+    for exp in exp_dirs:
+        try:
+            res = evaluate_experiment(exp, attacks, targets, settings=st)
+        except UsageError as e:
+            failures.append(f"{exp}: {e}")
+            print(f"error: {exp}: {e}", file=sys.stderr)
+            continue
+        for name, msg in res["errors"].items():
+            failures.append(f"{exp}: {name}: {msg}")
+            print(f"error: {exp}: {name}: {msg}", file=sys.stderr)
+        results.append(res)
+    return results, failures
+
+
+def parse_args(suite: str, argv=None, description: str = "") -> argparse.Namespace:
+    default = suite_attacks(suite)
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs-dir", default="./runs", help="runs directory (every experiment in it is evaluated)")
+    p.add_argument("--results-dir", default="./results",
+                   help=f"results root (this suite writes to <results-dir>/mia/{suite}/)")
+    p.add_argument("--attacks", nargs="+", default=default,
+                   help=f"attacks to run (default: {' '.join(default)}); any of: {' '.join(ATTACKS)}")
+    p.add_argument("--targets", default="0", help="target model index, or 'all' (leave-one-out: mean and std over targets)")
+    p.add_argument("--device", default="auto", help="device for attack models: auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the attacks' random choices (shadow selection, attack models)")
+    return p.parse_args(argv)
 
 
 def suite_main(suite: str, argv=None, description: str = "") -> None:
-    """mia_advanced.py / mia_wemem.py: one suite over every experiment of a runs directory."""
-    p = argparse.ArgumentParser(description=description)
-    add_eval_args(p, suite_attacks(suite))
-    args = p.parse_args(argv)
+    """mia_advanced.py / mia_wemem.py: one suite over every experiment of a runs directory.
+    Exit 2 at the end when any experiment or attack failed; the rest is written first."""
+    args = parse_args(suite, argv, description)
     check_attacks(args.attacks)
+    check_targets(args.targets)
+    st = settings_for(args.device, args.seed)
     exps = find_experiment_dirs(args.runs_dir)
-    results, failures = evaluate_all(exps, args.attacks, args.targets, settings_from(args))
+    results, failures = evaluate_all(exps, args.attacks, args.targets, st)
     out = paths.mia_results_dir(args.results_dir, suite)
-    df = write_results(results, out, f"{suite}_mia_results.csv")
-    print_table(df)
-    print(f"results: {out}")
+    df = write_results(results, out, f"{suite}_mia_results")
+    print_table(df, args.attacks)
+    print(f"\n{len(results)} experiment(s) written to {out}")
     if failures:
         raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written to {out}")

@@ -1,8 +1,14 @@
-"""One metrics function for every attack (REFERENCE.md section 5).
+"""One metrics function for every attack (REFERENCE.md section 5), and the one threshold calibration.
 
-TPR at an FPR level is the largest TPR among ROC points whose FPR <= level (as in the LiRA reference
-code). A level below 1 / #non-members cannot be measured: `min_fpr` says where that floor is and
-`tpr_at_*_below_floor` flags it.
+Definitions (docs/attacks.md):
+- TPR at an FPR level = the largest TPR among ROC points whose FPR <= level (on sklearn's step ROC;
+  the LiRA reference code takes the last point with FPR < level, which differs only when a ROC point
+  lies exactly on the level).
+- A level below 1 / #non-members cannot be measured: `min_fpr` is that floor and
+  `<metric>_below_floor` flags each level under it. TPR at 0.01% FPR is reported only with at least
+  10,000 non-members.
+- `accuracy` = balanced accuracy of the rule `score >= threshold` at a threshold calibrated on
+  shadows (never on the target's membership); absent when no threshold could be calibrated.
 """
 from __future__ import annotations
 
@@ -10,52 +16,71 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 FPR_LEVELS = {"tpr_at_1pct_fpr": 1e-2, "tpr_at_0.1pct_fpr": 1e-3, "tpr_at_0.01pct_fpr": 1e-4}
-MIN_NONMEMBERS_FOR_0_01 = 10_000
+MIN_NONMEMBERS = {"tpr_at_0.01pct_fpr": 10_000}
+ROC_POINTS = 300
 
 
 def best_threshold(scores: np.ndarray, is_member: np.ndarray) -> float:
-    """Threshold t maximising balanced accuracy of the rule `score >= t` (ties broken towards the
-    largest t). Used for every calibration: per-class thresholds on shadows, pseudo-target runs."""
-    scores, is_member = np.asarray(scores, np.float64), np.asarray(is_member, bool)
-    n_in, n_out = is_member.sum(), (~is_member).sum()
+    """Threshold t maximising balanced accuracy of `score >= t`, cutting only between distinct scores.
+    Ties go to the largest t; when no cut beats chance, t lies just above every score (nobody is a
+    member). Always finite, so score - t stays usable as a ranking."""
+    s, m = np.asarray(scores, np.float64), np.asarray(is_member, bool)
+    n_in, n_out = m.sum(), (~m).sum()
+    if len(s) == 0:
+        return 0.0
+    above_all = float(np.nextafter(s.max(), np.inf))
     if n_in == 0 or n_out == 0:
-        return float(np.median(scores)) if len(scores) else 0.0
-    order = np.argsort(-scores, kind="stable")
-    s, m = scores[order], is_member[order]
-    tpr = np.cumsum(m) / n_in          # predicting "member" for the first k+1 sorted scores
-    fpr = np.cumsum(~m) / n_out
-    last = np.r_[s[1:] != s[:-1], True]  # only cut between distinct scores
-    k = np.flatnonzero(last)[np.argmax((tpr - fpr)[last])]
-    bal = 0.5 * (1 + tpr[k] - fpr[k])
-    return float(s[k]) if bal > 0.5 else float(np.inf)  # no useful cut: predict nobody a member
+        return above_all
+    order = np.argsort(-s, kind="stable")
+    s, m = s[order], m[order]
+    gain = np.cumsum(m) * n_out - np.cumsum(~m) * n_in  # (TPR - FPR) n_in n_out, exact in integers, for the first k+1
+    cut = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # last index of each run of equal scores
+    k = cut[np.argmax(gain[cut])]
+    return float(s[k]) if gain[k] > 0 else above_all
 
 
-def roc_points(fpr: np.ndarray, tpr: np.ndarray, n: int = 300) -> dict:
-    """Down-sample an ROC curve on a log-spaced FPR grid, so log-log plots stay faithful at low FPR."""
-    grid = np.unique(np.r_[0.0, np.logspace(-5, 0, n)])
-    idx = np.searchsorted(fpr, grid, side="right") - 1
-    return {"fpr": grid.tolist(), "tpr": tpr[np.clip(idx, 0, len(tpr) - 1)].tolist()}
+def group_thresholds(values: np.ndarray, is_member: np.ndarray, groups: np.ndarray, num_groups: int) -> np.ndarray:
+    """best_threshold per group (class labels, or all zeros for one global threshold): float64 [num_groups].
+    The single calibration mechanism of every attack; a group without rows gets threshold 0."""
+    values, is_member, groups = np.ravel(values), np.ravel(is_member), np.ravel(groups)
+    thr = np.zeros(num_groups)
+    for g in np.unique(groups):
+        rows = groups == g
+        thr[g] = best_threshold(values[rows], is_member[rows])
+    return thr
+
+
+def roc_points(fpr: np.ndarray, tpr: np.ndarray, n: int = ROC_POINTS) -> dict:
+    """Down-sample the step ROC on a log-spaced FPR grid (1e-5 .. 1, plus 0 and the FPR levels), so a log-log plot
+    stays faithful at low FPR: TPR(f) = max TPR over points with FPR <= f, as for tpr_at_*."""
+    grid = np.unique(np.r_[0.0, np.logspace(-5, 0, n), list(FPR_LEVELS.values())])
+    idx = np.searchsorted(fpr, grid, side="right") - 1  # fpr is non-decreasing; last point with FPR <= f
+    return {"fpr": grid.tolist(), "tpr": np.maximum.accumulate(tpr)[idx].tolist()}
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """NaN -> lowest score, +-inf -> +-largest finite (sklearn refuses non-finite scores)."""
+    big = np.finfo(np.float64).max
+    return np.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)
 
 
 def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float | None = None) -> dict:
-    scores = np.asarray(scores, np.float64)
-    is_member = np.asarray(is_member, bool)
-    if not np.isfinite(scores).all():
-        scores = np.nan_to_num(scores, nan=-np.inf, posinf=np.finfo(np.float64).max, neginf=-np.finfo(np.float64).max)
+    """auc, advantage, tpr_at_*, min_fpr (+ flags), accuracy (when a threshold is given), roc."""
+    scores, is_member = _finite(np.asarray(scores, np.float64)), np.asarray(is_member, bool)
     n_out = int((~is_member).sum())
-    fpr, tpr, _ = roc_curve(is_member, scores)
+    if n_out == 0 or n_out == len(is_member):
+        raise ValueError("metrics need both members and non-members")
+    fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
     out = {"auc": float(roc_auc_score(is_member, scores)), "advantage": float(np.max(tpr - fpr)),
-           "min_fpr": 1.0 / max(n_out, 1), "num_members": int(is_member.sum()), "num_nonmembers": n_out}
+           "min_fpr": 1.0 / n_out, "num_members": int(is_member.sum()), "num_nonmembers": n_out}
     for key, level in FPR_LEVELS.items():
-        if level == 1e-4 and n_out < MIN_NONMEMBERS_FOR_0_01:
+        if n_out < MIN_NONMEMBERS.get(key, 0):
             continue
         out[key] = float(tpr[fpr <= level].max())
-        out[f"{key}_below_floor"] = level < out["min_fpr"]
+        out[f"{key}_below_floor"] = bool(level < out["min_fpr"])
     if threshold is not None:
         pred = scores >= threshold
-        tpr_t = pred[is_member].mean() if is_member.any() else 0.0
-        tnr_t = (~pred[~is_member]).mean() if n_out else 0.0
-        out["accuracy"] = float(0.5 * (tpr_t + tnr_t))
+        out["accuracy"] = float(0.5 * (pred[is_member].mean() + (~pred[~is_member]).mean()))
         out["threshold"] = float(threshold)
     out["roc"] = roc_points(fpr, tpr)
     return out

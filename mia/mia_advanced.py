@@ -12,5 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mia.evaluate import suite_main  # noqa: E402
 from utils.errors import cli_main  # noqa: E402
 
+
+@cli_main
+def main(argv=None) -> None:
+    suite_main("advanced", argv, __doc__)
+
+
 if __name__ == "__main__":
-    cli_main(suite_main)("advanced", sys.argv[1:], __doc__)
+    main()

@@ -1,0 +1,267 @@
+"""Every attack against known answers, reference implementations, invariants and null cases."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp, softmax
+from scipy.stats import norm
+
+from mia import attacks
+from mia.attacks import ATTACKS, AttackInput, AttackSettings, balanced_shadows, run_attack, suite_attacks
+from mia.evaluate import attack_input, attack_target, calibrate_threshold
+from mia.metrics import compute_metrics
+from tests.mia_synthetic import in_memory, synthetic_signals
+from utils.errors import UsageError
+
+# Small attack models keep the suite fast; otherwise the defaults.
+FAST = AttackSettings(nn_max_train_rows=6000, samia_max_train_rows=3000, nn_min_class_rows=1000,
+                      nn_max_val_rows=2000, nn_max_epochs=20, samia_max_epochs=8)
+
+
+@pytest.fixture(scope="module")
+def separable():
+    return in_memory(synthetic_signals(n=3000, num_shadows=8, gap=5.0, seed=0))
+
+
+@pytest.fixture(scope="module")
+def random_membership():
+    return in_memory(synthetic_signals(n=3000, num_shadows=8, gap=0.0, seed=1))
+
+
+# -- every attack ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_attack_separates_a_separable_case(name, separable):
+    m = attack_target(name, separable, 0, FAST)
+    assert m["auc"] > 0.9
+    assert m["accuracy"] > 0.8  # the shadow-calibrated threshold transfers to the target
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_attack_is_near_chance_with_random_membership(name, random_membership):
+    m = attack_target(name, random_membership, 0, FAST)
+    assert abs(m["auc"] - 0.5) < 0.05
+    assert abs(m["accuracy"] - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("name", ["lira", "lira_offline", "rmia", "confidence"])
+def test_one_broken_shadow_does_not_bias_a_null_case(name):
+    """A diverged shadow must not bias scores by the target's membership (see balanced_shadows)."""
+    s = synthetic_signals(n=4000, num_shadows=5, gap=0.0, seed=3)
+    s["logits"][5] -= 6.0
+    assert abs(attack_target(name, in_memory(s), 0, FAST)["auc"] - 0.5) < 0.04
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_calibrated_threshold_never_depends_on_the_target(name):
+    """Changing the target's keep row and logits leaves every calibrated threshold as it was."""
+    sig = in_memory(synthetic_signals(n=1200, num_shadows=6, gap=2.0, seed=4))
+    a = attack_target(name, sig, 0, FAST)
+    sig.keep[0] = ~sig.keep[0]
+    sig.logits.arrays[0] = np.random.default_rng(5).normal(0, 3, sig.logits[0].shape).astype(np.float32)
+    b = attack_target(name, sig, 0, FAST)
+    assert a["threshold"] == b["threshold"]
+    assert a["info"].get("thresholds") == b["info"].get("thresholds")
+    assert a["auc"] != b["auc"]  # the target did change
+
+
+def test_target_is_never_among_its_own_shadows(monkeypatch):
+    sig = in_memory(synthetic_signals(n=300, num_shadows=6, seed=2))
+    with pytest.raises(AssertionError):
+        attack_input(sig, 1, [0, 1, 2])
+    calls = []
+    spec = ATTACKS["lira"]
+    spy = dataclasses.replace(spec, fn=lambda inp, st: calls.append(inp) or spec.fn(inp, st))
+    monkeypatch.setitem(ATTACKS, "lira", spy)
+    attack_target("lira", sig, 3, FAST)  # the attack itself, then its calibration on a pseudo-target
+    target = sig.logits[3]
+    assert len(calls) == 2 and calls[0].target_logits is target and calls[1].target_logits is not target
+    assert (calls[0].num_shadows, calls[1].num_shadows) == (6, 5)
+    assert all(s is not target for inp in calls for s in inp.shadow_logits)
+
+
+# -- LiRA ---------------------------------------------------------------------------------------------
+
+def lira_reference(z_t, z_s, keep_s, labels, fixed: bool, online: bool, seed=0):
+    """Plain per-example LiRA: loops and scipy.stats.norm, on the same shadow selection."""
+    def phi_of(z, y):  # log p_y - log(1 - p_y) from a plain softmax
+        p = softmax(z.astype(np.float64), axis=-1)
+        return np.log(p[..., y]) - np.log(p.sum(-1) - p[..., y])
+
+    n, q = z_t.shape[:2]
+    phi_t = np.array([[phi_of(z_t[j, k], labels[j]) for k in range(q)] for j in range(n)])
+    phi_s = np.array([[[phi_of(z_s[s][j, k], labels[j]) for k in range(q)] for j in range(n)] for s in range(len(z_s))])
+    sel_in, sel_out, k_in, k_out = balanced_shadows(keep_s, seed)
+    groups = [(sel_in, k_in), (sel_out, k_out)] if online else [(sel_out, k_out)]
+    within = [k * np.mean([phi_s[sel[:, j], j].var(0) for j in range(n)]) for sel, k in groups]
+    pooled = sum(within) / sum(k for _, k in groups)
+    scores = []
+    for j in range(n):
+        total = 0.0
+        for k in range(q):
+            vin, vout = phi_s[sel_in[:, j], j, k], phi_s[sel_out[:, j], j, k]
+            s_in, s_out = (np.sqrt(pooled),) * 2 if fixed else (vin.std(), vout.std())
+            if online:
+                total += (norm.logpdf(phi_t[j, k], np.median(vin), s_in + 1e-30)
+                          - norm.logpdf(phi_t[j, k], np.median(vout), s_out + 1e-30))
+            else:
+                total += norm.logcdf(phi_t[j, k], np.median(vout), s_out + 1e-30)
+        scores.append(total / q)
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("online", [True, False])
+@pytest.mark.parametrize("fixed_below", [64, 0])
+def test_lira_matches_a_per_example_reference(online, fixed_below):
+    s = synthetic_signals(n=80, num_shadows=8, queries=2, classes=5, gap=1.0, seed=6)
+    inp = attack_input(in_memory(s), 0, list(range(1, 9)))
+    st = dataclasses.replace(FAST, lira_fixed_variance_below=fixed_below)
+    got = (attacks.lira_online if online else attacks.lira_offline)(inp, st).scores
+    ref = lira_reference(s["logits"][0], s["logits"][1:], s["keep"][1:], s["labels"], fixed_below > 0, online)
+    np.testing.assert_allclose(got, ref, rtol=1e-8, atol=1e-8)
+
+
+def _phi_logits(phi: np.ndarray) -> np.ndarray:
+    """Two classes, label 0: logits (phi, 0) give exactly phi = z_0 - z_1. Shape [..., N, 1, 2]."""
+    z = np.zeros(phi.shape + (1, 2), np.float32)
+    z[..., 0, 0] = phi
+    return z
+
+
+def test_lira_reaches_the_closed_form_auc_with_exact_shadows():
+    """phi_in ~ N(mu_n + d, s), phi_out ~ N(mu_n, s): the likelihood ratio is monotone in phi - mu_n,
+    so the optimal AUC is Phi(d / (s sqrt 2)). Shadows placed symmetrically about mu_n (+ d) make the
+    medians exact (fixed variance, 16 shadows): LiRA must rank exactly as the oracle phi - mu_n."""
+    rng = np.random.default_rng(0)
+    n, d, s = 20_000, 1.0, 1.0
+    mu = rng.normal(0, 3, n)
+    offsets = np.linspace(-1, 1, 8)[:, None]
+    phi_s = np.r_[mu + d + offsets, mu + offsets]                   # shadows 0-7 IN, 8-15 OUT for every example
+    keep_s = np.r_[np.ones((8, n), bool), np.zeros((8, n), bool)]
+    member = rng.random(n) < 0.5
+    phi_t = mu + d * member + rng.normal(0, s, n)
+    inp = AttackInput(_phi_logits(phi_t), _phi_logits(phi_s), keep_s, np.zeros(n, np.int64))
+    auc = compute_metrics(attacks.lira_online(inp, AttackSettings()).scores, member)["auc"]
+    oracle = compute_metrics(phi_t - mu, member)["auc"]
+    assert auc == pytest.approx(oracle, abs=1e-4)  # float32 logits
+    assert oracle == pytest.approx(norm.cdf(d / (s * np.sqrt(2))), abs=0.015)
+
+
+@pytest.mark.parametrize("fixed_below", [64, 100])
+def test_lira_nears_the_closed_form_auc_with_sampled_shadows(fixed_below):
+    """Same model, 80 shadows drawn from it: estimating the Gaussians costs at most 0.02 AUC."""
+    from mia.membership import keep_matrix
+
+    rng = np.random.default_rng(1)
+    m, n, d, s = 81, 10_000, 1.0, 1.0
+    keep = keep_matrix(m, n, 0)
+    mu = rng.normal(0, 3, n)
+    phi = mu[None] + d * keep + rng.normal(0, s, (m, n))
+    inp = AttackInput(_phi_logits(phi[0]), _phi_logits(phi[1:]), keep[1:], np.zeros(n, np.int64))
+    st = AttackSettings(lira_fixed_variance_below=fixed_below)
+    auc = compute_metrics(attacks.lira_online(inp, st).scores, keep[0])["auc"]
+    oracle = compute_metrics(phi[0] - mu, keep[0])["auc"]
+    assert oracle - 0.02 < auc < oracle + 0.005
+    assert oracle == pytest.approx(norm.cdf(d / (s * np.sqrt(2))), abs=0.02)
+
+
+def test_phi_is_finite_where_p_y_rounds_to_one():
+    z = np.array([[[60.0, 0.0, -3.0], [0.0, 2.0, 1.0]]])  # [n=1, Q=2, C=3]
+    got = attacks.phi(z, np.array([0]))
+    assert np.isfinite(got).all()
+    assert got[0, 0] == pytest.approx(60.0 - np.log(1 + np.exp(-3.0)))
+    assert got[0, 1] == pytest.approx(0.0 - logsumexp([2.0, 1.0]))
+
+
+def test_balanced_shadows_equal_counts_and_membership_blind_use():
+    from mia.membership import keep_matrix
+
+    keep = keep_matrix(9, 20_000, 0)
+    target, shadows = keep[0], keep[1:]
+    sel_in, sel_out, k_in, k_out = balanced_shadows(shadows, 0)
+    assert (k_in, k_out) == (3, 4)
+    assert (sel_in.sum(0) == k_in).all() and (sel_out.sum(0) == k_out).all()
+    assert not (sel_in & ~shadows).any() and not (sel_out & shadows).any()
+    # a given shadow is used about equally often for the target's members and non-members
+    for sel in (sel_in, sel_out):
+        use_members, use_others = sel[:, target].mean(1), sel[:, ~target].mean(1)
+        np.testing.assert_allclose(use_members, use_others, atol=0.02)
+
+
+# -- the other statistics --------------------------------------------------------------------------------
+
+def test_modified_entropy_matches_song_and_mittal():
+    rng = np.random.default_rng(0)
+    p = softmax(rng.normal(0, 2, (50, 6)), axis=-1)
+    y = rng.integers(0, 6, 50)
+    want = []
+    for pi, yi in zip(p, y):
+        mentr = -(1 - pi[yi]) * np.log(pi[yi]) - sum(pi[i] * np.log(1 - pi[i]) for i in range(6) if i != yi)
+        want.append(-mentr)
+    np.testing.assert_allclose(attacks.neg_modified_entropy(np.log(p), y), want, rtol=1e-10)
+    np.testing.assert_allclose(attacks.neg_entropy(np.log(p), y), (p * np.log(p)).sum(1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("gamma", [1.0, 2.0])
+def test_rmia_matches_the_pairwise_definition(gamma):
+    s = synthetic_signals(n=300, num_shadows=6, queries=2, classes=4, gap=1.0, seed=7)
+    inp = attack_input(in_memory(s), 0, list(range(1, 7)))
+    st = dataclasses.replace(FAST, rmia_gamma=gamma)
+    got = attacks.rmia(inp, st).scores
+
+    def pr(z, y):  # Pr(y|x) averaged over queries
+        return softmax(z.astype(np.float64), axis=-1)[np.arange(len(y)), :, y].mean(1)
+
+    _, sel_out, _, _ = balanced_shadows(inp.shadow_keep, st.seed)
+    p_shadows = np.stack([pr(z, s["labels"]) for z in s["logits"][1:]])
+    p_x = 0.5 * ((1 + st.rmia_a) * (p_shadows * sel_out).sum(0) / sel_out.sum(0) + (1 - st.rmia_a))
+    ratio = pr(s["logits"][0], s["labels"]) / p_x
+    want = np.array([np.mean(ratio[i] / ratio >= gamma) for i in range(len(ratio))])  # population: the pool
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+# -- bad input -----------------------------------------------------------------------------------------
+
+def test_unknown_attack_lists_the_valid_ones():
+    sig = in_memory(synthetic_signals(n=100, num_shadows=4))
+    with pytest.raises(UsageError, match="unknown attack 'liraa'; valid: lira, lira_offline, shokri_nn"):
+        run_attack("liraa", attack_input(sig, 0, [1, 2, 3, 4]))
+
+
+def test_lira_with_too_few_shadows_is_one_clear_line():
+    sig = in_memory(synthetic_signals(n=100, num_shadows=1))
+    with pytest.raises(UsageError, match=r"^LiRA needs at least 2 shadow models \(found 1\); train with --num-shadows N$"):
+        run_attack("lira", attack_input(sig, 0, [1]))
+    sig = in_memory(synthetic_signals(n=100, num_shadows=2))  # balanced: the target's members have no IN shadow
+    with pytest.raises(UsageError, match="LiRA needs every example IN for at least one shadow model .*--num-shadows"):
+        run_attack("lira", attack_input(sig, 0, [1, 2]))
+
+
+@pytest.mark.parametrize("name", ["confidence", "loss"])
+def test_threshold_attacks_run_with_one_shadow(name):
+    sig = in_memory(synthetic_signals(n=1000, num_shadows=1, gap=5.0))
+    m = attack_target(name, sig, 0, FAST)
+    assert m["auc"] > 0.9 and m["accuracy"] > 0.8
+
+
+def test_calibration_reports_why_it_cannot_run():
+    sig = in_memory(synthetic_signals(n=400, num_shadows=3, gap=3.0))  # pseudo-target left with 2 shadows
+    thr, why = calibrate_threshold("lira", sig, 0, FAST)
+    assert thr is None and why.startswith("not calibrated (LiRA needs every example IN")
+    m = attack_target("lira", sig, 0, FAST)
+    assert "accuracy" not in m and m["auc"] > 0.9
+
+
+def test_samia_without_sensitivity_is_refused():
+    sig = in_memory(synthetic_signals(n=100, num_shadows=4), sensitivity=False)
+    with pytest.raises(UsageError, match="SAMIA needs sensitivity.npy"):
+        run_attack("samia", attack_input(sig, 0, [1, 2, 3, 4]))
+
+
+def test_suites_cover_the_study():
+    assert suite_attacks("advanced") == ["lira", "lira_offline", "shokri_nn", "top3_nn", "class_label_nn", "samia", "rmia"]
+    assert suite_attacks("wemem") == ["confidence", "entropy", "modified_entropy", "neural_network", "loss"]
+    assert sorted(ATTACKS) == sorted(["lira", "lira_offline", "shokri_nn", "top3_nn", "class_label_nn", "samia",
+                                      "confidence", "entropy", "modified_entropy", "neural_network", "loss", "rmia"])

@@ -1,0 +1,102 @@
+"""mia/metrics.py: against scikit-learn on random cases, and on hand-made edge cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from mia.metrics import best_threshold, compute_metrics, group_thresholds
+
+
+def _tpr_at(scores, members, level):
+    """Plain reference: every distinct threshold, largest TPR whose FPR <= level."""
+    best = 0.0
+    for t in np.unique(np.r_[scores, np.inf]):
+        pred = scores >= t
+        if pred[~members].mean() <= level:
+            best = max(best, pred[members].mean())
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_matches_sklearn_and_a_plain_reference_on_random_cases(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(300, 3000))
+    members = rng.random(n) < rng.uniform(0.2, 0.8)
+    scores = rng.normal(0, 1, n) + 0.8 * members
+    if seed % 2:  # heavy ties
+        scores = np.round(scores, 1)
+    m = compute_metrics(scores, members)
+    fpr, tpr, _ = roc_curve(members, scores)
+    assert m["auc"] == pytest.approx(roc_auc_score(members, scores), abs=1e-12)
+    assert m["advantage"] == pytest.approx(np.max(tpr - fpr), abs=1e-12)
+    for key, level in (("tpr_at_1pct_fpr", 1e-2), ("tpr_at_0.1pct_fpr", 1e-3)):
+        assert m[key] == pytest.approx(_tpr_at(scores, members, level), abs=1e-12)
+    assert "tpr_at_0.01pct_fpr" not in m  # fewer than 10,000 non-members
+    assert m["min_fpr"] == pytest.approx(1 / (~members).sum())
+
+
+def test_perfect_separation():
+    members = np.r_[np.ones(50, bool), np.zeros(200, bool)]
+    m = compute_metrics(np.r_[np.linspace(2, 3, 50), np.linspace(0, 1, 200)], members, threshold=1.5)
+    assert m["auc"] == 1.0 and m["advantage"] == 1.0 and m["accuracy"] == 1.0
+    assert m["tpr_at_1pct_fpr"] == 1.0 and m["tpr_at_0.1pct_fpr"] == 1.0
+
+
+def test_all_equal_scores_are_chance_and_catch_nothing_at_low_fpr():
+    members = np.r_[np.ones(100, bool), np.zeros(100, bool)]
+    m = compute_metrics(np.zeros(200), members, threshold=0.0)
+    assert m["auc"] == 0.5 and m["advantage"] == 0.0
+    assert m["tpr_at_1pct_fpr"] == 0.0 and m["tpr_at_0.1pct_fpr"] == 0.0
+    assert m["accuracy"] == 0.5  # everyone predicted a member
+
+
+def test_tpr_at_fpr_counts_the_level_itself_and_never_splits_ties():
+    # 4 members, 100 non-members; one non-member (0.85) outranks three members, another (0.6) two.
+    members = np.r_[np.ones(4, bool), np.zeros(100, bool)]
+    scores = np.r_[[0.9, 0.8, 0.4, 0.3], 0.85, 0.6, np.linspace(0.0, 0.2, 98)]
+    m = compute_metrics(scores, members)
+    assert m["tpr_at_1pct_fpr"] == 0.5    # threshold 0.8: TPR 2/4 at FPR exactly 1/100
+    assert m["tpr_at_0.1pct_fpr"] == 0.25  # FPR must be 0: only 0.9 is above every non-member
+    assert m["tpr_at_0.1pct_fpr_below_floor"] and not m["tpr_at_1pct_fpr_below_floor"]
+    # a member tied with a non-member at the top: the tie cannot be split
+    tied = np.r_[[1.0, 1.0], 1.0, np.zeros(99)]
+    m = compute_metrics(tied, np.r_[np.ones(2, bool), np.zeros(100, bool)])
+    assert m["tpr_at_1pct_fpr"] == 1.0 and m["tpr_at_0.1pct_fpr"] == 0.0
+
+
+def test_lowest_level_reported_only_with_10000_non_members_and_roc_is_consistent():
+    rng = np.random.default_rng(0)
+    members = np.r_[np.ones(10_000, bool), np.zeros(10_000, bool)]
+    scores = rng.normal(0, 1, 20_000) + members
+    m = compute_metrics(scores, members)
+    assert m["tpr_at_0.01pct_fpr"] == pytest.approx(_tpr_at(scores, members, 1e-4))
+    assert not m["tpr_at_0.01pct_fpr_below_floor"]
+    fpr, tpr = np.array(m["roc"]["fpr"]), np.array(m["roc"]["tpr"])
+    assert 200 <= len(fpr) <= 400 and np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
+    assert fpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
+    for key, level in (("tpr_at_1pct_fpr", 1e-2), ("tpr_at_0.1pct_fpr", 1e-3), ("tpr_at_0.01pct_fpr", 1e-4)):
+        assert tpr[fpr == level] == m[key]  # the levels are grid points, with the same definition
+
+
+def test_balanced_accuracy_at_a_threshold_and_non_finite_scores():
+    members = np.r_[np.ones(4, bool), np.zeros(6, bool)]
+    scores = np.r_[[5, 4, 1, np.nan], [3, 0, 0, 0, 0, -np.inf]]
+    m = compute_metrics(scores, members, threshold=2.0)
+    assert m["accuracy"] == pytest.approx(0.5 * (2 / 4 + 5 / 6))
+    assert m["threshold"] == 2.0
+    assert "accuracy" not in compute_metrics(scores, members)
+    with pytest.raises(ValueError):
+        compute_metrics(np.zeros(3), np.ones(3, bool))
+
+
+def test_best_threshold_maximises_balanced_accuracy_and_is_finite():
+    members = np.r_[np.ones(3, bool), np.zeros(3, bool)]
+    # cuts at 2 (TPR 2/3, FPR 0) and 0.5 (TPR 1, FPR 1/3) tie exactly: the larger threshold wins
+    assert best_threshold(np.array([3, 2, 0.5, 1, 0, 0]), members) == 2.0
+    assert best_threshold(np.array([3, 2, 0.5, 0.1, 0, 0]), members) == 0.5
+    t = best_threshold(np.array([0, 0, 0, 1, 1, 1.0]), members)  # anti-correlated: predict nobody
+    assert np.isfinite(t) and t > 1
+    assert best_threshold(np.ones(6), members) > 1  # all equal: no cut beats chance
+    thr = group_thresholds(np.array([3, 0, 10, 5]), np.array([1, 0, 1, 0], bool), np.array([0, 0, 1, 1]), 3)
+    np.testing.assert_array_equal(thr, [3, 10, 0])
