@@ -41,7 +41,7 @@ def _view(xb: torch.Tensor, flip: bool, dx: int, dy: int) -> torch.Tensor:
 
 
 def _batch_size(device: torch.device) -> int:
-    return 4096 if device.type == "cuda" else 512
+    return 4096 if device.type == "cuda" else 256  # CPU: 256 measured ~1.5x faster than 512 (cache)
 
 
 @torch.no_grad()
