@@ -14,7 +14,7 @@ import numpy as np
 
 from configs import paths
 from configs.config import ExperimentConfig, load_config
-from data import ArrayDataset, load_dataset
+from data import ArrayDataset
 from mia.membership import keep_matrix
 from utils.errors import UsageError
 from utils.io import load_npy, save_json, save_npy, save_text
@@ -29,15 +29,21 @@ def recipe_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
     return [f"{k}: {ra.get(k)!r} there vs {rb.get(k)!r} asked" for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)]
 
 
-def prepare_experiment(cfg: ExperimentConfig, ds: ArrayDataset) -> tuple[Path, np.ndarray]:
-    """Create (or reuse, if the recipe matches) the experiment directory; return it and the keep matrix."""
+def check_recipe(cfg: ExperimentConfig) -> None:
+    """Refuse to mix models of different recipes in one experiment directory (names the fields)."""
     exp = experiment_dir(cfg)
-    cfg_file = exp / paths.CONFIG
-    if cfg_file.exists():
-        diff = recipe_diff(load_config(cfg_file), cfg)
+    if (exp / paths.CONFIG).exists():
+        diff = recipe_diff(load_config(exp / paths.CONFIG), cfg)
         if diff:
             raise UsageError(f"{exp} holds models of a different recipe ({'; '.join(diff)}); "
                              f"use another --runs-dir or remove that directory")
+
+
+def prepare_experiment(cfg: ExperimentConfig, ds: ArrayDataset) -> tuple[Path, np.ndarray]:
+    """Create (or reuse, if the recipe matches) the experiment directory; return it and the keep matrix."""
+    check_recipe(cfg)
+    exp = experiment_dir(cfg)
+    cfg_file = exp / paths.CONFIG
     keep = keep_matrix(cfg.num_shadows + 1, len(ds.y_train), cfg.mia_seed)
     km_file = exp / paths.KEEP_MATRIX
     if km_file.exists() and not np.array_equal(load_npy(km_file), keep):

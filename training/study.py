@@ -12,7 +12,7 @@ from typing import Callable
 
 from configs.config import ExperimentConfig
 from data import load_dataset
-from training.experiment import pending_models, prepare_experiment, run_model
+from training.experiment import check_recipe, pending_models, prepare_experiment, run_model
 from training.progress import Progress
 from utils.errors import UsageError
 
@@ -72,16 +72,7 @@ def run_task(task: Task) -> dict:
 def check_recipes(configs: list[ExperimentConfig]) -> None:
     """Refuse up front (before training anything) if a runs directory holds another recipe."""
     for c in configs:
-        from training.experiment import experiment_dir, recipe_diff
-        from configs import paths
-        from configs.config import load_config
-
-        f = experiment_dir(c) / paths.CONFIG
-        if f.exists():
-            diff = recipe_diff(load_config(f), c)
-            if diff:
-                raise UsageError(f"{f.parent} holds models of a different recipe ({'; '.join(diff)}); "
-                                 f"use another --runs-dir or remove that directory")
+        check_recipe(c)
 
 
 def run_local(tasks: list[Task], options) -> list[str]:
