@@ -41,7 +41,9 @@ def _view(xb: torch.Tensor, flip: bool, dx: int, dy: int) -> torch.Tensor:
 
 
 def _batch_size(device: torch.device) -> int:
-    return 4096 if device.type == "cuda" else 256  # CPU: 256 measured ~1.5x faster than 512 (cache)
+    """Images per forward pass. CPU: small batches stay in cache (ResNet-20 eval, channels_last, 2 cores:
+    64 -> ~3,500 images/s, 256 -> ~2,000, 512 -> ~1,250); GPU: large batches keep the device busy."""
+    return 4096 if device.type == "cuda" else 64
 
 
 @torch.no_grad()
@@ -66,7 +68,9 @@ def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, e
     """fp32 always: a 1e-3 perturbation is below bf16 resolution."""
     model.eval()
     gen = torch.Generator(device=data.x.device).manual_seed(seed)
-    bs = _batch_size(data.x.device) // max(1, draws // 4)
+    # rows per step: all draws of a row go through one forward pass of about 1x (CPU) / 4x (GPU) _batch_size
+    dev = data.x.device
+    bs = max(1, _batch_size(dev) * (4 if dev.type == "cuda" else 1) // max(1, draws))
     out = torch.empty((len(data), num_classes), dtype=torch.float32, device=data.x.device)
     for i in range(0, len(data), bs):
         x = data.normalize(data.x[i:i + bs])
