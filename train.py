@@ -14,7 +14,9 @@ import argparse
 import sys
 import time
 
+from configs import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
+from training.experiment import experiment_dir
 from training.study import EXECUTORS, METHODS, check_recipes, plan_study, plan_tasks
 from utils.errors import UsageError, cli_main
 
@@ -76,7 +78,7 @@ def main(argv=None) -> None:
           f"{len(tasks) + skipped} trainings ({len(tasks)} to run, {skipped} already complete)")
     if args.dry_run:
         for t in tasks:
-            print(f"  would train {t.label} -> {t.cfg.runs_dir}")
+            print(f"  would train {t.label} -> {paths.model_dir(experiment_dir(t.cfg), t.index)}")
         return
     logger = _wandb(args, configs)
     t0 = time.time()

@@ -19,6 +19,11 @@ def cli_main(fn):
         except UsageError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except BrokenPipeError:  # the reader went away (`... | head`): not an error of ours
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            sys.exit(0)
         except KeyboardInterrupt:
             print("interrupted: finished work is on disk; re-run with --skip-existing to resume", file=sys.stderr)
             sys.exit(130)
