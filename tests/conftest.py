@@ -22,3 +22,12 @@ def tiny_cfg(tmp_path):
 
     return ExperimentConfig(dataset="digits", arch="resnet", layers=20, epochs=2, batch_size=64,
                             runs_dir=str(tmp_path / "runs"), device="cpu", sens_draws=2)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions on shared, busy cores: a second OpenMP thread only slows them down (up to ~100x)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

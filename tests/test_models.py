@@ -6,14 +6,7 @@ import torch.nn as nn
 from models import MODELS, VALID_LAYERS, build_model, count_params
 from utils.errors import UsageError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions on shared, busy cores: a second OpenMP thread only slows them down."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny convolutions run faster on one thread
 
 
 # (arch, layers, width_factor, published count at 10 classes, REFERENCE.md section 7 figure).

@@ -14,13 +14,7 @@ from utils.errors import UsageError
 METHODS = list(PRUNING_METHODS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions: on shared, busy cores a second OpenMP thread makes them ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny convolutions run faster on one thread
 
 
 def tiny_resnet():
