@@ -107,3 +107,33 @@ def test_ray_bad_input(tmp_path):
     assert r.returncode == 2 and "no GPU" in r.stderr, r.stderr
     r = _cli(*TINY, "--runs-dir", str(tmp_path), "--executor", "ray", "--ray-address", "127.0.0.1:1")
     assert r.returncode == 2 and "cannot connect to Ray" in r.stderr, r.stderr
+
+
+def test_ray_failed_task_is_named_others_finish_and_resume_redoes_only_it(tmp_path):
+    pytest.importorskip("ray")
+    runs = tmp_path / "runs"
+    exp = runs / "static" / "sparsity_0.5" / "digits"
+    blocker = paths.model_dir(exp, 2)
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("a file where shadow 2's directory must go: that one task fails")
+    args = [*TINY, "--methods", "static", "--runs-dir", str(runs)]
+    r = _cli(*args, "--executor", "ray", "--cpus-per-model", "1")
+    assert r.returncode == 2, r.stdout + r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # Ray logs its own warnings
+    assert len(errors) == 1 and "1 training task(s) failed (static_0.5 model 2:" in errors[0]
+    assert "--skip-existing" in errors[0]
+    assert all((paths.model_dir(exp, i) / paths.COMPLETE).exists() for i in (0, 1))  # the others finished
+    blocker.unlink()
+    r = _cli(*args, "--skip-existing")
+    assert r.returncode == 0, r.stderr
+    assert "(1 to run, 2 already complete)" in r.stdout
+    assert (paths.model_dir(exp, 2) / paths.COMPLETE).exists()
+
+
+def test_ray_not_installed_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(SystemExit) as e:
+        train.main([*TINY, "--runs-dir", str(tmp_path), "--executor", "ray"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == ("error: --executor ray needs Ray: pip install 'ray>=2.9' "
+                                               "(or use --executor local)")
