@@ -296,3 +296,73 @@ def test_bad_input(kwargs, needle):
 def test_static_ignores_freeze_epoch():
     pruner = build_pruner("static", tiny_resnet(), 0.5, 10, 5, 3)
     assert pruner.freeze_epoch is None
+
+
+# -- whole trajectories against a from-scratch reference ------------------------------------------------
+def reference_run(model, method, iters, s_f, target_iter, freq, lr=0.05, momentum=0.9, wd=5e-4):
+    """The method written out plainly (REFERENCE.md section 6; Lin et al. 2020, Algorithm 1 with
+    SGD + momentum + weight decay), with no code shared with pruning/: the weights W live in a dict,
+    masks come from a full sort of |W|, the forward pass is a functional call at W * m.
+    DPF: the gradient at W * m updates the dense W everywhere; masks ranked on every |W|.
+    Static: the gradient is masked, W is zero where pruned, masks ranked among the survivors only."""
+    dpf = method == "dpf"
+    W = {n: p.detach().clone() for n, p in model.named_parameters()}
+    conv = [n for n, mod in ((f"{k}.weight", m) for k, m in model.named_modules()) if isinstance(mod, nn.Conv2d)]
+    masks = {n: torch.ones_like(W[n], dtype=torch.bool) for n in conv}
+    buf = {n: torch.zeros_like(w) for n, w in W.items()}
+    total = sum(W[n].numel() for n in conv)
+    model.train()
+    for it in range(iters):
+        if (it % freq == 0 or it == target_iter) and (dpf or it <= target_iter):
+            s = s_f * (1 - (1 - it / target_iter) ** 3) if it < target_iter else s_f
+            score = torch.cat([(W[n].abs() if dpf else torch.where(masks[n], W[n].abs(), -1.0)).flatten() for n in conv])
+            keep = torch.ones(total, dtype=torch.bool)
+            keep[torch.argsort(score, stable=True)[:round(s * total)]] = False
+            masks = dict(zip(conv, keep.split([W[n].numel() for n in conv])))
+            masks = {n: m.view(W[n].shape) for n, m in masks.items()}
+        eff = {n: (W[n] * masks[n] if n in masks else W[n]).requires_grad_(True) for n in W}
+        x, y = batch(it)
+        loss = F.cross_entropy(torch.func.functional_call(model, eff, (x.double(),)), y)
+        grads = dict(zip(eff, torch.autograd.grad(loss, list(eff.values()))))
+        for n in W:
+            g = grads[n] if (dpf or n not in masks) else grads[n] * masks[n]
+            buf[n] = momentum * buf[n] + (g + wd * W[n]) if it else g + wd * W[n]
+            W[n] = W[n] - lr * buf[n]
+            if not dpf and n in masks:
+                W[n] = W[n] * masks[n]
+    return W, masks
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_a_whole_run_follows_the_plain_reference(method):
+    """40 iterations over the cubic ramp and past the target (9-11 mask refreshes, momentum and weight
+    decay at work): the pruner's dense weights, masks and model weights equal the plain reference.
+    float64: BatchNorm over a nearly-pruned channel divides by a tiny std and amplifies float32 rounding
+    differences (1e-7 -> 1e-4 within a few steps), which would make the masks part ways by chance."""
+    iters, per_epoch, target_epoch, freq = 40, 10, 3, 4
+    model = tiny_resnet().double()
+    ref_model = copy.deepcopy(model)
+    pruner = build_pruner(method, model, 0.8, per_epoch, target_epoch, None, freq)  # DPF: never frozen here
+    opt = sgd(model)
+    model.train()
+    for it in range(iters):
+        pruner.before_step(it)
+        x, y = batch(it)
+        opt.zero_grad()
+        F.cross_entropy(model(x.double()), y).backward()
+        pruner.before_optimizer_step()
+        opt.step()
+        pruner.after_optimizer_step()
+    W, masks = reference_run(ref_model, method, iters, 0.8, target_epoch * per_epoch, freq)
+    for i, (n, p) in enumerate(zip(pruner.names, pruner.params)):
+        assert torch.equal(pruner.mask_list[i], masks[n]), f"{n}: masks differ"
+        dense = pruner.dense[i] if method == "dpf" else p
+        torch.testing.assert_close(dense, W[n], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(p, W[n] * masks[n], rtol=1e-9, atol=1e-12)
+    for n, p in model.named_parameters():
+        if n not in masks:
+            torch.testing.assert_close(p, W[n], rtol=1e-9, atol=1e-12)
+    log = pruner.end_epoch(3)  # every refresh of the run: 0, 4, ..., the target iteration 30, (DPF: 32, 36)
+    assert log["refreshes"] == (11 if method == "dpf" else 9)
+    if method == "dpf":  # weights did come back, so the comparison covered reactivations
+        assert log["reactivations"] > 0
