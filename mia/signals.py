@@ -67,11 +67,11 @@ def compute_logits(model, data: DeviceData, num_queries: int, num_classes: int,
 def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, eps: float, seed: int) -> np.ndarray:
     """fp32 always: a 1e-3 perturbation is below bf16 resolution."""
     model.eval()
-    gen = torch.Generator(device=data.x.device).manual_seed(seed)
-    # rows per step: all draws of a row go through one forward pass of about 1x (CPU) / 4x (GPU) _batch_size
     dev = data.x.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    # rows per step: all draws of a row go through one forward pass of about 1x (CPU) / 4x (GPU) _batch_size
     bs = max(1, _batch_size(dev) * (4 if dev.type == "cuda" else 1) // max(1, draws))
-    out = torch.empty((len(data), num_classes), dtype=torch.float32, device=data.x.device)
+    out = torch.empty((len(data), num_classes), dtype=torch.float32, device=dev)
     for i in range(0, len(data), bs):
         x = data.normalize(data.x[i:i + bs])
         p = torch.softmax(model(x).float(), dim=1)
