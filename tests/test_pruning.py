@@ -320,7 +320,7 @@ def reference_run(model, method, iters, s_f, target_iter, freq, lr=0.05, momentu
             keep[torch.argsort(score, stable=True)[:round(s * total)]] = False
             masks = dict(zip(conv, keep.split([W[n].numel() for n in conv])))
             masks = {n: m.view(W[n].shape) for n, m in masks.items()}
-        eff = {n: (W[n] * masks[n] if n in masks else W[n]).requires_grad_(True) for n in W}
+        eff = {n: (W[n] * masks[n] if n in masks else W[n]).detach().requires_grad_(True) for n in W}
         x, y = batch(it)
         loss = F.cross_entropy(torch.func.functional_call(model, eff, (x.double(),)), y)
         grads = dict(zip(eff, torch.autograd.grad(loss, list(eff.values()))))
