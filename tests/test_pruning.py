@@ -27,7 +27,8 @@ def batch(it, shape=(16, 1, 8, 8)):
     return torch.randn(*shape, generator=g), torch.randint(0, 10, (shape[0],), generator=g)
 
 
-def train(model, pruner, opt, iters, start=0, after_refresh=None, after_step=None, shape=(16, 1, 8, 8)):
+def train(model, pruner, opt, iters, start=0, after_refresh=None, after_step=None, shape=(16, 1, 8, 8),
+          dtype=torch.float32):
     model.train()
     for it in range(start, start + iters):
         pruner.before_step(it)
@@ -35,7 +36,7 @@ def train(model, pruner, opt, iters, start=0, after_refresh=None, after_step=Non
             after_refresh(it)
         x, y = batch(it, shape)
         opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(model(x.to(dtype)), y).backward()
         pruner.before_optimizer_step()
         opt.step()
         pruner.after_optimizer_step()
@@ -318,8 +319,7 @@ def reference_run(model, method, iters, s_f, target_iter, freq, lr=0.05, momentu
             score = torch.cat([(W[n].abs() if dpf else torch.where(masks[n], W[n].abs(), -1.0)).flatten() for n in conv])
             keep = torch.ones(total, dtype=torch.bool)
             keep[torch.argsort(score, stable=True)[:round(s * total)]] = False
-            masks = dict(zip(conv, keep.split([W[n].numel() for n in conv])))
-            masks = {n: m.view(W[n].shape) for n, m in masks.items()}
+            masks = {n: m.view(W[n].shape) for n, m in zip(conv, keep.split([W[n].numel() for n in conv]))}
         eff = {n: (W[n] * masks[n] if n in masks else W[n]).detach().requires_grad_(True) for n in W}
         x, y = batch(it)
         loss = F.cross_entropy(torch.func.functional_call(model, eff, (x.double(),)), y)
@@ -343,16 +343,7 @@ def test_a_whole_run_follows_the_plain_reference(method):
     model = tiny_resnet().double()
     ref_model = copy.deepcopy(model)
     pruner = build_pruner(method, model, 0.8, per_epoch, target_epoch, None, freq)  # DPF: never frozen here
-    opt = sgd(model)
-    model.train()
-    for it in range(iters):
-        pruner.before_step(it)
-        x, y = batch(it)
-        opt.zero_grad()
-        F.cross_entropy(model(x.double()), y).backward()
-        pruner.before_optimizer_step()
-        opt.step()
-        pruner.after_optimizer_step()
+    train(model, pruner, sgd(model), iters, dtype=torch.float64)
     W, masks = reference_run(ref_model, method, iters, 0.8, target_epoch * per_epoch, freq)
     for i, (n, p) in enumerate(zip(pruner.names, pruner.params)):
         assert torch.equal(pruner.mask_list[i], masks[n]), f"{n}: masks differ"
