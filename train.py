@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The whole study in one command: train every configuration (dense; static and DPF at each
-sparsity) with its shadow models, then run every attack and write CSVs and plots.
+sparsity; gmp on request) with its shadow models, then run every attack and write CSVs and plots.
 
   python train.py --preset quick            # the whole pipeline on embedded digits data, minutes on a CPU
   python train.py                           # the full study: CIFAR-10, 200 epochs, 16 shadows per configuration
@@ -17,7 +17,7 @@ import time
 from configs import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
 from training.experiment import experiment_dir
-from training.study import EXECUTORS, METHODS, check_recipes, plan_study, plan_tasks
+from training.study import DEFAULT_METHODS, EXECUTORS, METHODS, check_recipes, plan_study, plan_tasks
 from utils.errors import UsageError, cli_main
 
 # Presets: study-level defaults a user can still override flag by flag.
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("study")
     g.add_argument("--preset", choices=sorted(PRESETS), help="named defaults, e.g. quick = digits, minutes on a CPU")
-    g.add_argument("--methods", nargs="+", default=list(METHODS), help="methods to train (default: dense static dpf)")
+    g.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                   help=f"methods to train, of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)})")
     g.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7, 0.8, 0.9, 0.95],
                    help="sparsities of the pruned methods (dense is trained once)")
     g.add_argument("--results-dir", default="./results", help="attack results, CSVs and plots")

@@ -57,11 +57,11 @@ class ExperimentConfig:
     verbose: bool = _f(False, "print a line per training iteration")
     # --- pruning (REFERENCE.md section 6) ------------------------------------------------
     prune: bool = _f(False, "train a pruned model (needs --prune-method)")
-    prune_method: Optional[str] = _f(None, "static | dpf")
+    prune_method: Optional[str] = _f(None, "static (one-shot at init) | dpf | gmp (gradual); docs/pruning.md")
     sparsity: float = _f(0.0, "target fraction of prunable (Conv2d) weights set to zero, in (0, 1)")
     prune_freq: int = _f(16, "mask refresh interval (iterations)")
-    target_epoch: Optional[int] = _f(None, "epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs; 0 = one-shot at init)")
-    freeze_epoch: Optional[int] = _f(None, "DPF: epoch from which the mask is fixed (default 0.9 x epochs)")
+    target_epoch: Optional[int] = _f(None, "gmp, dpf: epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs); static has none (pruned at init)")
+    freeze_epoch: Optional[int] = _f(None, "dpf only: epoch from which the mask is fixed (default 0.9 x epochs)")
     # --- membership protocol and signals (REFERENCE.md sections 2, 3) --------------------
     num_shadows: int = _f(0, "shadow models besides the target (model 0)")
     model_index: Optional[int] = _f(None, "train only model i (0 = target); default: all models")
@@ -78,15 +78,19 @@ class ExperimentConfig:
 
     def resolved(self) -> "ExperimentConfig":
         """Fill the defaults that depend on other fields, validate, and return a new config."""
+        from pruning import PRUNING_METHODS  # imported here: pruning loads torch, this module stays light
+
         c = dataclasses.replace(self)
         if c.layers is None:
             c.layers = {"resnet": 20, "wideresnet": 28}.get(c.arch, 0)
         if c.milestones is None:
             c.milestones = [c.epochs // 2, (c.epochs * 3) // 4]
-        if c.prune:
+        if c.prune and c.prune_method in PRUNING_METHODS:  # an unknown method is named by validate()
+            spec = PRUNING_METHODS[c.prune_method]
+            c.check_schedule_flags(spec)  # before the defaults fill them
             if c.target_epoch is None:
-                c.target_epoch = int(round(0.375 * c.epochs))
-            if c.freeze_epoch is None and c.prune_method == "dpf":
+                c.target_epoch = int(round(0.375 * c.epochs)) if spec.uses_target else 0
+            if c.freeze_epoch is None and spec.uses_freeze:
                 c.freeze_epoch = int(round(0.9 * c.epochs))
         else:
             c.sparsity = 0.0
@@ -94,6 +98,15 @@ class ExperimentConfig:
             c.name = c.method if c.method == "dense" else f"{c.method}_{c.sparsity:g}"
         c.validate()
         return c
+
+    def check_schedule_flags(self, spec) -> None:
+        """--target-epoch and --freeze-epoch only where the method has them: a static run given a
+        schedule would otherwise silently be a different experiment from the one asked for."""
+        if not spec.uses_target and self.target_epoch not in (None, 0):  # 0 = at init: what static does
+            raise UsageError(f"--target-epoch does not apply to --prune-method {self.prune_method} (pruned once at "
+                             f"initialisation); use --prune-method gmp for gradual magnitude pruning")
+        if not spec.uses_freeze and self.freeze_epoch is not None:
+            raise UsageError(f"--freeze-epoch applies to --prune-method dpf only, not {self.prune_method}")
 
     def validate(self) -> None:
         from data import DATASETS
@@ -128,16 +141,20 @@ class ExperimentConfig:
                 raise UsageError(f"unknown --prune-method '{self.prune_method}'; valid: {', '.join(PRUNING_METHODS)}")
             if not 0 < self.sparsity < 1:
                 raise UsageError(f"--sparsity must be in (0, 1), got {self.sparsity}")
+            self.check_schedule_flags(PRUNING_METHODS[self.prune_method])
             if not 0 <= self.target_epoch < self.epochs:  # the last epoch must train at full sparsity
                 raise UsageError(f"--target-epoch must be in 0..{self.epochs - 1} (before the last epoch), got {self.target_epoch}")
-            if self.freeze_epoch is not None and self.prune_method == "dpf":
+            if self.freeze_epoch is not None:
                 if not self.target_epoch <= self.freeze_epoch <= self.epochs:
                     raise UsageError(f"--freeze-epoch must be in {self.target_epoch}..{self.epochs} (from --target-epoch to --epochs), got {self.freeze_epoch}")
 
     # ----------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        from pruning import method_revision
+
         d = dataclasses.asdict(self)
         d["method"] = self.method  # derived, recorded so readers need no logic
+        d["method_revision"] = method_revision(self.method)  # the method's meaning (pruning/methods.py)
         return d
 
     @classmethod

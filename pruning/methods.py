@@ -1,5 +1,10 @@
-"""Registry of pruning methods. Static and DPF run the same mechanism (pruning/pruner.py) and differ
-only in these switches, so a new variant is one entry here, not another if/elif branch."""
+"""Registry of pruning methods (docs/pruning.md has the table and the papers).
+
+Every method runs the same mechanism (pruning/pruner.py) and differs only in these switches, so a new
+variant is one entry here, not another if/elif branch. `revision` is part of each run's recipe: a
+method whose meaning changes gets a new revision, so runs made under the old meaning are refused
+instead of being mixed with new ones (training/experiment.py).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,15 +12,40 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class MethodSpec:
+    one_shot: bool          # pruned once to the target sparsity at initialisation, mask fixed for the run
     regrow: bool            # masks recomputed from the dense |w|, so pruned weights may return
     straight_through: bool  # the gradient taken at w * m updates the dense w unmasked
     uses_freeze: bool       # a freeze epoch fixes the mask (and masks the gradient) from then on
+    revision: int           # bumped when the method's meaning changes (recorded in config.json)
     description: str
+
+    @property
+    def uses_target(self) -> bool:
+        """Gradual methods follow the cubic schedule to --target-epoch; one-shot ones have none."""
+        return not self.one_shot
 
 
 PRUNING_METHODS: dict[str, MethodSpec] = {
-    "static": MethodSpec(regrow=False, straight_through=False, uses_freeze=False,
-                         description="gradual magnitude pruning; the mask only shrinks, gradients masked"),
-    "dpf": MethodSpec(regrow=True, straight_through=True, uses_freeze=True,
+    # revision 1 of "static" (until 2026-11-29) was gradual magnitude pruning: that is "gmp" now
+    "static": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=2,
+                         description="one-shot global magnitude pruning at initialisation, fixed mask"),
+    "dpf": MethodSpec(one_shot=False, regrow=True, straight_through=True, uses_freeze=True, revision=1,
                       description="Dynamic Pruning with Feedback (Lin et al., ICLR 2020)"),
+    "gmp": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                      description="gradual magnitude pruning (Zhu & Gupta 2017); the mask only shrinks"),
 }
+
+
+# What a method meant at an earlier revision, for the message that refuses to reuse such runs.
+FORMER_MEANINGS: dict[tuple[str, int], str] = {
+    ("static", 1): "gradual magnitude pruning (now --prune-method gmp)",
+}
+
+
+def former_meaning(method: str, revision) -> str | None:
+    return FORMER_MEANINGS.get((method, revision))
+
+
+def method_revision(method: str) -> int:
+    """Revision of a method's meaning; dense never changed."""
+    return PRUNING_METHODS[method].revision if method in PRUNING_METHODS else 1

@@ -8,21 +8,21 @@ Per training iteration:
 
   before_step(it)           refresh masks when due (every prune_freq its, and at the target iteration)
   forward + backward        with w * m: p.grad is the gradient taken at the masked weight
-  before_optimizer_step()   static / frozen DPF: p.grad *= m (pruned weights get no gradient)
+  before_optimizer_step()   static, gmp, frozen DPF: p.grad *= m (pruned weights get no gradient)
                             DPF: p <- dense w, so the optimizer applies the unmasked gradient (and its
                             momentum and weight decay) to w: straight-through, pruned weights keep moving
   optimizer.step()
   after_optimizer_step()    DPF: dense w <- p, then p <- w * m
-                            static: p *= m, because momentum buffers filled before a weight was pruned
+                            static, gmp: p *= m, because momentum buffers filled before a weight was pruned
                             and weight decay would otherwise move it off zero
 
 Fragile spots:
   * anything reading the parameters between before_optimizer_step() and after_optimizer_step()
     (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; clip gradients
-    after before_optimizer_step() so the static clip sees masked gradients;
+    after before_optimizer_step() so a masked method sees masked gradients;
   * a skipped step (GradScaler on inf) is harmless: after_optimizer_step() re-masks unchanged weights;
   * optimizer state is keyed by parameter object, untouched here: DPF's momentum lives on the dense w
-    (as in Lin et al.), static's momentum at pruned positions is ignored by the re-zeroing;
+    (as in Lin et al.), static and gmp momentum at pruned positions is ignored by the re-zeroing;
   * resuming needs pruner.state_dict() (DPF's dense weights are not in the model's state_dict).
 Cost per iteration: 2-3 elementwise passes over the conv weights; the global threshold runs only at
 refresh iterations, with no host sync.
@@ -56,8 +56,11 @@ class Pruner:
                  target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16):
         _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq)
         self.method, self.spec, self.s_f, self.freq = method, PRUNING_METHODS[method], float(sparsity), int(prune_freq)
-        self.iters_per_epoch, self.target_epoch = int(iters_per_epoch), int(target_epoch)
-        self.freeze_epoch = freeze_epoch if self.spec.uses_freeze else None  # static ignores it
+        # one-shot methods (static) have no schedule: target epoch 0, and no freeze epoch (config.py
+        # refuses either flag for them); only DPF uses a freeze epoch
+        self.iters_per_epoch = int(iters_per_epoch)
+        self.target_epoch = int(target_epoch) if self.spec.uses_target else 0
+        self.freeze_epoch = freeze_epoch if self.spec.uses_freeze else None
         self.target_iter = self.target_epoch * self.iters_per_epoch
         self.freeze_iter = None if self.freeze_epoch is None else self.freeze_epoch * self.iters_per_epoch
         self.model = model
@@ -73,6 +76,9 @@ class Pruner:
         self.num_pruned = 0         # pruned weights in the current masks
         self.total_refreshes = 0
         self._log = []              # (iteration, scheduled sparsity, reactivations tensor) since end_epoch()
+        if self.spec.one_shot:      # static: pruned here, right after the model is built, before any step;
+            self._refresh(0)        # the mask is final, so it is frozen at once (gradients masked)
+            self._freeze()
 
     # -- masks ----------------------------------------------------------------------------------
     @property
@@ -86,7 +92,7 @@ class Pruner:
     def _scores(self) -> list[torch.Tensor]:
         if self.spec.regrow:  # DPF ranks the dense weights: a pruned weight that grew back wins its place
             return [d.abs() for d in self.dense]
-        # static: pruned weights score -1, below every live weight, so they stay pruned (mask only shrinks)
+        # static, gmp: pruned weights score -1, below every live weight, so they stay pruned (mask only shrinks)
         return [torch.where(m, p.detach().abs(), -1.0) for p, m in zip(self.params, self.mask_list)]
 
     @torch.no_grad()
@@ -115,8 +121,9 @@ class Pruner:
 
     @torch.no_grad()
     def _freeze(self) -> None:
-        """DPF from the freeze iteration on: the mask is final, the dense values at pruned positions are
-        dropped (the parameter holds w * m), and gradients are masked like static's."""
+        """The mask is final from here on: DPF from its freeze iteration (the dense values at pruned
+        positions are dropped, the parameter holds w * m, gradients are masked like gmp's), static from
+        its one-shot pruning at initialisation."""
         self._apply_masks()
         self.frozen, self.dense = True, None
 
@@ -126,7 +133,7 @@ class Pruner:
         if self.frozen:
             return
         due = it % self.freq == 0 or it == self.target_iter  # the target iteration: final sparsity exact
-        if due and (it <= self.target_iter or self.spec.regrow):  # static's mask is final after the target
+        if due and (it <= self.target_iter or self.spec.regrow):  # gmp's mask is final after the target
             self._refresh(it)
         if self.freeze_iter is not None and it >= self.freeze_iter:  # after the refresh: freeze == target works
             self._freeze()

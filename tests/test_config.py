@@ -32,6 +32,12 @@ def test_milestones_scale_with_epochs_and_pruning_epochs_default():
     c = _parse(["--prune", "--prune-method", "dpf", "--sparsity", "0.9"]).resolved()
     assert (c.target_epoch, c.freeze_epoch) == (75, 180)
     assert c.name == "dpf_0.9" and c.method == "dpf"
+    c = _parse(["--epochs", "40", "--prune", "--prune-method", "gmp", "--sparsity", "0.9"]).resolved()
+    assert (c.target_epoch, c.freeze_epoch) == (15, None)  # gradual, no freeze
+    c = _parse(["--epochs", "40", "--prune", "--prune-method", "static", "--sparsity", "0.9"]).resolved()
+    assert (c.target_epoch, c.freeze_epoch) == (0, None)  # one-shot at initialisation
+    explicit = _parse(["--epochs", "40", "--prune", "--prune-method", "static", "--sparsity", "0.9", "--target-epoch", "0"])
+    assert explicit.resolved() == c  # --target-epoch 0 means "at initialisation": what static does anyway
 
 
 def test_json_round_trip():
@@ -55,6 +61,12 @@ def test_json_round_trip():
     (["--prune", "--prune-method", "static", "--sparsity", "0"], "--sparsity must be in (0, 1)"),
     (["--prune", "--prune-method", "dpf", "--sparsity", "0.9", "--epochs", "10", "--target-epoch", "11"], "--target-epoch"),
     (["--prune", "--prune-method", "dpf", "--sparsity", "0.9", "--epochs", "10", "--target-epoch", "5", "--freeze-epoch", "4"], "--freeze-epoch"),
+    (["--prune", "--prune-method", "static", "--sparsity", "0.9", "--target-epoch", "5"],
+     "--target-epoch does not apply to --prune-method static (pruned once at initialisation); use --prune-method gmp"),
+    (["--prune", "--prune-method", "static", "--sparsity", "0.9", "--freeze-epoch", "5"],
+     "--freeze-epoch applies to --prune-method dpf only, not static"),
+    (["--prune", "--prune-method", "gmp", "--sparsity", "0.9", "--freeze-epoch", "5"],
+     "--freeze-epoch applies to --prune-method dpf only, not gmp"),
     (["--num-shadows", "-1"], "--num-shadows"),
     (["--num-shadows", "3", "--model-index", "4"], "--model-index must be in 0..3"),
 ])

@@ -121,6 +121,43 @@ def test_refuses_to_mix_recipes(tiny_cfg):
         run(dataclasses.replace(cfg, epochs=3, milestones=[1, 2]))
 
 
+def _pruned_run(tiny_cfg, method, **kw):
+    import dataclasses
+
+    from utils.io import load_torch
+
+    cfg = dataclasses.replace(tiny_cfg, prune=True, prune_method=method, sparsity=0.8, epochs=4, **kw).resolved()
+    [summary] = run(cfg)
+    exp = experiment_dir(cfg)
+    return summary, load_torch(exp / paths.BEST_MODEL), load_torch(exp / paths.LAST_MODEL)
+
+
+def _pruned_count(sparsity, summary):
+    return round(sparsity * summary["num_prunable"])
+
+
+def test_static_is_at_its_target_sparsity_in_every_epoch_and_keeps_one_mask(tiny_cfg):
+    """The study's static: pruned once before the first step, so every epoch of the history (the first
+    included) measures exactly the target count, and the best and last checkpoints hold one mask."""
+    summary, best, last = _pruned_run(tiny_cfg, "static")
+    target = _pruned_count(0.8, summary)
+    assert [_pruned_count(h["measured_sparsity"], summary) for h in summary["history"]] == [target] * 4
+    assert [h["scheduled_sparsity"] for h in summary["history"]] == [0.8] * 4
+    assert [h["refreshes"] for h in summary["history"]] == [1, 0, 0, 0]
+    assert all(h["mask_frozen"] and h["reactivations"] == 0 for h in summary["history"])
+    assert all(torch.equal(best["masks"][k], last["masks"][k]) for k in last["masks"])
+    assert _pruned_count(summary["sparsity"], summary) == target and summary["target_epoch"] == 0
+
+
+def test_gmp_ramps_from_dense_to_its_target(tiny_cfg):
+    """Gradual magnitude pruning: the history climbs the cubic schedule from 0 (the old 'static')."""
+    summary, _, _ = _pruned_run(tiny_cfg, "gmp", target_epoch=2, prune_freq=4)  # ~10 iterations an epoch
+    measured = [h["measured_sparsity"] for h in summary["history"]]
+    assert 0 < measured[0] < measured[1] < 0.8  # ramping (the first refresh, at iteration 0, prunes nothing)
+    assert [_pruned_count(m, summary) for m in measured[2:]] == [_pruned_count(0.8, summary)] * 2
+    assert summary["history"][0]["scheduled_sparsity"] < summary["history"][1]["scheduled_sparsity"] < 0.8
+
+
 def _cli(*args, cwd=None):
     return subprocess.run([sys.executable, str(ROOT / "run_experiment.py"), *args], capture_output=True, text=True,
                           cwd=cwd)
@@ -134,6 +171,8 @@ def _cli(*args, cwd=None):
     (["--dataset", "npz"], "--data-path"),
     (["--dataset", "digits", "--num-shadows", "2", "--model-index", "5"], "--model-index"),
     (["--dataset", "digits", "--prune", "--prune-method", "static", "--sparsity", "1.5"], "--sparsity"),
+    (["--dataset", "digits", "--prune", "--prune-method", "static", "--sparsity", "0.9", "--target-epoch", "3"],
+     "--target-epoch does not apply to --prune-method static"),
 ])
 def test_cli_bad_input_one_line_exit_2(args, needle, tmp_path):
     r = _cli(*args, "--runs-dir", str(tmp_path / "runs"))

@@ -1,4 +1,4 @@
-"""Pruning semantics (REFERENCE.md section 6): each test fails if static or DPF were not what they claim."""
+"""Pruning semantics (docs/pruning.md): each test fails if static, gmp or DPF were not what they claim."""
 import copy
 
 import pytest
@@ -12,6 +12,7 @@ from pruning import (PRUNING_METHODS, build_pruner, global_magnitude_masks, meas
 from utils.errors import UsageError
 
 METHODS = list(PRUNING_METHODS)
+GRADUAL = [m for m in METHODS if PRUNING_METHODS[m].uses_target]  # gmp, dpf: the cubic schedule
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny convolutions run faster on one thread
@@ -92,7 +93,7 @@ def test_global_threshold_beyond_quantile_limit():
 
 
 # -- the schedule as trained ------------------------------------------------------------------------
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", GRADUAL)
 def test_measured_sparsity_equals_schedule_at_every_refresh(method):
     per_epoch, freq, target_epoch, freeze_epoch = 10, 3, 2, 3  # target iteration 20 is not a multiple of 3
     model = tiny_resnet()
@@ -119,10 +120,38 @@ def test_measured_sparsity_equals_schedule_at_every_refresh(method):
     assert abs(round(logs[-1]["measured_sparsity"] * total) - round(0.8 * total)) <= 1
 
 
-# -- static ---------------------------------------------------------------------------------------
-def test_static_never_regrows_and_pruned_weights_stay_zero():
+# -- static: one-shot at initialisation ---------------------------------------------------------------
+def test_static_is_exactly_sparse_from_construction_and_its_mask_never_changes():
+    """Pruned before the first step to exactly the target count, by global magnitude of the initial
+    weights; then 30 steps with momentum and a large weight decay move nothing pruned and no mask bit.
+    The target and freeze epochs passed in are ignored (config.py refuses them for static)."""
     model = tiny_resnet()
-    pruner = build_pruner("static", model, 0.8, 10, 2, None, 4)
+    initial = [p.detach().clone() for _, p in prunable_parameters(model)]
+    pruner = build_pruner("static", model, 0.8, 10, 2, 3, 4)
+    expected = global_magnitude_masks(initial, 0.8)
+    assert all(torch.equal(m, e) for m, e in zip(pruner.mask_list, expected))
+    assert zeros(pruner) == round(0.8 * pruner.numel)  # exact before any step
+    assert pruner.frozen and pruner.target_epoch == 0 and pruner.freeze_epoch is None
+    opt = sgd(model, wd=5e-3)
+
+    def unchanged(it):
+        assert all(torch.equal(m, e) for m, e in zip(pruner.mask_list, expected))
+        assert zeros(pruner) == round(0.8 * pruner.numel)
+
+    logs = []
+    for epoch in range(3):
+        train(model, pruner, opt, 10, start=epoch * 10, after_refresh=unchanged, after_step=unchanged)
+        logs.append(pruner.end_epoch(epoch))
+        assert pruner.at_target(epoch)  # every epoch is eligible for checkpoint selection
+    assert [e["refreshes"] for e in logs] == [1, 0, 0] and all(e["mask_frozen"] for e in logs)
+    assert [e["scheduled_sparsity"] for e in logs] == [0.8] * 3
+    assert all(round(e["measured_sparsity"] * pruner.numel) == round(0.8 * pruner.numel) for e in logs)
+
+
+# -- gmp: gradual, the mask only shrinks ----------------------------------------------------------------
+def test_gmp_never_regrows_and_pruned_weights_stay_zero():
+    model = tiny_resnet()
+    pruner = build_pruner("gmp", model, 0.8, 10, 2, None, 4)
     opt = sgd(model, wd=5e-3)  # momentum filled before a weight is pruned and weight decay must not revive it
     masks = []
 
@@ -147,10 +176,10 @@ def _two_weight_model():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_dpf_regrows_where_the_loss_pushes_a_pruned_weight_up_and_static_does_not(method):
+def test_dpf_regrows_where_the_loss_pushes_a_pruned_weight_up_and_the_others_do_not(method):
     """Weights (1.0, 0.5) at 50%: the 0.5 is pruned. The input feeds only that weight and the loss
     rewards it, so its gradient at the masked weight is -1 every step. DPF applies it to the dense
-    weight, which passes 1.0 and returns; static masks it, so the weight stays dead."""
+    weight, which passes 1.0 and returns; static and gmp mask it, so the weight stays dead."""
     model = _two_weight_model()
     pruner = build_pruner(method, model, 0.5, 1, 0, None, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -174,7 +203,7 @@ def test_dpf_regrows_where_the_loss_pushes_a_pruned_weight_up_and_static_does_no
 @pytest.mark.parametrize("method", METHODS)
 def test_gradient_reaching_the_dense_weight(method):
     """Reference: the gradient at w * m from an independent functional forward with w * m as leaves.
-    DPF must hand it to the dense weight unmasked, static times the mask."""
+    DPF must hand it to the dense weight unmasked, static and gmp times the mask."""
     model = tiny_resnet()
     pruner = build_pruner(method, model, 0.7, 10, 0, None, 16)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)  # update = -grad
@@ -280,7 +309,7 @@ def test_works_for_resnet_and_wrn(arch, layers, width, method):
 
 # -- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, needle", [
-    (dict(method="magic"), "valid: static, dpf"),
+    (dict(method="magic"), "valid: static, dpf, gmp"),
     (dict(sparsity=0.0), "sparsity must be in (0, 1)"),
     (dict(sparsity=1.0), "sparsity must be in (0, 1)"),
     (dict(sparsity=1.5), "sparsity must be in (0, 1)"),
@@ -294,18 +323,19 @@ def test_bad_input(kwargs, needle):
         build_pruner(model=tiny_resnet(), **args)
 
 
-def test_static_ignores_freeze_epoch():
-    pruner = build_pruner("static", tiny_resnet(), 0.5, 10, 5, 3)
-    assert pruner.freeze_epoch is None
+def test_only_dpf_uses_a_freeze_epoch():
+    assert build_pruner("gmp", tiny_resnet(), 0.5, 10, 5, 3).freeze_epoch is None
+    assert build_pruner("dpf", tiny_resnet(), 0.5, 10, 2, 3).freeze_epoch == 3
 
 
 # -- whole trajectories against a from-scratch reference ------------------------------------------------
 def reference_run(model, method, iters, s_f, target_iter, freq, lr=0.05, momentum=0.9, wd=5e-4):
-    """The method written out plainly (REFERENCE.md section 6; Lin et al. 2020, Algorithm 1 with
+    """The method written out plainly (docs/pruning.md; Lin et al. 2020, Algorithm 1 with
     SGD + momentum + weight decay), with no code shared with pruning/: the weights W live in a dict,
     masks come from a full sort of |W|, the forward pass is a functional call at W * m.
     DPF: the gradient at W * m updates the dense W everywhere; masks ranked on every |W|.
-    Static: the gradient is masked, W is zero where pruned, masks ranked among the survivors only."""
+    gmp: the gradient is masked, W is zero where pruned, masks ranked among the survivors only.
+    static: gmp's rules with target_iter = 0, i.e. one mask at iteration 0, at the final sparsity."""
     dpf = method == "dpf"
     W = {n: p.detach().clone() for n, p in model.named_parameters()}
     conv = [n for n, mod in ((f"{k}.weight", m) for k, m in model.named_modules()) if isinstance(mod, nn.Conv2d)]
@@ -336,7 +366,8 @@ def reference_run(model, method, iters, s_f, target_iter, freq, lr=0.05, momentu
 @pytest.mark.parametrize("method", METHODS)
 def test_a_whole_run_follows_the_plain_reference(method):
     """40 iterations over the cubic ramp and past the target (9-11 mask refreshes, momentum and weight
-    decay at work): the pruner's dense weights, masks and model weights equal the plain reference.
+    decay at work; static: one mask at iteration 0): the pruner's dense weights, masks and model
+    weights equal the plain reference.
     float64: BatchNorm over a nearly-pruned channel divides by a tiny std and amplifies float32 rounding
     differences (1e-7 -> 1e-4 within a few steps), which would make the masks part ways by chance."""
     iters, per_epoch, target_epoch, freq = 40, 10, 3, 4
@@ -344,7 +375,8 @@ def test_a_whole_run_follows_the_plain_reference(method):
     ref_model = copy.deepcopy(model)
     pruner = build_pruner(method, model, 0.8, per_epoch, target_epoch, None, freq)  # DPF: never frozen here
     train(model, pruner, sgd(model), iters, dtype=torch.float64)
-    W, masks = reference_run(ref_model, method, iters, 0.8, target_epoch * per_epoch, freq)
+    target_iter = target_epoch * per_epoch if PRUNING_METHODS[method].uses_target else 0
+    W, masks = reference_run(ref_model, method, iters, 0.8, target_iter, freq)
     for i, (n, p) in enumerate(zip(pruner.names, pruner.params)):
         assert torch.equal(pruner.mask_list[i], masks[n]), f"{n}: masks differ"
         dense = pruner.dense[i] if method == "dpf" else p
@@ -354,6 +386,6 @@ def test_a_whole_run_follows_the_plain_reference(method):
         if n not in masks:
             torch.testing.assert_close(p, W[n], rtol=1e-9, atol=1e-12)
     log = pruner.end_epoch(3)  # every refresh of the run: 0, 4, ..., the target iteration 30, (DPF: 32, 36)
-    assert log["refreshes"] == (11 if method == "dpf" else 9)
+    assert log["refreshes"] == {"dpf": 11, "gmp": 9, "static": 1}[method]
     if method == "dpf":  # weights did come back, so the comparison covered reactivations
         assert log["reactivations"] > 0

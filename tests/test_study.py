@@ -39,8 +39,45 @@ def test_plan_trains_dense_once_and_each_method_at_each_sparsity():
     assert names == ["dense", "static_0.5", "static_0.9", "dpf_0.5", "dpf_0.9"]
 
 
+def test_dry_run_plans_every_method_gmp_included(tmp_path):
+    r = _cli("--dry-run", "--runs-dir", str(tmp_path), "--num-shadows", "1",
+             "--methods", "dense", "static", "dpf", "gmp", "--sparsities", "0.9")
+    assert r.returncode == 0, r.stderr
+    assert "study: 4 configurations x 2 models = 8 trainings" in r.stdout
+    for d in ("dense/cifar10", "static/sparsity_0.9/cifar10", "dpf/sparsity_0.9/cifar10", "gmp/sparsity_0.9/cifar10"):
+        assert d in r.stdout, d
+
+
+def test_study_schedule_flags_reach_only_the_methods_that_have_them():
+    base = train.config_from_args(train.parse(["--dataset", "digits", "--epochs", "10",
+                                               "--target-epoch", "4", "--freeze-epoch", "8"]))
+    plan = {c.method: c for c in plan_study(base, ["static", "gmp", "dpf"], [0.9])}
+    assert (plan["static"].target_epoch, plan["static"].freeze_epoch) == (0, None)
+    assert (plan["gmp"].target_epoch, plan["gmp"].freeze_epoch) == (4, None)
+    assert (plan["dpf"].target_epoch, plan["dpf"].freeze_epoch) == (4, 8)
+
+
+def test_refuses_runs_made_when_static_meant_gradual_pruning(tmp_path):
+    """A directory written before 2026-11-29, when 'static' was gradual magnitude pruning (its
+    config.json has no method_revision), is neither reused nor overwritten, even with --skip-existing."""
+    import json
+
+    runs = tmp_path / "runs"
+    cfg = plan_study(train.config_from_args(train.parse([*TINY, "--runs-dir", str(runs)])), ["static"], [0.5])[0]
+    old = {k: v for k, v in cfg.to_dict().items() if k != "method_revision"}
+    cfg_file = experiment_dir(cfg) / paths.CONFIG
+    cfg_file.parent.mkdir(parents=True)
+    cfg_file.write_text(json.dumps(old))
+    r = _cli(*TINY, "--methods", "static", "--runs-dir", str(runs), "--skip-existing")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "its models were trained when 'static' meant gradual magnitude pruning (now --prune-method gmp)" in r.stderr
+    assert "method_revision: 1 there vs 2 asked" in r.stderr
+    assert json.loads(cfg_file.read_text()) == old  # nothing rewritten
+    assert not (experiment_dir(cfg) / paths.KEEP_MATRIX).exists()
+
+
 @pytest.mark.parametrize("args, needle", [
-    (["--methods", "magic"], "unknown method 'magic'; valid: dense, static, dpf"),
+    (["--methods", "magic"], "unknown method 'magic'; valid: dense, static, dpf, gmp"),
     (["--sparsities", "1.5"], "sparsity must be in (0, 1)"),
     (["--dataset", "mnist"], "unknown dataset"),
 ])

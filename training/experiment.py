@@ -13,27 +13,40 @@ from pathlib import Path
 import numpy as np
 
 from configs import paths
-from configs.config import ExperimentConfig, load_config
+from configs.config import ExperimentConfig
 from data import ArrayDataset
 from mia.membership import keep_matrix
 from utils.errors import UsageError
-from utils.io import load_npy, save_json, save_npy, save_text
+from pruning.methods import former_meaning
+from utils.io import load_json, load_npy, save_json, save_npy, save_text
 
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
     return paths.experiment_dir(cfg.runs_dir, cfg.method, cfg.sparsity, cfg.dataset)
 
 
-def recipe_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
-    ra, rb = a.recipe(), b.recipe()
-    return [f"{k}: {ra.get(k)!r} there vs {rb.get(k)!r} asked" for k in sorted(set(ra) | set(rb)) if ra.get(k) != rb.get(k)]
+def stored_recipe(cfg_file: Path) -> dict:
+    """The recipe recorded in a config.json. Files written before methods had revisions lack the
+    field: they hold revision 1 of their method (for static: gradual magnitude pruning, now gmp)."""
+    stored = load_json(cfg_file)
+    return {**ExperimentConfig.from_dict(stored).recipe(), "method_revision": stored.get("method_revision", 1)}
+
+
+def recipe_diff(stored: dict, cfg: ExperimentConfig) -> list[str]:
+    new = cfg.recipe()
+    diff = [f"{k}: {stored.get(k)!r} there vs {new.get(k)!r} asked"
+            for k in sorted(set(stored) | set(new)) if stored.get(k) != new.get(k)]
+    former = former_meaning(cfg.method, stored.get("method_revision"))
+    if former and stored.get("method_revision") != new.get("method_revision"):
+        diff.insert(0, f"its models were trained when '{cfg.method}' meant {former}")
+    return diff
 
 
 def check_recipe(cfg: ExperimentConfig) -> None:
     """Refuse to mix models of different recipes in one experiment directory (names the fields)."""
     exp = experiment_dir(cfg)
     if (exp / paths.CONFIG).exists():
-        diff = recipe_diff(load_config(exp / paths.CONFIG), cfg)
+        diff = recipe_diff(stored_recipe(exp / paths.CONFIG), cfg)
         if diff:
             raise UsageError(f"{exp} holds models of a different recipe ({'; '.join(diff)}); "
                              f"use another --runs-dir or remove that directory")

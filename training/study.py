@@ -12,11 +12,13 @@ from typing import Callable
 
 from configs.config import ExperimentConfig
 from data import load_dataset
+from pruning import PRUNING_METHODS
 from training.experiment import check_recipe, pending_models, prepare_experiment, run_model
 from training.progress import Progress
 from utils.errors import UsageError
 
-METHODS = ("dense", "static", "dpf")
+METHODS = ("dense", *PRUNING_METHODS)    # every method train.py --methods accepts
+DEFAULT_METHODS = ("dense", "static", "dpf")  # the study's comparison (gmp is an extra)
 
 
 def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[float]) -> list[ExperimentConfig]:
@@ -31,8 +33,11 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
     for m in dict.fromkeys(methods):  # de-duplicated, in the order given
         if m == "dense":
             configs.append(dataclasses.replace(base, prune=False, prune_method=None, sparsity=0.0, name=None))
-        else:
-            configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None)
+        else:  # the study-wide --target-epoch/--freeze-epoch reach only the methods that have them
+            spec = PRUNING_METHODS[m]
+            sched = dict(target_epoch=base.target_epoch if spec.uses_target else None,
+                         freeze_epoch=base.freeze_epoch if spec.uses_freeze else None)
+            configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
                         for s in dict.fromkeys(sparsities)]
     return [c.resolved() for c in configs]
 
