@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Time cost of pruning against dense training: N training iterations of the same model on one fixed
-random batch (data loading excluded, so the overhead ratio is an upper bound), dense vs static vs DPF,
-masks refreshed every --prune-freq iterations throughout (the schedule never reaches its target here,
-so static refreshes too: the worst case). Methods are interleaved over --rounds to spread machine noise.
+random batch (data loading excluded, so the overhead ratio is an upper bound), dense vs every pruning
+method, masks refreshed every --prune-freq iterations throughout (the schedule never reaches its target
+here, so gmp refreshes too: the worst case; static is pruned once at initialisation, so its cost is the
+per-step masking alone). Methods are interleaved over --rounds to spread machine noise.
 
   python benchmarks/pruning_overhead.py                         # ResNet-20, batch 128, CPU
   python benchmarks/pruning_overhead.py --arch wideresnet --layers 28 --width-factor 2 --device cuda --iters 200
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 
 from benchmarks.common import machine
 from models import build_model
-from pruning import build_pruner
+from pruning import PRUNING_METHODS, build_pruner
 
-METHODS = ("dense", "static", "dpf")
+METHODS = ("dense", *PRUNING_METHODS)
 
 
 def parse() -> argparse.Namespace:
