@@ -16,8 +16,9 @@ import time
 
 from configs import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
-from training.experiment import experiment_dir
-from training.study import DEFAULT_METHODS, EXECUTORS, METHODS, check_recipes, plan_study, plan_tasks
+from mia.attacks import ATTACKS, check_attacks
+from training.experiment import experiment_dir, plan_tasks
+from training.study import EXECUTORS, all_methods, check_recipes, default_methods, plan_study
 from utils.errors import UsageError, cli_main
 
 # Presets: study-level defaults a user can still override flag by flag.
@@ -33,14 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("study")
     g.add_argument("--preset", choices=sorted(PRESETS), help="named defaults, e.g. quick = digits, minutes on a CPU")
-    g.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                   help=f"methods to train, of {', '.join(METHODS)} (default: {' '.join(DEFAULT_METHODS)})")
+    g.add_argument("--methods", nargs="+", default=list(default_methods()),
+                   help=f"methods to train, of {', '.join(all_methods())} (default: {' '.join(default_methods())})")
     g.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7, 0.8, 0.9, 0.95],
                    help="sparsities of the pruned methods (dense is trained once)")
     g.add_argument("--results-dir", default="./results", help="attack results, CSVs and plots")
     g.add_argument("--summary-dir", default=".", help="where copies of training_results.csv and "
                    "comprehensive_mia_results.csv are left (the project root, as in the original layout)")
-    g.add_argument("--attacks", nargs="+", default=None, help="attacks to run (default: all)")
+    g.add_argument("--attacks", nargs="+", default=None, help=f"attacks to run, of {', '.join(ATTACKS)} (default: all)")
     g.add_argument("--targets", default="0", help="target model index, or 'all' for leave-one-out")
     g.add_argument("--dry-run", action="store_true", help="list the planned trainings and exit")
     g.add_argument("--no-eval", action="store_true", help="train only; run mia/unified_mia_evaluation.py later")
@@ -72,6 +73,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     base = config_from_args(args)
     configs = plan_study(base, args.methods, args.sparsities)
+    check_attacks(args.attacks or [])  # a misspelt attack is refused now, not after hours of training
     check_recipes(configs)
     tasks = plan_tasks(configs)
     skipped = sum(c.num_shadows + 1 for c in configs) - len(tasks)

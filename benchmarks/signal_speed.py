@@ -8,11 +8,7 @@ one query at a time, per-batch host copies), same model, in the same run.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch

@@ -1,8 +1,10 @@
 """One typed config for every run. The CLI, JSON files and validation all derive from it.
 
-Each field's `help` metadata is its comment and its --help text; defaults live only here.
-Defaults are the predecessor recipe (REFERENCE.md section 6): SGD lr 0.1, momentum 0.9, wd 5e-4,
-batch 128, 200 epochs, LR x0.1 at 50% and 75% of training.
+Each field's `help` metadata is its comment and its --help text; defaults live only here. A help
+text names the registries' entries through {placeholders} (registry_names()), filled when the parser
+is built, so a new dataset, arch or pruning method shows in --help with no edit here.
+Defaults are the predecessor recipe (docs/protocol.md, "The recipe"): SGD lr 0.1, momentum 0.9,
+wd 5e-4, batch 128, 200 epochs, LR x0.1 at 50% and 75% of training.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints
 
+from configs import paths
 from utils.errors import UsageError
 
 
@@ -29,14 +32,14 @@ class ExperimentConfig:
     name: Optional[str] = _f(None, "experiment name (default: '<method>' or '<method>_<sparsity>')")
     runs_dir: str = _f("./runs", "root directory of all runs")
     # --- data ----------------------------------------------------------------------------
-    dataset: str = _f("cifar10", "cifar10 | cifar100 | digits (embedded, offline) | npz (--data-path)")
+    dataset: str = _f("cifar10", "{datasets} (digits: embedded, offline; npz: --data-path)")
     data_dir: str = _f("./datasets", "where torchvision datasets are stored / downloaded")
     data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset npz)")
     pool_size: Optional[int] = _f(None, "use only the first N training images as the membership pool (default: all)")
     val_fraction: float = _f(0.2, "fraction of the test split held out for checkpoint selection (never the pool)")
     # --- model ---------------------------------------------------------------------------
-    arch: str = _f("resnet", "resnet | wideresnet")
-    layers: Optional[int] = _f(None, "depth (default: resnet 20, wideresnet 28)")
+    arch: str = _f("resnet", "{archs}")
+    layers: Optional[int] = _f(None, "depth (default: {default_layers})")
     width_factor: int = _f(2, "WideResNet width multiplier k (ignored by resnet)")
     # --- optimisation --------------------------------------------------------------------
     epochs: int = _f(200, "training epochs")
@@ -55,14 +58,14 @@ class ExperimentConfig:
     channels_last: bool = _f(True, "channels_last (NHWC) memory format for the model, on CPU and CUDA")
     compile: bool = _f(False, "torch.compile the model (pays off for long runs)")
     verbose: bool = _f(False, "print a line per training iteration")
-    # --- pruning (REFERENCE.md section 6) ------------------------------------------------
+    # --- pruning (docs/pruning.md) ---------------------------------------------------------
     prune: bool = _f(False, "train a pruned model (needs --prune-method)")
-    prune_method: Optional[str] = _f(None, "static (one-shot at init) | dpf | gmp (gradual); docs/pruning.md")
+    prune_method: Optional[str] = _f(None, "{methods} (docs/pruning.md)")
     sparsity: float = _f(0.0, "target fraction of prunable (Conv2d) weights set to zero, in (0, 1)")
     prune_freq: int = _f(16, "mask refresh interval (iterations)")
-    target_epoch: Optional[int] = _f(None, "gmp, dpf: epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs); static has none (pruned at init)")
-    freeze_epoch: Optional[int] = _f(None, "dpf only: epoch from which the mask is fixed (default 0.9 x epochs)")
-    # --- membership protocol and signals (REFERENCE.md sections 2, 3) --------------------
+    target_epoch: Optional[int] = _f(None, "{scheduled}: epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs); {one_shot}: none (pruned at init)")
+    freeze_epoch: Optional[int] = _f(None, "{frozen} only: epoch from which the mask is fixed (default 0.9 x epochs)")
+    # --- membership protocol and signals (docs/protocol.md) -------------------------------
     num_shadows: int = _f(0, "shadow models besides the target (model 0)")
     model_index: Optional[int] = _f(None, "train only model i (0 = target); default: all models")
     mia_seed: int = _f(0, "seed of the keep matrix (keep it fixed across configurations: paired comparisons)")
@@ -78,11 +81,12 @@ class ExperimentConfig:
 
     def resolved(self) -> "ExperimentConfig":
         """Fill the defaults that depend on other fields, validate, and return a new config."""
-        from pruning import PRUNING_METHODS  # imported here: pruning loads torch, this module stays light
+        from models import ARCHS  # imported here: models and pruning load torch, this module stays light
+        from pruning import PRUNING_METHODS
 
         c = dataclasses.replace(self)
-        if c.layers is None:
-            c.layers = {"resnet": 20, "wideresnet": 28}.get(c.arch, 0)
+        if c.layers is None and c.arch in ARCHS:  # an unknown arch is named by validate()
+            c.layers = ARCHS[c.arch].default_layers
         if c.milestones is None:
             c.milestones = [c.epochs // 2, (c.epochs * 3) // 4]
         if c.prune and c.prune_method in PRUNING_METHODS:  # an unknown method is named by validate()
@@ -95,7 +99,7 @@ class ExperimentConfig:
         else:
             c.sparsity = 0.0
         if c.name is None:
-            c.name = c.method if c.method == "dense" else f"{c.method}_{c.sparsity:g}"
+            c.name = paths.config_name(c.method, c.sparsity)
         c.validate()
         return c
 
@@ -106,7 +110,8 @@ class ExperimentConfig:
             raise UsageError(f"--target-epoch does not apply to --prune-method {self.prune_method} (pruned once at "
                              f"initialisation); use --prune-method gmp for gradual magnitude pruning")
         if not spec.uses_freeze and self.freeze_epoch is not None:
-            raise UsageError(f"--freeze-epoch applies to --prune-method dpf only, not {self.prune_method}")
+            raise UsageError(f"--freeze-epoch applies to --prune-method {registry_names()['frozen']} only, "
+                             f"not {self.prune_method}")
 
     def validate(self) -> None:
         from data import DATASETS
@@ -191,15 +196,32 @@ def _base_type(tp):
     return tp, None
 
 
+def registry_names() -> dict[str, str]:
+    """The registries' entries, for the {placeholders} of the help texts and messages. Read at call
+    time (not import time): the registries load torch, and a test's toy entry must show too."""
+    from data import DATASETS
+    from models import ARCHS
+    from pruning import PRUNING_METHODS
+
+    def methods(has) -> str:
+        return ", ".join(m for m, spec in PRUNING_METHODS.items() if has(spec))
+
+    return {"datasets": " | ".join(DATASETS), "archs": " | ".join(ARCHS),
+            "default_layers": ", ".join(f"{a} {spec.default_layers}" for a, spec in ARCHS.items()),
+            "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
+            "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze)}
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset()) -> None:
     hints = get_type_hints(cls)
+    names = registry_names()
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         tp, elem = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f"{f.metadata.get('help', '')} (default: {default})"
+        help_ = f"{f.metadata.get('help', '').format_map(names)} (default: {default})"
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif tp is list:

@@ -30,6 +30,12 @@ def sparsity_tag(sparsity: float) -> str:
     return repr(float(sparsity))
 
 
+def config_name(method: str, sparsity: float) -> str:
+    """A configuration's default name: 'dense', or '<method>_<tag>' with the directory's tag, so two
+    configurations share a name exactly when they share a directory (0.9 and 0.9000001 do not)."""
+    return method if method == "dense" else f"{method}_{sparsity_tag(sparsity)}"
+
+
 def experiment_dir(runs_dir: str | Path, method: str, sparsity: float, dataset: str) -> Path:
     """Directory of one configuration (target + shadows)."""
     runs_dir = Path(runs_dir)

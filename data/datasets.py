@@ -12,6 +12,7 @@ slice (see data.loader.split_test) for checkpoint selection.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,22 @@ class ArrayDataset:
     y_test: np.ndarray   # int64 [M]
     num_classes: int
     flip: bool           # horizontal flip is a label-preserving augmentation (not for digits)
+
+    @cached_property
+    def pool_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and (unbiased) std of the pool in [0, 1] units, float32 [C] each: the
+        normalisation of every model of every configuration. Computed once per dataset, in float64
+        sums over chunks (a float32 copy of the CIFAR-10 pool alone would be 600 MB)."""
+        n = self.x_train.shape[0] * self.x_train.shape[2] * self.x_train.shape[3]
+        total = np.zeros(self.in_channels)
+        squares = np.zeros(self.in_channels)
+        for i in range(0, len(self.x_train), 4096):
+            chunk = self.x_train[i:i + 4096].astype(np.float64) / 255
+            total += chunk.sum(axis=(0, 2, 3))
+            squares += np.square(chunk).sum(axis=(0, 2, 3))
+        mean = total / n
+        var = (squares - n * mean ** 2) / max(n - 1, 1)  # float64: the cancellation costs ~1e-12 here
+        return mean.astype(np.float32), np.sqrt(np.maximum(var, 0)).astype(np.float32)
 
     @property
     def in_channels(self) -> int:

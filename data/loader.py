@@ -36,12 +36,10 @@ class DeviceData:
     @classmethod
     def build(cls, x: np.ndarray, y: np.ndarray, ds: ArrayDataset, device) -> "DeviceData":
         # Normalisation statistics come from the whole pool (not from a model's members), so every
-        # model of every configuration sees identical inputs for the same image.
-        pool = torch.from_numpy(ds.x_train).float().div_(255)
-        mean = pool.mean(dim=(0, 2, 3), keepdim=True)
-        std = pool.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        # model of every configuration sees identical inputs for the same image; computed once per dataset.
+        mean, std = (torch.from_numpy(v).view(1, -1, 1, 1).to(device) for v in ds.pool_stats)
         return cls(torch.from_numpy(np.ascontiguousarray(x)).to(device), torch.from_numpy(y).to(device),
-                   mean.to(device), std.to(device), ds.pad, ds.flip)
+                   mean, std.clamp_min(1e-3), ds.pad, ds.flip)
 
     def __len__(self) -> int:
         return len(self.y)

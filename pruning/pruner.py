@@ -23,7 +23,8 @@ Fragile spots:
   * a skipped step (GradScaler on inf) is harmless: after_optimizer_step() re-masks unchanged weights;
   * optimizer state is keyed by parameter object, untouched here: DPF's momentum lives on the dense w
     (as in Lin et al.), static and gmp momentum at pruned positions is ignored by the re-zeroing;
-  * resuming needs pruner.state_dict() (DPF's dense weights are not in the model's state_dict).
+  * no mid-run resume: the pipeline resumes whole models (a partial one is retrained), so the pruner
+    keeps no restorable state; DPF's dense weights are not in the model's state_dict.
 Cost per iteration: 2-3 elementwise passes over the conv weights; the global threshold runs only at
 refresh iterations, with no host sync.
 """
@@ -99,7 +100,7 @@ class Pruner:
     def _refresh(self, it: int) -> None:
         s = scheduled_sparsity(it, self.s_f, self.target_iter)
         n_prune = int(round(s * self.numel))
-        if not self.spec.regrow:  # never fewer than already pruned (e.g. masks loaded from a sparser run)
+        if not self.spec.regrow:  # the mask only shrinks: never fewer than already pruned
             n_prune = max(n_prune, self.num_pruned)
         # masks in the parameter's memory format (channels_last), so the per-step multiplies stay cheap
         new = [torch.empty_like(p, dtype=torch.bool).copy_(m)
@@ -171,7 +172,7 @@ class Pruner:
         """True once the schedule has reached the target sparsity by the end of `epoch` (0-based)."""
         return (epoch + 1) * self.iters_per_epoch > self.target_iter
 
-    # -- saving and resuming ------------------------------------------------------------------------
+    # -- saving ----------------------------------------------------------------------------------------
     @torch.no_grad()
     def sparse_state_dict(self) -> dict:
         """A detached copy of model.state_dict() (plain keys) with pruned weights stored as +0.0."""
@@ -179,41 +180,6 @@ class Pruner:
         for name, m in zip(self.names, self.mask_list):
             state[name].masked_fill_(~m, 0.0)  # not * m: that leaves -0.0 for negative weights
         return state
-
-    @torch.no_grad()
-    def load_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        """Adopt saved masks (e.g. from a checkpoint). DPF's dense values at pruned positions are not in a
-        checkpoint, so they restart from the parameter's values (zeros there)."""
-        missing = [n for n in self.names if n not in masks]
-        if missing:
-            raise UsageError(f"masks lack {len(missing)} prunable layers, e.g. '{missing[0]}'")
-        self.mask_list = [torch.empty_like(p, dtype=torch.bool).copy_(masks[n].reshape(p.shape))
-                          for n, p in zip(self.names, self.params)]
-        self.num_pruned = int(sum((~m).sum() for m in self.mask_list))
-        if self.dense is not None:
-            for d, p in zip(self.dense, self.params):
-                d.copy_(p.data)
-        self._apply_masks()
-
-    def state_dict(self) -> dict:
-        """Everything a resumed run needs besides the model and optimizer state."""
-        return {"method": self.method, "masks": {n: m.clone() for n, m in self.masks.items()},
-                "dense": None if self.dense is None else {n: d.clone() for n, d in zip(self.names, self.dense)},
-                "frozen": self.frozen, "current": self.current, "total_refreshes": self.total_refreshes}
-
-    @torch.no_grad()
-    def load_state_dict(self, state: dict) -> None:
-        """Call after loading the model's state_dict."""
-        if state["method"] != self.method:
-            raise UsageError(f"pruner state is for method '{state['method']}', this run uses '{self.method}'")
-        self.load_masks(state["masks"])
-        if state["dense"] is not None and self.dense is not None:
-            for n, d in zip(self.names, self.dense):
-                d.copy_(state["dense"][n])
-        self.frozen, self.current, self.total_refreshes = state["frozen"], state["current"], state["total_refreshes"]
-        if self.frozen:
-            self.dense = None
-        self._apply_masks()
 
     def summary(self) -> dict:
         """Method settings and the sparsity measured on the model's weights now."""

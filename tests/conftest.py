@@ -1,15 +1,12 @@
-"""Shared fixtures: tiny configs on the embedded digits data (no download, no shared/ files)."""
+"""Shared fixtures: tiny configs on the embedded digits data (no download, no shared/ files).
+The project's packages import because requirements.txt installs it editable (-e .)."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

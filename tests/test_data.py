@@ -100,3 +100,18 @@ def test_training_batches_are_a_permutation_without_repeats():
     seen = torch.cat([xb[:, 0, 0, 0] for xb, _ in d.batches(32, torch.Generator().manual_seed(1))])
     vals = (seen * 255).round().long().tolist()
     assert len(vals) == 96 and len(set(vals)) == 96  # 3 full batches, last partial dropped, no repeats
+
+
+def test_pool_statistics_once_per_dataset_equal_a_float64_reference():
+    """Per-channel mean and unbiased std of the pool (chunked float64 sums), computed once: every
+    DeviceData of the dataset (members, validation, test, pool) reuses the same numbers."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (5000, 8, 8, 3), dtype=np.uint8)  # NHWC, > one 4,096-image chunk
+    ds = from_arrays("t", x, rng.integers(0, 10, 5000), x[:10], np.zeros(10, np.int64), flip=True)
+    ref = x.transpose(0, 3, 1, 2).astype(np.float64) / 255
+    mean, std = ds.pool_stats
+    np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3), ddof=1), rtol=1e-6)
+    ds.__dict__["pool_stats"] = (np.full(3, 0.5, np.float32), np.full(3, 0.25, np.float32))  # cached value is used
+    d = DeviceData.build(ds.x_train[:4], np.zeros(4, np.int64), ds, "cpu")
+    assert d.mean.flatten().tolist() == [0.5] * 3 and d.std.flatten().tolist() == [0.25] * 3

@@ -8,16 +8,17 @@ without it is partial and gets redone). Every executor (local loop, Ray) calls r
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from configs import paths
 from configs.config import ExperimentConfig
-from data import ArrayDataset
+from data import ArrayDataset, load_dataset
 from mia.membership import keep_matrix
-from utils.errors import UsageError
 from pruning.methods import former_meaning
+from utils.errors import UsageError
 from utils.io import load_json, load_npy, save_json, save_npy, save_text
 
 
@@ -103,3 +104,36 @@ def pending_models(cfg: ExperimentConfig) -> list[int]:
     exp = experiment_dir(cfg)
     return [i for i in model_indices(cfg)
             if not (cfg.skip_existing and is_complete(paths.model_dir(exp, i)))]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One model of one configuration: the unit every executor (local loop, Ray) runs."""
+    cfg: ExperimentConfig
+    index: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.cfg.name} model {self.index}" + (" (target)" if self.index == 0 else "")
+
+
+def plan_tasks(configs: list[ExperimentConfig]) -> list[Task]:
+    return [Task(c, i) for c in configs for i in pending_models(c)]
+
+
+_DATASET_CACHE: dict = {}
+
+
+def _dataset(cfg: ExperimentConfig) -> ArrayDataset:
+    """Load each dataset once per process (many tasks share it)."""
+    key = (cfg.dataset, cfg.data_dir, cfg.data_path, cfg.pool_size)
+    if key not in _DATASET_CACHE:
+        _DATASET_CACHE[key] = load_dataset(cfg)
+    return _DATASET_CACHE[key]
+
+
+def run_task(task: Task) -> dict:
+    """Train one model of one configuration (idempotent preparation of its experiment directory)."""
+    ds = _dataset(task.cfg)
+    exp, keep = prepare_experiment(task.cfg, ds)
+    return run_model(task.cfg, ds, exp, keep, task.index)

@@ -5,9 +5,14 @@ the others finish, and `--skip-existing` redoes only what failed.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+import torch
+
+from training.experiment import run_task
+from training.progress import Progress
 from utils.errors import UsageError
 
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -62,11 +67,6 @@ def _resources(ray, options) -> tuple[float, float]:
 def _train(task):
     """Runs inside a Ray worker: the repo root must be importable there (runtime_env working_dir
     or a shared checkout on every node, see README)."""
-    import dataclasses
-
-    from training.study import run_task
-    import torch
-
     if torch.cuda.is_available() and task.cfg.device in ("auto", "cuda"):
         task = dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, device="cuda"))
     summary = run_task(task)
@@ -74,8 +74,6 @@ def _train(task):
 
 
 def run_ray(tasks, options) -> list[str]:
-    from training.progress import Progress
-
     if not tasks:
         return []
     ray = _init_ray(options.ray_address)

@@ -1,31 +1,40 @@
 """A study = every (method, sparsity) configuration x every model index, then the evaluation.
 
 plan_study() expands the study flags into resolved ExperimentConfigs; each (config, model index)
-is one task, run by an executor from EXECUTORS (local loop here, Ray in training/ray_executor.py).
-Every executor calls the same training function, run_task().
+is one task (training/experiment.py), run by an executor from EXECUTORS (local loop here, Ray in
+training/ray_executor.py). Every executor calls the same training function, experiment.run_task().
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Callable
 
 from configs.config import ExperimentConfig
-from data import load_dataset
 from pruning import PRUNING_METHODS
-from training.experiment import check_recipe, pending_models, prepare_experiment, run_model
+from training.experiment import Task, check_recipe, experiment_dir, run_task
 from training.progress import Progress
+from training.ray_executor import run_ray
 from utils.errors import UsageError
 
-METHODS = ("dense", *PRUNING_METHODS)    # every method train.py --methods accepts
-DEFAULT_METHODS = ("dense", "static", "dpf")  # the study's comparison (gmp is an extra)
+
+# Functions, not constants: the registry is read when asked, so an entry added to it (or a test's toy
+# entry) is a method of train.py with no edit here.
+def all_methods() -> tuple[str, ...]:
+    """Every method train.py --methods accepts: dense and each registered pruning method."""
+    return ("dense", *PRUNING_METHODS)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The study's comparison: dense and every pruning method not marked `extra` (gmp is one)."""
+    return ("dense", *(m for m, spec in PRUNING_METHODS.items() if not spec.extra))
 
 
 def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[float]) -> list[ExperimentConfig]:
     """One resolved config per configuration: dense once, each pruning method at each sparsity."""
-    bad = [m for m in methods if m not in METHODS]
+    valid = all_methods()
+    bad = [m for m in methods if m not in valid]
     if bad:
-        raise UsageError(f"unknown method {bad[0]!r}; valid: {', '.join(METHODS)}")
+        raise UsageError(f"unknown method {bad[0]!r}; valid: {', '.join(valid)}")
     for s in sparsities:
         if not 0 < s < 1:
             raise UsageError(f"sparsity must be in (0, 1), got {s}")
@@ -39,39 +48,21 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
                          freeze_epoch=base.freeze_epoch if spec.uses_freeze else None)
             configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
                         for s in dict.fromkeys(sparsities)]
-    return [c.resolved() for c in configs]
+    configs = [c.resolved() for c in configs]
+    check_distinct(configs)
+    return configs
 
 
-@dataclass(frozen=True)
-class Task:
-    cfg: ExperimentConfig
-    index: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.cfg.name} model {self.index}" + (" (target)" if self.index == 0 else "")
-
-
-def plan_tasks(configs: list[ExperimentConfig]) -> list[Task]:
-    return [Task(c, i) for c in configs for i in pending_models(c)]
-
-
-_DATASET_CACHE: dict = {}
-
-
-def _dataset(cfg: ExperimentConfig):
-    """Load each dataset once per process (many tasks share it)."""
-    key = (cfg.dataset, cfg.data_dir, cfg.data_path, cfg.pool_size)
-    if key not in _DATASET_CACHE:
-        _DATASET_CACHE[key] = load_dataset(cfg)
-    return _DATASET_CACHE[key]
-
-
-def run_task(task: Task) -> dict:
-    """Train one model of one configuration (idempotent preparation of its experiment directory)."""
-    ds = _dataset(task.cfg)
-    exp, keep = prepare_experiment(task.cfg, ds)
-    return run_model(task.cfg, ds, exp, keep, task.index)
+def check_distinct(configs: list[ExperimentConfig]) -> None:
+    """Two configurations of one study must not share a name or a directory: one's results would
+    overwrite the other's. Refused before anything is trained."""
+    for key, what in ((lambda c: c.name, "name"), (experiment_dir, "directory")):
+        seen = {}
+        for c in configs:
+            other = seen.setdefault(key(c), c)
+            if other is not c:
+                raise UsageError(f"configurations {other.method} {other.sparsity!r} and {c.method} {c.sparsity!r} "
+                                 f"would share the {what} {key(c)}; drop one")
 
 
 def check_recipes(configs: list[ExperimentConfig]) -> None:
@@ -88,11 +79,5 @@ def run_local(tasks: list[Task], options) -> list[str]:
     return []
 
 
-def _run_ray(tasks, options):
-    from training.ray_executor import run_ray
-
-    return run_ray(tasks, options)
-
-
 # Registry: executor name -> function(tasks, options) -> list of failure descriptions
-EXECUTORS: dict[str, Callable] = {"local": run_local, "ray": _run_ray}
+EXECUTORS: dict[str, Callable] = {"local": run_local, "ray": run_ray}

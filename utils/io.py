@@ -90,8 +90,10 @@ def load_torch(path: str | os.PathLike, map_location="cpu") -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UsageError(f"missing checkpoint: {path}") from None
-    except Exception as e:  # zip/pickle errors come in many types
-        raise UsageError(f"corrupt checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    except Exception:  # zip/pickle errors come in many types; torch's own text advises weights_only=False,
+        # i.e. running arbitrary code from a file of unknown origin: never pass that on
+        raise UsageError(f"corrupt checkpoint {path}: not a valid checkpoint of this pipeline; retrain that model "
+                         f"(re-run the same command with --skip-existing after deleting its COMPLETE marker)") from None
 
 
 def save_text(text: str, path: str | os.PathLike) -> None:
