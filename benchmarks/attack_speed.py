@@ -6,6 +6,11 @@ code's structure) on a subsample.
 
   python benchmarks/attack_speed.py                                  # the issue's configuration, CPU
   python benchmarks/attack_speed.py --n 10000 --attacks lira rmia confidence --device cuda
+  python benchmarks/attack_speed.py --learned                         # the five learned attacks only
+
+time_s is wall time; cpu_s is this process's CPU time, which moves far less than wall time when
+other jobs share the cores (the learned attacks run one torch thread on CPU, so on CPU it is their
+work; on CUDA it is the host side only). Compare runs on cpu_s when the load average is high.
 """
 from __future__ import annotations
 
@@ -48,9 +53,12 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--gap", type=float, default=1.0, help="membership signal of the synthetic logits (1.0: AUC ~0.6-0.8)")
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS))
+    p.add_argument("--learned", action="store_true", help="the learned attacks only (overrides --attacks)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--loop-sample", type=int, default=2000, help="examples for the per-example LiRA loop")
     args = p.parse_args()
+    if args.learned:
+        args.attacks = [k for k, spec in ATTACKS.items() if "nn_" in spec.settings]  # the nn_* settings: learned
 
     print(f"machine: {machine()}")
     print(f"load average (1/5/15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}  (cores shared with other jobs)")
@@ -63,18 +71,25 @@ def main() -> None:
           f"(generated in {time.perf_counter() - t:.1f} s); device {args.device}\n")
 
     st = AttackSettings(device=args.device)
-    print(f"{'attack':<18}{'time_s':>8}{'auc':>8}{'acc':>8}{'tpr@1%':>8}{'tpr@0.1%':>10}  notes")
-    total = 0.0
+    print(f"{'attack':<18}{'time_s':>8}{'cpu_s':>8}{'auc':>8}{'acc':>8}{'tpr@1%':>8}{'tpr@0.1%':>10}  notes")
+    total = total_cpu = 0.0
     for name in args.attacks:
+        cpu = time.process_time()
         r = attack_target(name, sig, 0, st)
-        total += r["time_s"]
+        cpu = time.process_time() - cpu
+        total, total_cpu = total + r["time_s"], total_cpu + cpu
         ep = r["info"].get("epochs")
         notes = (f"{len(ep)} model(s), epochs mean {np.mean(ep):.0f} max {max(ep)}" if ep else r["calibration"][:40])
-        print(f"{name:<18}{r['time_s']:>8.1f}{r['auc']:>8.3f}{r.get('accuracy', float('nan')):>8.3f}"
+        print(f"{name:<18}{r['time_s']:>8.1f}{cpu:>8.1f}{r['auc']:>8.3f}{r.get('accuracy', float('nan')):>8.3f}"
               f"{r['tpr_at_1pct_fpr']:>8.3f}{r['tpr_at_0.1pct_fpr']:>10.4f}  {notes}")
-    print(f"{'total':<18}{total:>8.1f}   (each attack with its threshold calibration and metrics)\n")
+    print(f"{'total':<18}{total:>8.1f}{total_cpu:>8.1f}   (each attack with its threshold calibration and metrics)\n")
 
-    # LiRA: vectorized (whole pool) against the per-example loop (subsample, extrapolated).
+    if "lira" in args.attacks:
+        lira_against_loop(sig, st, args.n, args.loop_sample)
+
+
+def lira_against_loop(sig: Signals, st: AttackSettings, n: int, loop_sample: int) -> None:
+    """LiRA: vectorized (whole pool) against the per-example loop (subsample, extrapolated)."""
     inp = attack_input(sig, 0, shadow_rows(sig, 0))
     t = time.perf_counter()
     vec = lira_online(inp, st).scores
@@ -82,10 +97,10 @@ def main() -> None:
     phi_s, phi_t = per_model(phi, inp.shadow_logits, inp.labels), per_example(phi, inp.target_logits, inp.labels)
     sel_in, sel_out, k_in, k_out = balanced_shadows(inp.shadow_keep, st.seed)
     sd = global_sigma(phi_s, [gaussian_fit(phi_s, sel_in, k_in), gaussian_fit(phi_s, sel_out, k_out)])
-    cols = np.random.default_rng(0).choice(args.n, min(args.loop_sample, args.n), replace=False)
+    cols = np.random.default_rng(0).choice(n, min(loop_sample, n), replace=False)
     t = time.perf_counter()
     loop = lira_loop(phi_s, sel_in, sel_out, phi_t, sd, cols)
-    t_loop = (time.perf_counter() - t) * args.n / len(cols)
+    t_loop = (time.perf_counter() - t) * n / len(cols)
     print(f"LiRA online alone (whole pool, phi included): {t_vec:.2f} s vectorized; per-example loop (phi and sd "
           f"precomputed) {t_loop:.1f} s extrapolated from {len(cols)} examples: x{t_loop / t_vec:.0f}; "
           f"max |score difference| {np.abs(vec[cols] - loop).max():.1e}")

@@ -13,7 +13,7 @@ per model and in row chunks, in float64, so memory stays bounded at N = 50,000, 
 from __future__ import annotations
 
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -53,7 +53,7 @@ class AttackSettings:
     lira_fixed_variance_below: int = 64   # LiRA: one global variance when there are fewer shadows (Carlini et al.)
     rmia_a: float = 0.3                   # RMIA offline: P(x) = ((1 + a) P_out(x) + (1 - a)) / 2
     rmia_gamma: float = 1.0               # RMIA: likelihood-ratio threshold against the population
-    nn_optimizer: str = "adam"            # "adam" or "sgd" (mia_prune: momentum 0.9, weight decay 5e-4)
+    nn_optimizer: str = "adam"            # "adam" or "sgd" (mia_prune: momentum 0.9, wd 5e-4, lr x0.1 at epochs 50, 75)
     nn_lr: float = 1e-3
     nn_momentum: float = 0.9              # SGD only
     nn_weight_decay: float = 5e-4         # SGD only (Adam: none)
@@ -62,8 +62,10 @@ class AttackSettings:
     nn_patience: int = 5                  # early stopping: epochs without a better validation loss
     nn_max_train_rows: int = 60_000       # shadow rows (balanced IN/OUT) an attack model trains on
     nn_min_class_rows: int = 2_000        # per-class models (Shokri): at least this many rows each
-    nn_val_fraction: float = 0.15         # examples held out: their shadow rows drive early stopping and the threshold
-    nn_max_val_rows: int = 10_000         # cap on those rows (balanced IN/OUT)
+    nn_folds: int = 2                     # cross-fitting: each example is scored by a model trained on the other folds
+    nn_val_fraction: float = 0.15         # of a model's training examples, held out: their rows drive its early stopping
+    nn_min_val_rows: int = 1_000          # at least this many early-stopping rows a model, threshold rows a class (Shokri)
+    nn_max_val_rows: int = 10_000         # cap on those rows (per model; threshold: over the folds), balanced IN/OUT
     samia_max_train_rows: int = 30_000    # the transformer costs ~10x an MLP per row
     samia_max_epochs: int = 30
     nn_cpu_threads: int = 1               # torch threads on CPU: small models lose with more (and the cores are shared)
@@ -188,6 +190,15 @@ def _phis(inp: AttackInput) -> tuple[np.ndarray, np.ndarray]:
     return per_model(phi, inp.shadow_logits, inp.labels), per_example(phi, inp.target_logits, inp.labels)
 
 
+def pseudo_target_settings(st: AttackSettings) -> AttackSettings:
+    """Settings for a rerun on a pseudo-target, which has one shadow fewer than the real target
+    (threshold calibration, mia/evaluate.py): every choice made from the shadow count must stay the
+    target's, or the threshold is calibrated on another score. Fragile spot: with exactly
+    lira_fixed_variance_below shadows the target uses per-example variances and the pseudo-target
+    would switch to the fixed one; lowering the bound by one keeps the target's mode either way."""
+    return replace(st, lira_fixed_variance_below=st.lira_fixed_variance_below - 1)
+
+
 def lira_online(inp: AttackInput, st: AttackSettings) -> AttackOutput:
     """log N(phi; mu_in, s_in) - log N(phi; mu_out, s_out), averaged over queries."""
     require_shadows(inp, "LiRA", need_in=True)
@@ -242,38 +253,90 @@ def neg_entropy(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (np.exp(lp) * lp).sum(-1)
 
 
+def log_probs(z: np.ndarray) -> np.ndarray:
+    """log softmax over the last axis, accurate for the largest class too. Fragile numerics: scipy's
+    log_softmax takes log(1 + s) of the rounded sum, so log p_max loses digits as s -> 0 and is
+    exactly 0 once the other classes sum below 1e-16 (a logit margin of ~37); here log p_max =
+    -log1p(s), s = sum over the other classes (masked, not subtracted from a sum holding 1)."""
+    d = z - z.max(axis=-1, keepdims=True)
+    top = np.arange(z.shape[-1]) == d.argmax(axis=-1)[..., None]  # one class even when the maximum ties
+    s = np.where(top, 0.0, np.exp(d)).sum(axis=-1, keepdims=True)
+    return d - np.log1p(s)
+
+
+def log1mexp(a: np.ndarray) -> np.ndarray:
+    """log(1 - e^a) for a <= 0, accurate at both ends (Maechler 2012): log(-expm1(a)) near 0, where
+    1 - e^a cancels; log1p(-e^a) below -log 2, where 1 - e^a rounds to 1 and its log to 0."""
+    with np.errstate(divide="ignore"):  # both branches are evaluated; a = 0 gives -inf in the unused one
+        return np.where(a > -np.log(2), np.log(-np.expm1(a)), np.log1p(-np.exp(a)))
+
+
 def neg_modified_entropy(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """-Mentr = (1 - p_y) log p_y + sum_{i != y} p_i log(1 - p_i). 1 - p = -expm1(log p) keeps
-    precision near p = 1; log(1 - p) is floored at log 1e-30 as in Song & Mittal's code."""
-    one_minus = -np.expm1(lp)
-    log_one_minus = np.log(np.maximum(one_minus, 1e-30))
-    p, lp_y = np.exp(lp), true_class(lp, y)
-    return true_class(one_minus, y) * lp_y + (p * log_one_minus).sum(-1) - np.exp(lp_y) * true_class(log_one_minus, y)
+    """-Mentr = (1 - p_y) log p_y + sum_{i != y} p_i log(1 - p_i), each term from log p (log_probs).
+    Fragile numerics: for a confident example both terms are ~(1 - p_y)^2, far below 1e-16, so
+    1 - p_y = -expm1(log p_y), log(1 - p_i) = log1mexp(log p_i), and y is masked out of the sum
+    (subtracting its term from a sum holding it leaves an error ~1e-15, which tied most confident
+    examples). log(1 - p) is floored at log 1e-30 as in Song & Mittal's code. lp [n, C], y [n]."""
+    lp_y = true_class(lp, y)
+    log_1m = np.maximum(log1mexp(lp), np.log(1e-30))
+    others = np.where(np.arange(lp.shape[-1]) == y[:, None], 0.0, np.exp(lp) * log_1m).sum(-1)
+    return -np.expm1(lp_y) * lp_y + others  # both terms <= 0: no cancellation
 
 
 def neg_loss(lp: np.ndarray, y: np.ndarray) -> np.ndarray:
     return true_class(lp, y)  # -CE = log p_y
 
 
+THRESHOLD_FOLDS = 5  # cross-fitting folds of the threshold attacks when shadows cannot be balanced
+
+
+def threshold_splits(inp: AttackInput, seed: int) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, ...]]]:
+    """Shadow rows for the thresholds: IN mask [S, N], rows used [S, N], and (fit, apply) example
+    masks [N]: the thresholds fitted on the rows of `fit` examples score the `apply` examples.
+
+    With 3+ shadows: balanced_shadows rows, one fit on every example. With fewer no equal-count
+    selection exists (k_in or k_out = 0) and every shadow row is used; then the shadows' IN/OUT
+    labels are a function of the target's membership (1 shadow: exactly its complement). Thresholds
+    fitted on an example's own rows see its membership and bias the ranking against it (null case,
+    C = 100: AUC 0.483 instead of 0.5). So they are cross-fitted: examples are split into
+    THRESHOLD_FOLDS folds (class-stratified, seeded) and each fold is scored with thresholds fitted
+    on the other folds' rows only, as with disjoint shadow data (Song & Mittal's setting). Under the
+    keep matrix columns are independent, so those rows carry nothing about the scored examples'
+    membership."""
+    sel_in, sel_out, k_in, k_out = balanced_shadows(inp.shadow_keep, seed)
+    n = len(inp.labels)
+    if k_in and k_out:
+        return sel_in, sel_in | sel_out, [(np.ones(n, bool), np.ones(n, bool))]
+    u = rng_for(seed, "threshold_folds").random(n)
+    fold = np.empty(n, np.int64)
+    fold[np.lexsort((u, inp.labels))] = np.arange(n) % THRESHOLD_FOLDS  # random within class, each class spread
+    splits = [(fold != f, fold == f) for f in range(THRESHOLD_FOLDS)]
+    return inp.shadow_keep, np.ones(inp.shadow_keep.shape, bool), splits
+
+
 def threshold_attack(value: Callable, per_class: bool) -> Callable:
     """score = value - threshold of the example's class (or one global threshold); thresholds
-    maximise balanced accuracy over the shadows' IN/OUT rows of that class (balanced_shadows rows,
-    the same number per example, when there are enough shadows). Decision boundary 0."""
+    maximise balanced accuracy over the shadows' IN/OUT rows of that class (threshold_splits: the
+    balanced_shadows rows, or cross-fitted with fewer than 3 shadows). Decision boundary 0.
+    info["thresholds"]: per class, one list per fold when cross-fitted."""
 
     def on_query0(z, y):
-        return value(log_softmax(z[:, 0], axis=-1), y)
+        return value(log_probs(z[:, 0]), y)
 
     def attack(inp: AttackInput, st: AttackSettings) -> AttackOutput:
         v_t = per_example(on_query0, inp.target_logits, inp.labels)
         v_s = per_model(on_query0, inp.shadow_logits, inp.labels)
         groups = inp.labels if per_class else np.zeros_like(inp.labels)
-        sel_in, sel_out, k_in, k_out = balanced_shadows(inp.shadow_keep, st.seed)
-        if not (k_in and k_out):  # fewer than 3 shadows: no equal-count selection exists, use every row
-            sel_in, sel_out = inp.shadow_keep, ~inp.shadow_keep
-        rows = sel_in | sel_out
-        thr = group_thresholds(v_s[rows], sel_in[rows], np.broadcast_to(groups, v_s.shape)[rows], int(groups.max()) + 1)
-        return AttackOutput(v_t - thr[groups], 0.0, "shadows' IN/OUT rows (score = value - threshold)",
-                            {"thresholds": thr.tolist()})
+        num_groups = int(groups.max()) + 1
+        is_in, rows, splits = threshold_splits(inp, st.seed)
+        thr, fitted = np.empty(len(v_t)), []
+        for fit, apply in splits:
+            r = rows & fit
+            fitted.append(group_thresholds(v_s[r], is_in[r], np.broadcast_to(groups, v_s.shape)[r], num_groups))
+            thr[apply] = fitted[-1][groups[apply]]
+        how = "shadows' IN/OUT rows (score = value - threshold)" + (", cross-fitted" if len(splits) > 1 else "")
+        info = [t.tolist() for t in fitted] if len(splits) > 1 else fitted[0].tolist()
+        return AttackOutput(v_t - thr, 0.0, how, {"thresholds": info})
 
     return attack
 

@@ -14,14 +14,15 @@ import pandas as pd
 
 from configs import paths
 from mia.artifacts import Signals, load_experiment
-from mia.attacks import ATTACKS, AttackInput, AttackSettings, check_attacks, run_attack, suite_attacks
+from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, pseudo_target_settings, run_attack,
+                         suite_attacks)
 from mia.metrics import best_threshold, compute_metrics
 from utils.errors import UsageError
 from utils.io import save_json, save_text
 
 METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr")
 ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc")
-LONG_KEYS = ("experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value")
+LONG_KEYS = ("experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value", "below_floor")
 
 
 # -- one attack against one target ------------------------------------------------------------------
@@ -42,10 +43,11 @@ def attack_input(sig: Signals, target: int, shadows: list[int]) -> AttackInput:
 def calibrate_threshold(name: str, sig: Signals, target: int, st: AttackSettings) -> tuple[float | None, str]:
     """For attacks without their own decision rule: run the attack with the target's first shadow as
     a pseudo-target (the other shadows as its shadows; the real target excluded) and take the
-    threshold that best separates that shadow's members. Never reads the target's keep or logits."""
+    threshold that best separates that shadow's members. Never reads the target's keep or logits.
+    The rerun keeps the target's shadow-count-dependent choices (pseudo_target_settings)."""
     pseudo, *rest = shadow_rows(sig, target)
     try:
-        out = run_attack(name, attack_input(sig, pseudo, rest), st)
+        out = run_attack(name, attack_input(sig, pseudo, rest), pseudo_target_settings(st))
     except UsageError as e:
         return None, f"not calibrated ({e})"
     return best_threshold(out.scores, sig.keep[pseudo]), f"pseudo-target: model {sig.indices[pseudo]}"
@@ -104,14 +106,16 @@ def _numeric(per: dict[int, dict]) -> list[str]:
 
 
 def summarize(name: str, per: dict[int, dict], st: AttackSettings) -> dict:
-    """Mean and std over targets, per-target metrics, the first target's ROC, settings, timing."""
+    """Mean and std over targets, per-target metrics, the first target's ROC, settings, timing. The std
+    is the sample std (ddof = 1: the targets are a sample of the models one could train); None (JSON
+    null, an empty CSV cell) for a metric with one value, where it is undefined (NaN is not JSON)."""
     first = next(iter(per.values()))
     vals = {k: [m[k] for m in per.values() if k in m] for k in _numeric(per)}
     spec = ATTACKS[name]
     return {
         "description": spec.description,
         "mean": {k: float(np.mean(v)) for k, v in vals.items()},
-        "std": {k: float(np.std(v)) for k, v in vals.items()},
+        "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in vals.items()},
         "per_target": {str(t): {k: v for k, v in p.items() if k not in ("roc", "info")} for t, p in per.items()},
         "roc": {"target": next(iter(per)), **first["roc"]},
         "settings": {k: v for k, v in st.to_dict().items() if k in ("seed", "device") or k.startswith(spec.settings)},
@@ -153,9 +157,18 @@ def experiment_id(res: dict) -> str:
     return f"{res['experiment']}_{res['dataset']}"
 
 
+def below_floor(a: dict, metric: str) -> bool | None:
+    """True when, for any target, `metric` is a TPR at an FPR level below 1/#non-members: that figure is
+    the TPR with no false positive at all, not a measurement at the level (and it enters the mean).
+    None for metrics without an FPR level (auc, accuracy, advantage)."""
+    flags = [p[f"{metric}_below_floor"] for p in a["per_target"].values() if f"{metric}_below_floor" in p]
+    return any(flags) if flags else None
+
+
 def wide_row(res: dict) -> dict:
     """One CSV row: experiment, method, sparsity, dataset, arch, train_acc, test_acc, then
-    <attack>_<metric> (and <attack>_<metric>_std with several targets), then bookkeeping."""
+    <attack>_<metric> (and <attack>_<metric>_std with several targets; <attack>_<metric>_below_floor
+    for the TPR levels), then bookkeeping."""
     row = {k: res.get(k) for k in ROW_KEYS}
     multi = len(res["targets"]) > 1
     for name, a in res["attacks"].items():
@@ -164,15 +177,19 @@ def wide_row(res: dict) -> dict:
                 row[f"{name}_{m}"] = a["mean"][m]
                 if multi:
                     row[f"{name}_{m}_std"] = a["std"][m]
+                if (flag := below_floor(a, m)) is not None:
+                    row[f"{name}_{m}_below_floor"] = flag
     row.update(measured_sparsity=res.get("measured_sparsity"), num_shadows=res.get("num_shadows"),
                num_targets=len(res["targets"]))
     return row
 
 
 def long_rows(res: dict) -> list[dict]:
-    """(experiment, method, sparsity, dataset, attack, target, metric, value), one row per number."""
+    """(experiment, method, sparsity, dataset, attack, target, metric, value, below_floor), one row per
+    number; below_floor is True for a TPR at an FPR level below that target's 1/#non-members."""
     ident = {k: res.get(k) for k in LONG_KEYS[:4]}
-    return [{**ident, "attack": name, "target": int(t), "metric": m, "value": p[m]}
+    return [{**ident, "attack": name, "target": int(t), "metric": m, "value": p[m],
+             "below_floor": bool(p.get(f"{m}_below_floor", False))}
             for name, a in res["attacks"].items() for t, p in a["per_target"].items() for m in METRICS if m in p]
 
 
@@ -188,16 +205,29 @@ def write_results(results: list[dict], out_dir: str | Path, csv_stem: str) -> pd
     return df
 
 
+def flagged(df: pd.DataFrame, col: str) -> pd.Series:
+    """The boolean <col>_below_floor column of a wide table; False where absent (AUC, older tables)."""
+    flag = f"{col}_below_floor"
+    return df[flag].fillna(False).astype(bool) if flag in df else pd.Series(False, index=df.index)
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, (int, float)) and not pd.isna(v) else "nan"
+
+
 def print_table(df: pd.DataFrame, attacks: list[str]) -> None:
-    """AUC and TPR at 0.1% FPR per experiment and attack."""
+    """AUC and TPR at 0.1% FPR per experiment and attack; '*' marks a TPR at an FPR below the floor."""
     if df.empty:
         return
     for metric in ("auc", "tpr_at_0.1pct_fpr"):
         cols = {f"{a}_{metric}": a for a in attacks if f"{a}_{metric}" in df}
         if cols:
             names = df["experiment"].astype(str) + "/" + df["dataset"].astype(str)
-            t = df.set_index(names)[["test_acc", *cols]].rename(columns=cols)
-            print(f"\n{metric}:\n{t.to_string(float_format=lambda v: f'{v:.3f}')}")
+            t = pd.DataFrame({"test_acc": df["test_acc"].map(_fmt)})
+            for col, a in cols.items():
+                t[a] = df[col].map(_fmt) + flagged(df, col).map({True: "*", False: " "})
+            note = "  (* FPR level below 1/#non-members: not measured)" if any(flagged(df, c).any() for c in cols) else ""
+            print(f"\n{metric}:{note}\n{t.set_axis(names).to_string()}")
 
 
 # -- the scripts' shared command line -------------------------------------------------------------------

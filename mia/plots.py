@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from mia.evaluate import flagged  # noqa: E402
 from utils.io import atomic_path  # noqa: E402
 
 
@@ -28,18 +29,32 @@ def attacks_in(df: pd.DataFrame, metric: str) -> list[str]:
 
 
 def privacy_utility(df: pd.DataFrame, metric: str, path: Path) -> Path:
-    """Test accuracy against attack `metric`, one panel per attack, one line per method across sparsity."""
+    return _save(privacy_utility_figure(df, metric), path)
+
+
+def privacy_utility_figure(df: pd.DataFrame, metric: str):
+    """Test accuracy against attack `metric`, one panel per attack, one line per method across sparsity.
+    A TPR at an FPR level below 1/#non-members (its `_below_floor` flag) was not measured: such points
+    are drawn hollow and left off the method's line."""
     attacks = attacks_in(df, metric)
     cols = min(4, max(1, len(attacks)))
     rows = int(np.ceil(len(attacks) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    any_below = False
     for ax, attack in zip(axes.flat, attacks):
+        col = f"{attack}_{metric}"
         for method, g in df.sort_values("sparsity").groupby("method", sort=False):
             style = dict(marker="*", markersize=12, linestyle="none") if method == "dense" else dict(marker="o")
-            ax.plot(g[f"{attack}_{metric}"], g["test_acc"], label=method, **style)
+            below = flagged(g, col)
+            (line,) = ax.plot(g.loc[~below, col], g.loc[~below, "test_acc"], label=method, **style)
+            if below.any():  # same colour and marker, hollow, not joined to the measured points
+                any_below = True
+                ax.plot(g.loc[below, col], g.loc[below, "test_acc"], linestyle="none", marker=style["marker"],
+                        markersize=style.get("markersize"), color=line.get_color(), markerfacecolor="none",
+                        label="_below_floor")
             if method != "dense":
                 for _, r in g.iterrows():
-                    ax.annotate(f"{r['sparsity']:g}", (r[f"{attack}_{metric}"], r["test_acc"]), fontsize=7,
+                    ax.annotate(f"{r['sparsity']:g}", (r[col], r["test_acc"]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
         ax.set_title(attack)
         ax.set_xlabel(metric)
@@ -48,30 +63,47 @@ def privacy_utility(df: pd.DataFrame, metric: str, path: Path) -> Path:
     for ax in list(axes.flat)[len(attacks):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"privacy-utility: test accuracy vs attack {metric} (labels: sparsity)")
+    note = "\nhollow: FPR level below 1/#non-members, not measured (TPR with no false positive)" if any_below else ""
+    fig.suptitle(f"privacy-utility: test accuracy vs attack {metric} (labels: sparsity){note}")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
+
+
+def measured_roc(roc: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The ROC points a log-log plot may draw: FPR at or above the floor `min_fpr` = 1/#non-members
+    (below it the step ROC only repeats the TPR at FPR 0: nothing is measured there) and both rates > 0."""
+    fpr, tpr = np.asarray(roc["fpr"], float), np.asarray(roc["tpr"], float)
+    ok = (fpr >= roc.get("min_fpr", 0.0)) & (fpr > 0) & (tpr > 0)
+    return fpr[ok], tpr[ok]
 
 
 def roc_curves(experiment: str, rocs: dict[str, dict], path: Path) -> Path:
-    """Every attack's ROC of one experiment on log-log axes (the low-FPR regime matters)."""
+    return _save(roc_figure(experiment, rocs), path)
+
+
+def roc_figure(experiment: str, rocs: dict[str, dict]):
+    """Every attack's ROC of one experiment on log-log axes (the low-FPR regime matters), from the FPR
+    floor up. rocs[attack] = {fpr, tpr, target, auc, min_fpr}: one target's curve, labelled with that
+    target and its own AUC (not the mean over targets)."""
     fig, ax = plt.subplots(figsize=(5, 5))
-    floor = 1.0
+    lo, floors = 1.0, []
     for attack, roc in sorted(rocs.items()):
-        fpr, tpr = np.asarray(roc["fpr"], float), np.asarray(roc["tpr"], float)
-        ok = (fpr > 0) & (tpr > 0)
-        if ok.any():
-            floor = min(floor, fpr[ok].min())
-            ax.loglog(fpr[ok], tpr[ok], label=f"{attack} (AUC {roc.get('auc', np.nan):.3f})", lw=1.2)
+        fpr, tpr = measured_roc(roc)
+        if len(fpr):
+            floors.append(roc.get("min_fpr") or fpr.min())
+            lo = min(lo, floors[-1], tpr.min())
+            label = f"{attack} (model {roc.get('target', '?')}, AUC {roc.get('auc', np.nan):.3f})"
+            ax.loglog(fpr, tpr, label=label, lw=1.2)
+    floor = min(floors, default=lo)
     ax.plot([floor, 1], [floor, 1], "k--", lw=0.8, label="chance")
     ax.set_xlim(floor, 1)
-    ax.set_ylim(floor, 1)
-    ax.set_xlabel("false positive rate")
+    ax.set_ylim(lo, 1)
+    ax.set_xlabel(f"false positive rate (from 1/#non-members = {floor:.2g})")
     ax.set_ylabel("true positive rate")
     ax.set_title(experiment)
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3, which="both")
-    return _save(fig, path)
+    return fig
 
 
 def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:

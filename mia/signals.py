@@ -1,4 +1,4 @@
-"""Per-model signals over the whole pool (REFERENCE.md section 3), computed once after training.
+"""Per-model signals over the whole pool (docs/protocol.md, "Signals"), computed once after training.
 
 logits.npy      float32 [pool, queries, classes]: eval mode, no gradients. Query q is an augmented view
                 of each image: identity, horizontal flip, then 1-pixel shifts (with and without flip),
@@ -6,6 +6,9 @@ logits.npy      float32 [pool, queries, classes]: eval mode, no gradients. Query
                 use shifts only (9 queries at most).
 sensitivity.npy float32 [pool, classes]: SAMIA (Yuan & Zhang): for m = 1..draws, u ~ N(0, I) in the
                 model's (normalised) input space, sens = mean_m |softmax(f(x + eps u)) - softmax(f(x))| / eps.
+
+Both are computed in true fp32 on every device (`fp32_pass`): no autocast, even one enabled around the
+call (training's bf16 has 8 mantissa bits), and no TF32 (10 bits, ~1e-3 relative: the size of eps).
 
 Attacks read only these arrays, the labels and the keep matrix; they never reload a model.
 """
@@ -46,48 +49,79 @@ def _batch_size(device: torch.device) -> int:
     return 4096 if device.type == "cuda" else 64
 
 
+def _tf32_knobs() -> list[tuple[object, str, object]]:
+    """(object, attribute, fp32 value) of the TF32 switches of cuDNN convolutions and CUDA matmuls.
+    torch >= 2.9 has per-operator `fp32_precision` flags; reading the legacy `allow_tf32` flags raises
+    once the new ones were used (and vice versa may), so use the new API wherever it exists."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if hasattr(getattr(cudnn, "conv", None), "fp32_precision") and hasattr(matmul, "fp32_precision"):
+        return [(cudnn.conv, "fp32_precision", "ieee"), (matmul, "fp32_precision", "ieee")]
+    return [(cudnn, "allow_tf32", False), (matmul, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def fp32_pass(device: torch.device):
+    """True fp32 inside: autocast off for `device` (an enclosing autocast, such as training's bf16, would
+    otherwise reach the model) and TF32 off; the global TF32 settings are restored on exit.
+    Fragile: the TF32 flags are process-wide, so another thread's CUDA work runs without TF32 meanwhile."""
+    knobs = _tf32_knobs()
+    saved = [getattr(obj, attr) for obj, attr, _ in knobs]
+    try:
+        for obj, attr, value in knobs:
+            setattr(obj, attr, value)
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            yield
+    finally:
+        for (obj, attr, _), value in zip(knobs, saved):
+            setattr(obj, attr, value)
+
+
 @torch.no_grad()
-def compute_logits(model, data: DeviceData, num_queries: int, num_classes: int,
-                   autocast_ctx=contextlib.nullcontext) -> np.ndarray:
+def compute_logits(model, data: DeviceData, num_queries: int, num_classes: int) -> np.ndarray:
     queries = query_list(data.flip)
     if num_queries > len(queries):
         raise UsageError(f"--mia-queries {num_queries} exceeds the {len(queries)} queries available for this dataset")
     model.eval()  # fragile: BatchNorm must use running statistics and not update them
-    bs = _batch_size(data.x.device)
-    out = torch.empty((len(data), num_queries, num_classes), dtype=torch.float32, device=data.x.device)
-    for i in range(0, len(data), bs):
-        xb = data.x[i:i + bs]
-        for q, (f, dx, dy) in enumerate(queries[:num_queries]):
-            with autocast_ctx():
-                out[i:i + bs, q] = model(data.normalize(_view(xb, f, dx, dy))).float()
+    dev = data.x.device
+    bs = _batch_size(dev)
+    out = torch.empty((len(data), num_queries, num_classes), dtype=torch.float32, device=dev)
+    with fp32_pass(dev):
+        for i in range(0, len(data), bs):
+            xb = data.x[i:i + bs]
+            for q, (f, dx, dy) in enumerate(queries[:num_queries]):
+                out[i:i + bs, q] = model(data.normalize(_view(xb, f, dx, dy)))
     return out.cpu().numpy()  # one device -> host copy at the end
 
 
 @torch.no_grad()
 def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, eps: float, seed: int) -> np.ndarray:
-    """fp32 always: a 1e-3 perturbation is below bf16 resolution."""
+    """In fp32 (a 1e-3 perturbation is below bf16 and TF32 resolution). x and its draws go through ONE
+    forward pass: on CUDA a different batch size can select a different cuDNN algorithm, whose rounding
+    differences (~1e-7 relative in fp32) would be divided by eps and read as sensitivity."""
     model.eval()
     dev = data.x.device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    # rows per step: all draws of a row go through one forward pass of about 1x (CPU) / 4x (GPU) _batch_size
+    # rows per step: a row and its draws go through one pass of about 1x (CPU) / 4x (GPU) _batch_size images.
+    # Kept at // draws (not draws + 1) so a seed gives the same noise per example as before the one-pass change.
     bs = max(1, _batch_size(dev) * (4 if dev.type == "cuda" else 1) // max(1, draws))
     out = torch.empty((len(data), num_classes), dtype=torch.float32, device=dev)
-    for i in range(0, len(data), bs):
-        x = data.normalize(data.x[i:i + bs])
-        p = torch.softmax(model(x).float(), dim=1)
-        u = torch.randn((draws,) + x.shape, generator=gen, device=x.device)
-        xp = (x.unsqueeze(0) + eps * u).flatten(0, 1)  # all draws in one forward pass
-        pp = torch.softmax(model(xp).float(), dim=1).view(draws, len(x), -1)
-        out[i:i + bs] = (pp - p.unsqueeze(0)).abs().mean(0) / eps
+    with fp32_pass(dev):
+        for i in range(0, len(data), bs):
+            x = data.normalize(data.x[i:i + bs])
+            u = torch.randn((draws,) + x.shape, generator=gen, device=dev)
+            batch = torch.cat([x, (x.unsqueeze(0) + eps * u).flatten(0, 1)])  # clean rows, then draw-major
+            p = torch.softmax(model(batch), dim=1)
+            clean, perturbed = p[:len(x)], p[len(x):].view(draws, len(x), -1)
+            out[i:i + bs] = (perturbed - clean.unsqueeze(0)).abs().mean(0) / eps
     return out.cpu().numpy()
 
 
 def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: int = 0) -> None:
     """Compute and atomically write logits.npy and sensitivity.npy for the whole pool."""
-    from training.trainer import autocast, model_seed
+    from training.trainer import model_seed
 
     pool = DeviceData.build(ds.x_train, ds.y_train, ds, device)
-    logits = compute_logits(model, pool, cfg.mia_queries, ds.num_classes, lambda: autocast(cfg, device))
+    logits = compute_logits(model, pool, cfg.mia_queries, ds.num_classes)  # fp32 whatever cfg.amp says
     sens = compute_sensitivity(model, pool, ds.num_classes, cfg.sens_draws, cfg.sens_eps, model_seed(cfg.mia_seed, 10_000 + index))
     save_npy(logits, Path(out_dir) / paths.LOGITS)
     save_npy(sens, Path(out_dir) / paths.SENSITIVITY)

@@ -5,12 +5,14 @@
 
 Writes into --results-dir:
   comprehensive_mia_results.csv       one row per experiment: experiment, method, sparsity, dataset, arch,
-                                      train_acc, test_acc, then <attack>_<metric>
-  comprehensive_mia_results_long.csv  experiment, method, sparsity, dataset, attack, target, metric, value
+                                      train_acc, test_acc, then <attack>_<metric> (+ <attack>_tpr_at_*_below_floor:
+                                      True when that FPR level is below 1/#non-members, i.e. not measured)
+  comprehensive_mia_results_long.csv  experiment, method, sparsity, dataset, attack, target, metric, value, below_floor
   training_results.csv                one row per trained model: method, sparsity, accuracies, losses, time, sparsity
   mia/unified/<experiment>.json       every metric, ROC points, attack settings
   plots/privacy_utility_auc.png, plots/privacy_utility_tpr_at_0.1pct_fpr.png, plots/heatmap_auc.png,
-  plots/roc_<experiment>.png
+  plots/roc_<experiment>.png                (one target's curve per attack, labelled with that target and its AUC)
+Points below the FPR floor are drawn hollow (privacy-utility) or not at all (ROC).
 """
 from __future__ import annotations
 
@@ -53,13 +55,20 @@ def training_results(exp_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRAINING_COLS)
 
 
+def roc_of(summary: dict) -> dict:
+    """The ROC an attack's summary holds (one target's curve) with that target's own AUC and FPR floor,
+    so the plot labels what it draws rather than the mean AUC over targets."""
+    own = summary["per_target"][str(summary["roc"]["target"])]
+    return {**summary["roc"], "auc": own["auc"], "min_fpr": own["min_fpr"]}
+
+
 def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path) -> list[Path]:
     if df.empty:
         return []
     out = [plots.privacy_utility(df, m, plot_dir / f"privacy_utility_{m}.png") for m in ("auc", "tpr_at_0.1pct_fpr")]
     out.append(plots.heatmap(df, "auc", plot_dir / "heatmap_auc.png"))
     for r in results:
-        rocs = {a: {**v["roc"], "auc": v["mean"]["auc"]} for a, v in r["attacks"].items()}
+        rocs = {a: roc_of(v) for a, v in r["attacks"].items()}
         if rocs:
             out.append(plots.roc_curves(f"{r['experiment']} ({r['dataset']})", rocs, plot_dir / f"roc_{experiment_id(r)}.png"))
     return out

@@ -11,7 +11,7 @@ from scipy.stats import norm
 from mia import attacks
 from mia.attacks import ATTACKS, AttackInput, AttackSettings, balanced_shadows, run_attack, suite_attacks
 from mia.evaluate import attack_input, attack_target, calibrate_threshold
-from mia.metrics import compute_metrics
+from mia.metrics import best_threshold, compute_metrics
 from tests.mia_synthetic import in_memory, synthetic_signals
 from utils.errors import UsageError
 
@@ -62,8 +62,10 @@ def test_calibrated_threshold_never_depends_on_the_target(name):
     sig.keep[0] = ~sig.keep[0]
     sig.logits.arrays[0] = np.random.default_rng(5).normal(0, 3, sig.logits[0].shape).astype(np.float32)
     b = attack_target(name, sig, 0, FAST)
-    assert a["threshold"] == b["threshold"]
-    assert a["info"].get("thresholds") == b["info"].get("thresholds")
+    if a["calibration"].startswith("pseudo-target"):  # calibrated by the evaluator
+        assert np.isfinite(a["threshold"]) and a["threshold"] == b["threshold"]
+    else:  # its own rule: scores are centred (threshold 0), the fitted thresholds are in info
+        assert a["info"]["thresholds"] == b["info"]["thresholds"]
     assert a["auc"] != b["auc"]  # the target did change
 
 
@@ -204,6 +206,44 @@ def test_modified_entropy_matches_song_and_mittal():
     np.testing.assert_allclose(attacks.neg_entropy(np.log(p), y), (p * np.log(p)).sum(1), rtol=1e-10)
 
 
+def exact_neg_modified_entropy(z: np.ndarray, y: int) -> float:
+    """-Mentr of float64 logits z [C] in 60-digit arithmetic (mpmath), rounded once at the end."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        e = [mpmath.exp(mpmath.mpf(float(v))) for v in z]
+        p = [v / mpmath.fsum(e) for v in e]
+        others = mpmath.fsum(p[i] * mpmath.log(1 - p[i]) for i in range(len(z)) if i != y)
+        return float((1 - p[y]) * mpmath.log(p[y]) + others)
+
+
+@pytest.mark.parametrize("margin", [5, 10, 15, 20, 25, 30, 40])
+def test_modified_entropy_keeps_the_ranking_of_confident_examples(margin):
+    """Logit margin z_y - max_{i != y} z_i fixed, other logits N(0, 1): -Mentr ~ -(1 - p_y)^2 is far
+    below 1e-16 from margin ~20 on. The attack's values (log_probs, then -Mentr) must rank as the
+    exact ones, without ties they do not have (the old form tied all 300 examples from margin 20 on;
+    scipy's log_softmax instead of log_probs misranks from margin ~35: Spearman 0.97 at 36)."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(margin)
+    n, c = 300, 10
+    z, y = rng.normal(0, 1, (n, c)), rng.integers(0, c, n)
+    z[np.arange(n), y] = np.where(np.arange(c) == y[:, None], -np.inf, z).max(1) + margin
+    want = np.array([exact_neg_modified_entropy(zi, yi) for zi, yi in zip(z, y)])
+    got = attacks.neg_modified_entropy(attacks.log_probs(z), y)
+    assert len(np.unique(want)) == n and len(np.unique(got)) == n
+    assert spearmanr(got, want)[0] >= 0.9999
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_log_probs_is_accurate_for_the_top_class():
+    z = np.array([[40.0, 0.0, -2.0], [0.0, 0.0, -np.inf], [1.0, 2.0, 3.0]])
+    got = attacks.log_probs(z)
+    assert got[0, 0] == pytest.approx(-np.log1p(np.exp(-40.0) + np.exp(-42.0)), rel=1e-14)  # scipy: exactly 0
+    np.testing.assert_allclose(got[1], [-np.log(2), -np.log(2), -np.inf])  # tied maximum: one is masked
+    np.testing.assert_allclose(got[2], np.array([1.0, 2.0, 3.0]) - logsumexp([1.0, 2.0, 3.0]), rtol=1e-15)
+
+
 @pytest.mark.parametrize("gamma", [1.0, 2.0])
 def test_rmia_matches_the_pairwise_definition(gamma):
     s = synthetic_signals(n=300, num_shadows=6, queries=2, classes=4, gap=1.0, seed=7)
@@ -226,7 +266,7 @@ def test_rmia_matches_the_pairwise_definition(gamma):
 
 def test_unknown_attack_lists_the_valid_ones():
     sig = in_memory(synthetic_signals(n=100, num_shadows=4))
-    with pytest.raises(UsageError, match="unknown attack 'liraa'; valid: lira, lira_offline, shokri_nn"):
+    with pytest.raises(UsageError, match=f"unknown attack 'liraa'; valid: {', '.join(ATTACKS)}$"):
         run_attack("liraa", attack_input(sig, 0, [1, 2, 3, 4]))
 
 
@@ -237,6 +277,71 @@ def test_lira_with_too_few_shadows_is_one_clear_line():
     sig = in_memory(synthetic_signals(n=100, num_shadows=2))  # balanced: the target's members have no IN shadow
     with pytest.raises(UsageError, match="LiRA needs every example IN for at least one shadow model .*--num-shadows"):
         run_attack("lira", attack_input(sig, 0, [1, 2]))
+
+
+def best_threshold_reference(v: np.ndarray, is_in: np.ndarray) -> float:
+    """Plain search over every distinct value: the largest balanced accuracy of `v >= t` (in integers,
+    TP n_out - FP n_in), ties to the larger t; no cut above chance: just above every value."""
+    best_t, best_gain = np.nextafter(v.max(), np.inf), 0
+    for t in sorted(set(v.tolist()), reverse=True):  # descending: a tie keeps the larger t
+        gain = (v[is_in] >= t).sum() * (~is_in).sum() - (v[~is_in] >= t).sum() * is_in.sum()
+        if gain > best_gain:
+            best_t, best_gain = t, gain
+    return best_t
+
+
+@pytest.mark.parametrize("name, per_class", [("confidence", True), ("loss", False)])
+def test_threshold_attacks_thresholds_match_a_plain_reference(name, per_class):
+    """The thresholds are those of a plain search over the selected shadow rows of each class (one
+    group for loss), and score = value - threshold of the example's class."""
+    s = synthetic_signals(n=400, num_shadows=4, queries=1, classes=5, gap=1.0, seed=9)
+    inp = attack_input(in_memory(s), 0, [1, 2, 3, 4])
+    out = ATTACKS[name].fn(inp, FAST)
+    p = softmax(s["logits"][:, :, 0].astype(np.float64), axis=-1)[:, np.arange(400), s["labels"]]  # [M, N] p_y
+    v = p if name == "confidence" else np.log(p)
+    sel_in, sel_out, _, _ = balanced_shadows(inp.shadow_keep, FAST.seed)
+    groups = s["labels"] if per_class else np.zeros(400, int)
+    want = []
+    for g in range(groups.max() + 1):
+        rows = (sel_in | sel_out) & (groups == g)
+        want.append(best_threshold_reference(v[1:][rows], sel_in[rows]))
+    assert out.threshold == 0.0 and len(want) == (5 if per_class else 1)
+    np.testing.assert_allclose(out.info["thresholds"], want, rtol=1e-12)
+    np.testing.assert_allclose(out.scores, v[0] - np.array(want)[groups], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_shadows", [1, 2])
+def test_few_shadow_thresholds_never_see_the_scored_examples_rows(num_shadows):
+    """Cross-fitting: flipping the shadow labels (IN/OUT) of one example changes other examples'
+    thresholds but never that example's own score. Without it, its own row would move its class's
+    threshold: with one shadow the label is the complement of the target's membership."""
+    s = synthetic_signals(n=300, num_shadows=num_shadows, queries=1, classes=3, gap=1.0, seed=10)
+    inp = attack_input(in_memory(s), 0, list(range(1, num_shadows + 1)))
+    fn = ATTACKS["confidence"].fn
+    base = fn(inp, FAST)
+    assert base.calibration.endswith("cross-fitted") and len(base.info["thresholds"]) == attacks.THRESHOLD_FOLDS
+    changed = 0
+    for n in range(0, 300, 10):
+        keep = inp.shadow_keep.copy()
+        keep[:, n] = ~keep[:, n]
+        scores = fn(dataclasses.replace(inp, shadow_keep=keep), FAST).scores
+        assert scores[n] == base.scores[n]
+        changed += (scores != base.scores).any()
+    assert changed > 0  # the flips do move thresholds: the invariance is not vacuous
+
+
+@pytest.mark.parametrize("name", ["confidence", "modified_entropy"])
+@pytest.mark.parametrize("num_shadows", [1, 2])
+def test_threshold_attacks_with_few_shadows_are_unbiased_on_a_null_case(name, num_shadows):
+    """Membership unrelated to the signals, C = 100: the mean AUC over seeds must be 0.5. Thresholds
+    fitted on every shadow row (1 shadow: labels = the target's non-membership) gave 0.483-0.491
+    here, every seed below 0.5 (docs/attacks.md, 2026-11-29)."""
+    aucs = []
+    for seed in range(12):
+        s = synthetic_signals(n=6000, num_shadows=num_shadows, queries=1, classes=100, gap=0.0, seed=seed)
+        out = ATTACKS[name].fn(attack_input(in_memory(s), 0, list(range(1, num_shadows + 1))), FAST)
+        aucs.append(compute_metrics(out.scores, s["keep"][0])["auc"])
+    assert abs(np.mean(aucs) - 0.5) < 0.005
 
 
 @pytest.mark.parametrize("name", ["confidence", "loss"])
@@ -254,6 +359,21 @@ def test_calibration_reports_why_it_cannot_run():
     assert "accuracy" not in m and m["auc"] > 0.9
 
 
+@pytest.mark.parametrize("fixed", [False, True])
+def test_lira_calibration_keeps_the_targets_variance_mode(monkeypatch, fixed):
+    """With exactly lira_fixed_variance_below shadows the target uses per-example variances; its
+    pseudo-target (one shadow fewer) must too, or the threshold is calibrated on another score."""
+    sig = in_memory(synthetic_signals(n=300, num_shadows=6, gap=2.0, seed=8))
+    outs = []
+    spec = ATTACKS["lira"]
+    spy = dataclasses.replace(spec, fn=lambda inp, st: outs.append(spec.fn(inp, st)) or outs[-1])
+    monkeypatch.setitem(ATTACKS, "lira", spy)
+    m = attack_target("lira", sig, 0, dataclasses.replace(FAST, lira_fixed_variance_below=6 + fixed))
+    assert [o.info["fixed_variance"] for o in outs] == [fixed, fixed]  # the target, then its pseudo-target
+    assert m["calibration"].startswith("pseudo-target")
+    assert m["threshold"] == best_threshold(outs[1].scores, sig.keep[1])  # calibrated on that run
+
+
 def test_samia_without_sensitivity_is_refused():
     sig = in_memory(synthetic_signals(n=100, num_shadows=4), sensitivity=False)
     with pytest.raises(UsageError, match="SAMIA needs sensitivity.npy"):
@@ -261,7 +381,8 @@ def test_samia_without_sensitivity_is_refused():
 
 
 def test_suites_cover_the_study():
-    assert suite_attacks("advanced") == ["lira", "lira_offline", "shokri_nn", "top3_nn", "class_label_nn", "samia", "rmia"]
-    assert suite_attacks("wemem") == ["confidence", "entropy", "modified_entropy", "neural_network", "loss"]
-    assert sorted(ATTACKS) == sorted(["lira", "lira_offline", "shokri_nn", "top3_nn", "class_label_nn", "samia",
-                                      "confidence", "entropy", "modified_entropy", "neural_network", "loss", "rmia"])
+    """The study's attacks, each in its suite (a subset: a newly registered attack joins its suite)."""
+    advanced = {"lira", "lira_offline", "shokri_nn", "top3_nn", "class_label_nn", "samia", "rmia"}
+    assert advanced <= set(suite_attacks("advanced"))
+    assert {"confidence", "entropy", "modified_entropy", "neural_network", "loss"} <= set(suite_attacks("wemem"))
+    assert sorted(suite_attacks("advanced") + suite_attacks("wemem")) == sorted(ATTACKS)  # every attack in one suite

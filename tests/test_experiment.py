@@ -93,7 +93,8 @@ def test_each_model_trains_on_exactly_its_keep_row(tiny_cfg, monkeypatch):
     for i in range(3):
         x = seen[i * builds_per_model][0]
         np.testing.assert_array_equal(x, ds.x_train[keep[i]])
-        np.testing.assert_array_equal(np.load(paths.model_dir(experiment_dir(cfg), i) / paths.KEEP), keep[i])
+        # keep.npy records the membership the run used: the images it trained on, not just the matrix row
+        np.testing.assert_array_equal(ds.x_train[np.load(paths.model_dir(experiment_dir(cfg), i) / paths.KEEP)], x)
 
 
 def test_skip_existing_trains_only_missing_models(tiny_cfg):
@@ -180,6 +181,10 @@ def test_cli_bad_input_one_line_exit_2(args, needle, tmp_path):
     assert needle in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+class NotAWeight:
+    """An arbitrary class inside a checkpoint: torch.load(weights_only=True) refuses to unpickle it."""
+
+
 def test_corrupt_checkpoint_is_one_line(tmp_path):
     from training.trainer import load_model
 
@@ -187,3 +192,8 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(UsageError, match="corrupt checkpoint"):
         load_model(bad)
+    torch.save({"state_dict": NotAWeight()}, bad)  # a pickle weights_only refuses to load
+    with pytest.raises(UsageError) as e:
+        load_model(bad)
+    msg = str(e.value)  # torch's own text would advise weights_only=False: arbitrary code from the file
+    assert "not a valid checkpoint" in msg and "weights_only" not in msg and "\n" not in msg

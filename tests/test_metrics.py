@@ -1,25 +1,35 @@
-"""mia/metrics.py: against scikit-learn on random cases, and on hand-made edge cases."""
+"""mia/metrics.py: against plain references on random cases, and on hand-made edge cases; the
+summary over targets (mia/evaluate.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score, roc_curve
 
+from mia.attacks import AttackSettings
+from mia.evaluate import summarize
 from mia.metrics import best_threshold, compute_metrics, group_thresholds
 
 
+def _roc(scores, members):
+    """Plain reference: (FPR, TPR) of `score >= t` at every distinct t and at +inf."""
+    pts = [((scores[~members] >= t).mean(), (scores[members] >= t).mean()) for t in np.unique(np.r_[scores, np.inf])]
+    return np.array(pts).T
+
+
 def _tpr_at(scores, members, level):
-    """Plain reference: every distinct threshold, largest TPR whose FPR <= level."""
-    best = 0.0
-    for t in np.unique(np.r_[scores, np.inf]):
-        pred = scores >= t
-        if pred[~members].mean() <= level:
-            best = max(best, pred[members].mean())
-    return best
+    """Plain reference: largest TPR whose FPR <= level."""
+    fpr, tpr = _roc(scores, members)
+    return tpr[fpr <= level].max()
+
+
+def _auc(scores, members):
+    """Plain reference: P(member scores above non-member), ties count 1/2 (Mann-Whitney)."""
+    d = scores[members][:, None] - scores[~members][None, :]
+    return (d > 0).mean() + 0.5 * (d == 0).mean()
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_matches_sklearn_and_a_plain_reference_on_random_cases(seed):
+def test_matches_plain_references_on_random_cases(seed):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(300, 3000))
     members = rng.random(n) < rng.uniform(0.2, 0.8)
@@ -27,8 +37,8 @@ def test_matches_sklearn_and_a_plain_reference_on_random_cases(seed):
     if seed % 2:  # heavy ties
         scores = np.round(scores, 1)
     m = compute_metrics(scores, members)
-    fpr, tpr, _ = roc_curve(members, scores)
-    assert m["auc"] == pytest.approx(roc_auc_score(members, scores), abs=1e-12)
+    fpr, tpr = _roc(scores, members)  # compute_metrics uses sklearn itself: compare with plain references
+    assert m["auc"] == pytest.approx(_auc(scores, members), abs=1e-12)
     assert m["advantage"] == pytest.approx(np.max(tpr - fpr), abs=1e-12)
     for key, level in (("tpr_at_1pct_fpr", 1e-2), ("tpr_at_0.1pct_fpr", 1e-3)):
         assert m[key] == pytest.approx(_tpr_at(scores, members, level), abs=1e-12)
@@ -76,7 +86,7 @@ def test_lowest_level_reported_only_with_10000_non_members_and_roc_is_consistent
     assert 200 <= len(fpr) <= 400 and np.all(np.diff(fpr) > 0) and np.all(np.diff(tpr) >= 0)
     assert fpr[0] == 0 and fpr[-1] == 1 and tpr[-1] == 1
     for key, level in (("tpr_at_1pct_fpr", 1e-2), ("tpr_at_0.1pct_fpr", 1e-3), ("tpr_at_0.01pct_fpr", 1e-4)):
-        assert tpr[fpr == level] == m[key]  # the levels are grid points, with the same definition
+        np.testing.assert_array_equal(tpr[fpr == level], [m[key]])  # the levels are grid points, same definition
 
 
 def test_balanced_accuracy_at_a_threshold_and_non_finite_scores():
@@ -100,3 +110,19 @@ def test_best_threshold_maximises_balanced_accuracy_and_is_finite():
     assert best_threshold(np.ones(6), members) > 1  # all equal: no cut beats chance
     thr = group_thresholds(np.array([3, 0, 10, 5]), np.array([1, 0, 1, 0], bool), np.array([0, 0, 1, 1]), 3)
     np.testing.assert_array_equal(thr, [3, 10, 0])
+
+
+def _per_target(aucs, accuracies):
+    """attack_target-like results, one per target (only what summarize reads)."""
+    return {t: {"auc": a, **({"accuracy": c} if c is not None else {}), "roc": {"fpr": [0, 1], "tpr": [0, 1]},
+                "info": {}, "calibration": "", "time_s": 1.0, "min_fpr": 0.01}
+            for t, (a, c) in enumerate(zip(aucs, accuracies))}
+
+
+def test_summary_std_over_targets_is_the_sample_std():
+    s = summarize("loss", _per_target([0.6, 0.7, 0.8], [0.55, None, None]), AttackSettings())
+    assert s["mean"]["auc"] == pytest.approx(0.7)
+    assert s["std"]["auc"] == pytest.approx(0.1)  # ddof = 1; the population std would be 0.0816
+    assert s["mean"]["accuracy"] == 0.55 and s["std"]["accuracy"] is None  # one value: undefined, not 0
+    one = summarize("loss", _per_target([0.6], [0.55]), AttackSettings())
+    assert one["std"] == {"auc": None, "accuracy": None, "time_s": None, "min_fpr": None}

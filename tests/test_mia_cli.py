@@ -12,8 +12,8 @@ import pytest
 
 from configs import paths
 from mia.artifacts import load_experiment
-from mia.attacks import suite_attacks
-from mia.evaluate import METRICS, ROW_KEYS, evaluate_experiment, long_rows, wide_row
+from mia.attacks import ATTACKS, suite_attacks
+from mia.evaluate import METRICS, ROW_KEYS, below_floor, evaluate_experiment, long_rows, wide_row
 from tests.mia_synthetic import synthetic_signals, write_experiment
 from utils.errors import UsageError
 from utils.io import save_npy
@@ -51,8 +51,11 @@ def test_suite_writes_json_and_csv_with_the_documented_columns(runs, tmp_path, s
     df = pd.read_csv(out / f"{suite}_mia_results.csv")
     attacks = suite_attacks(suite)
     metric_cols = [f"{a}_{m}" for a in attacks for m in METRICS if m != "tpr_at_0.01pct_fpr"]  # < 10,000 non-members
-    assert list(df.columns[:len(ROW_KEYS)]) == list(ROW_KEYS)
-    assert list(df.columns[len(ROW_KEYS):len(ROW_KEYS) + len(metric_cols)]) == metric_cols
+    # each TPR level is followed by its flag; ~150 non-members: 1% is measured, 0.1% is below 1/150
+    columns = [c for mc in metric_cols for c in ([mc, f"{mc}_below_floor"] if "_tpr_at_" in mc else [mc])]
+    assert list(df.columns) == [*ROW_KEYS, *columns, "measured_sparsity", "num_shadows", "num_targets"]
+    assert df[[f"{a}_tpr_at_0.1pct_fpr_below_floor" for a in attacks]].eq(True).all().all()
+    assert df[[f"{a}_tpr_at_1pct_fpr_below_floor" for a in attacks]].eq(False).all().all()
     assert sorted(df["experiment"]) == ["dense", "static_0.9"] and df["sparsity"].tolist() == [0.0, 0.9]
     assert df[metric_cols].notna().all().all() and (df[[f"{a}_auc" for a in attacks]] > 0.6).all().all()
     res = json.loads((out / "static_0.9_synthetic.json").read_text())
@@ -63,7 +66,9 @@ def test_suite_writes_json_and_csv_with_the_documented_columns(runs, tmp_path, s
     first = res["attacks"][attacks[0]]["settings"]
     assert first == {"seed": 0, "device": "cpu", **({"lira_fixed_variance_below": 64} if suite == "advanced" else {})}
     long = pd.read_csv(out / f"{suite}_mia_results_long.csv")
-    assert set(long.columns) >= {"experiment", "attack", "target", "metric", "value"}
+    assert list(long.columns) == ["experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value",
+                                  "below_floor"]
+    assert long["below_floor"].tolist() == (long["metric"] == "tpr_at_0.1pct_fpr").tolist()
     assert "auc" in p.stdout and "written to" in p.stdout
 
 
@@ -118,7 +123,7 @@ def test_too_few_shadows_for_lira_still_writes_the_other_attacks(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--runs-dir", "/nonexistent/runs"], "runs directory /nonexistent/runs does not exist"),
     (["--runs-dir", "{empty}"], "no experiment in"),
-    (["--runs-dir", "{empty}", "--attacks", "lira", "liraa"], "unknown attack 'liraa'; valid: lira, lira_offline,"),
+    (["--runs-dir", "{empty}", "--attacks", "lira", "liraa"], f"unknown attack 'liraa'; valid: {', '.join(ATTACKS)}"),
     (["--runs-dir", "{empty}", "--targets", "first"], "--targets must be a model index or 'all', got 'first'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -162,8 +167,79 @@ def test_row_builders_for_the_unified_tables(tmp_path):
     exp = write_experiment(tmp_path, small(0))
     res = evaluate_experiment(exp, ["loss", "lira"], targets="all")
     row = wide_row(res)
-    assert list(row)[:len(ROW_KEYS)] == list(ROW_KEYS) and row["loss_auc_std"] >= 0
+    per_target_auc = [p["auc"] for p in res["attacks"]["loss"]["per_target"].values()]
+    assert list(row)[:len(ROW_KEYS)] == list(ROW_KEYS) and row["loss_auc_std"] == pytest.approx(np.std(per_target_auc, ddof=1))
+    assert row["loss_auc_std"] > 0 and row["lira_tpr_at_0.1pct_fpr_below_floor"] is True
     assert row["train_acc"] == pytest.approx(np.mean([0.99 - 0.001 * i for i in range(7)]))
     long = pd.DataFrame(long_rows(res))
     assert len(long) == 2 * 7 * 5  # attacks x targets x metrics (no 0.01% level with 150 non-members)
     assert set(long["metric"]) == {"auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}
+
+
+# -- measurements below the FPR floor, and what the ROC plot draws ---------------------------------------
+
+def test_below_floor_flag_is_any_target_below_its_floor():
+    # Targets differ in their number of non-members: one target below the floor flags the mean.
+    a = {"per_target": {"0": {"tpr_at_0.1pct_fpr_below_floor": False}, "1": {"tpr_at_0.1pct_fpr_below_floor": True}}}
+    assert below_floor(a, "tpr_at_0.1pct_fpr") is True and below_floor(a, "auc") is None
+    a["per_target"]["1"]["tpr_at_0.1pct_fpr_below_floor"] = False
+    assert below_floor(a, "tpr_at_0.1pct_fpr") is False
+
+
+def test_privacy_utility_draws_points_below_the_floor_hollow_and_off_the_line():
+    from mia.plots import privacy_utility_figure
+
+    col = "loss_tpr_at_0.1pct_fpr"
+    df = pd.DataFrame({"experiment": ["dense", "static_0.5", "static_0.9"], "method": ["dense", "static", "static"],
+                       "sparsity": [0.0, 0.5, 0.9], "test_acc": [0.9, 0.8, 0.7], col: [0.05, 0.02, 0.01],
+                       f"{col}_below_floor": [False, True, False]})
+    ax = privacy_utility_figure(df, "tpr_at_0.1pct_fpr").axes[0]
+    drawn = {(line.get_label(), line.get_markerfacecolor() == "none"): list(line.get_xdata()) for line in ax.lines}
+    assert drawn == {("dense", False): [0.05], ("static", False): [0.01], ("_below_floor", True): [0.02]}
+    # without flags (AUC) every point is measured
+    ax = privacy_utility_figure(df.drop(columns=f"{col}_below_floor"), "tpr_at_0.1pct_fpr").axes[0]
+    assert [list(line.get_xdata()) for line in ax.lines] == [[0.05], [0.02, 0.01]]
+
+
+def test_roc_plot_draws_one_target_from_its_floor_with_its_own_auc(tmp_path):
+    from mia.plots import roc_figure
+    from mia.unified_mia_evaluation import roc_of
+
+    res = evaluate_experiment(write_experiment(tmp_path, small(0)), ["loss"], targets="all")
+    a = res["attacks"]["loss"]
+    roc = roc_of(a)
+    own = a["per_target"][str(roc["target"])]
+    assert roc["auc"] == own["auc"] != a["mean"]["auc"]  # the drawn curve's AUC, not the mean over targets
+    [line, chance] = roc_figure("dense", {"loss": roc}).axes[0].lines
+    assert line.get_label() == f"loss (model {roc['target']}, AUC {own['auc']:.3f})"
+    fpr = np.asarray(line.get_xdata())
+    assert fpr.min() >= own["min_fpr"] > 1e-3 and (np.asarray(roc["fpr"]) < own["min_fpr"]).sum() > 100
+    assert chance.get_xdata()[0] == own["min_fpr"]
+
+
+# -- test_mia.py's null copy ------------------------------------------------------------------------------
+
+def test_null_copy_permutes_membership_on_disk_and_catches_a_keep_structure_leak(tmp_path, monkeypatch):
+    import dataclasses
+
+    import test_mia
+    from mia.attacks import ATTACKS, AttackOutput, AttackSettings
+
+    s = small(0)
+    exp = write_experiment(tmp_path / "runs", s)
+    null = load_experiment(test_mia.permute_membership(exp, tmp_path / "null"))
+    assert (null.keep.sum(0) == 7 // 2).all() and not np.array_equal(null.keep, s["keep"])  # balanced, permuted
+    assert sorted(map(tuple, null.keep.T)) == sorted(map(tuple, s["keep"].T))  # the same columns, reordered
+    np.testing.assert_array_equal(np.asarray(null.logits), s["logits"])  # signals and labels untouched
+    np.testing.assert_array_equal(null.labels, s["labels"])
+    assert np.load(exp / paths.KEEP_MATRIX).tolist() == s["keep"].tolist()  # the original is left alone
+
+    # An attack that reads the shadows' keep counts (the target's members have one IN shadow fewer) scores
+    # perfectly on the null copy too, since the permutation keeps that structure; confidence, which only
+    # sees the signals, falls from a clear leak to chance.
+    leak = lambda inp, st: AttackOutput(-inp.shadow_keep.sum(0).astype(float))  # noqa: E731
+    monkeypatch.setitem(ATTACKS, "loss", dataclasses.replace(ATTACKS["loss"], fn=leak))
+    assert evaluate_experiment(exp, ["confidence"])["attacks"]["confidence"]["mean"]["auc"] > 0.7
+    rows = {c: (ok, d) for c, ok, d in test_mia.null_rows(exp, AttackSettings(), tmp_path, ["confidence", "loss"])}
+    assert rows["null confidence"][0] and not rows["null loss"][0], rows
+    assert "AUC 1.000" in rows["null loss"][1]

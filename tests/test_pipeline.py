@@ -34,6 +34,9 @@ def test_comprehensive_csv_columns(study):
     for attack in ATTACKS:
         for metric in ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
             assert f"{attack}_{metric}" in df.columns, f"{attack}_{metric}"
+        # ~650 non-members per target: 1% FPR is measured, 0.1% lies below the floor 1/650
+        assert df[f"{attack}_tpr_at_0.1pct_fpr_below_floor"].eq(True).all()
+        assert df[f"{attack}_tpr_at_1pct_fpr_below_floor"].eq(False).all()
     assert df.filter(like="_auc").notna().all().all()
     # the root copy of the original layout
     assert (tmp / "comprehensive_mia_results.csv").read_text() == (tmp / "results" / "comprehensive_mia_results.csv").read_text()
@@ -42,7 +45,8 @@ def test_comprehensive_csv_columns(study):
 def test_long_and_training_tables(study):
     tmp, _ = study
     long = pd.read_csv(tmp / "results" / "comprehensive_mia_results_long.csv")
-    assert list(long.columns[-4:]) == ["attack", "target", "metric", "value"]
+    assert list(long.columns[-5:]) == ["attack", "target", "metric", "value", "below_floor"]
+    assert long["below_floor"].tolist() == (long["metric"] == "tpr_at_0.1pct_fpr").tolist()
     train = pd.read_csv(tmp / "training_results.csv")
     assert len(train) == 3 * 6  # every model of every configuration
     assert {"method", "sparsity", "train_acc", "test_acc", "train_loss", "test_loss", "wall_time_s",
@@ -93,4 +97,8 @@ def test_test_mia_smoke_on_the_study(study):
     r = subprocess.run([sys.executable, str(ROOT / "test_mia.py"), "--runs-dir", str(tmp / "runs")],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert "0 failed" in r.stdout and "null case" in r.stdout
+    from mia.attacks import ATTACKS
+
+    # per experiment: 2 artifact checks, then each attack's raw scores and its AUC on the null copy
+    assert f"{3 * (2 + 2 * len(ATTACKS))} passed, 0 failed" in r.stdout
+    assert all(f"PASS  null {a} " in r.stdout for a in ATTACKS)

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from data import DeviceData
 from data.datasets import from_arrays
+from mia import signals
 from mia.signals import compute_logits, compute_sensitivity, query_list
 from models import build_model
 
@@ -100,3 +101,82 @@ def test_signals_leave_batchnorm_statistics_untouched_and_are_deterministic():
     # eval mode, not the batch statistics: a single example scores as it does inside the pool
     one = DeviceData(pool.x[5:6], pool.y[5:6], pool.mean, pool.std, pool.pad, pool.flip)
     np.testing.assert_allclose(compute_logits(model, one, 2, 4)[0], a[5], rtol=1e-4, atol=1e-5)
+
+
+# -- precision: true fp32 whatever surrounds the call ----------------------------------------------------
+
+def _resnet_pool(n=24):
+    torch.manual_seed(0)
+    _, pool = _pool(n=n, c=3, hw=8)
+    model = build_model("resnet", 20, 1, 4, 3)
+    model.train()
+    for _ in range(2):  # non-trivial running statistics, so the eval-mode outputs are not degenerate
+        model(pool.normalize(pool.x))
+    return model.eval(), pool
+
+
+def test_signals_ignore_an_enclosing_autocast(one_thread):
+    # Training runs under bf16 autocast (CUDA); on CPU, a bf16 autocast around the call shows the same
+    # leak: without the fp32 guard the convolutions run in bf16 and the logits move by ~1e-2.
+    model, pool = _resnet_pool()
+    ref_logits = compute_logits(model, pool, 2, 4)
+    ref_sens = compute_sensitivity(model, pool, 4, draws=3, eps=1e-3, seed=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = compute_logits(model, pool, 2, 4)
+        sens = compute_sensitivity(model, pool, 4, draws=3, eps=1e-3, seed=3)
+    np.testing.assert_allclose(logits, ref_logits, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(sens, ref_sens, rtol=1e-5, atol=1e-6)
+
+
+class _FlagRecorder(nn.Module):
+    """A linear model that records the TF32 switches seen by each forward pass."""
+
+    def __init__(self, d: int, classes: int):
+        super().__init__()
+        self.lin, self.seen = nn.Linear(d, classes), []
+
+    def forward(self, x):
+        self.seen.append([getattr(obj, attr) for obj, attr, _ in signals._tf32_knobs()])
+        return self.lin(x.flatten(1))
+
+
+def test_tf32_is_off_inside_the_signal_pass_and_restored_after():
+    # The switches are process-wide and CUDA-only, but readable and settable on a CPU build.
+    knobs = signals._tf32_knobs()
+    before = [getattr(obj, attr) for obj, attr, _ in knobs]
+    tf32 = [("tf32" if isinstance(v, str) else True) for _, _, v in knobs]
+    _, pool = _pool(n=5, c=1, hw=4)
+    model = _FlagRecorder(16, 3)
+    try:
+        for (obj, attr, _), v in zip(knobs, tf32):
+            setattr(obj, attr, v)  # as a user enabling TF32 for training would
+        compute_logits(model, pool, 1, 3)
+        compute_sensitivity(model, pool, 3, draws=2, eps=1e-3, seed=0)
+        after = [getattr(obj, attr) for obj, attr, _ in knobs]
+    finally:
+        for (obj, attr, _), v in zip(knobs, before):
+            setattr(obj, attr, v)
+    assert model.seen and all(s == [v for _, _, v in knobs] for s in model.seen)
+    assert after == tf32
+
+
+def test_one_pass_sensitivity_equals_separate_clean_and_perturbed_passes(monkeypatch, one_thread):
+    # The definition before the one-pass change: f(x) and f(x + eps u) in separate forward passes, the
+    # same noise stream (4 rows per step here: 3 steps, the last one partial).
+    monkeypatch.setattr(signals, "_batch_size", lambda device: 12)
+    model, pool = _resnet_pool(n=10)
+    draws, eps, seed = 3, 1e-3, 5
+    gen = torch.Generator().manual_seed(seed)
+    want = []
+    with torch.no_grad():
+        for i in range(0, len(pool), 4):
+            x = pool.normalize(pool.x[i:i + 4])
+            p = torch.softmax(model(x), 1)
+            u = torch.randn((draws,) + x.shape, generator=gen)
+            pp = torch.softmax(model((x.unsqueeze(0) + eps * u).flatten(0, 1)), 1).view(draws, len(x), -1)
+            want.append(((pp - p).abs().mean(0) / eps).numpy())
+    want = np.concatenate(want)
+    got = compute_sensitivity(model, pool, 4, draws=draws, eps=eps, seed=seed)
+    assert want.min() > 1e-3  # a real signal, not zeros on both sides
+    # fp32 rounding of p (~1e-7) divided by eps: ~1e-4 of the values at most
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * want.max())

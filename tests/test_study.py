@@ -9,7 +9,7 @@ import train
 from configs import paths
 from training import experiment as experiment_mod
 from training.experiment import experiment_dir
-from training.study import plan_study
+from training.study import all_methods, plan_study
 from utils.errors import UsageError
 
 ROOT = paths.Path(__file__).resolve().parents[1]
@@ -40,12 +40,32 @@ def test_plan_trains_dense_once_and_each_method_at_each_sparsity():
 
 
 def test_dry_run_plans_every_method_gmp_included(tmp_path):
-    r = _cli("--dry-run", "--runs-dir", str(tmp_path), "--num-shadows", "1",
-             "--methods", "dense", "static", "dpf", "gmp", "--sparsities", "0.9")
+    methods = all_methods()
+    assert "gmp" in methods and "gmp" not in train.parse([]).methods  # accepted, but an extra
+    r = _cli("--dry-run", "--runs-dir", str(tmp_path), "--num-shadows", "1", "--methods", *methods,
+             "--sparsities", "0.9")
     assert r.returncode == 0, r.stderr
-    assert "study: 4 configurations x 2 models = 8 trainings" in r.stdout
-    for d in ("dense/cifar10", "static/sparsity_0.9/cifar10", "dpf/sparsity_0.9/cifar10", "gmp/sparsity_0.9/cifar10"):
+    assert f"study: {len(methods)} configurations x 2 models = {2 * len(methods)} trainings" in r.stdout
+    for m in methods:
+        d = "dense/cifar10" if m == "dense" else f"{m}/sparsity_0.9/cifar10"
         assert d in r.stdout, d
+
+
+def test_one_identity_per_configuration_and_collisions_refused():
+    """Name and directory come from one sparsity tag: sparsities that print alike under '%g' (0.9 and
+    0.9000001) used to share a name (one result file overwrote the other) while their directories
+    differed. Configurations that would share either are refused before anything runs."""
+    import dataclasses
+
+    from training.study import check_distinct
+
+    base = train.config_from_args(train.parse(["--dataset", "digits"]))
+    a, b = plan_study(base, ["dpf"], [0.9, 0.9000001])
+    assert (a.name, b.name) == ("dpf_0.9", "dpf_0.9000001")
+    assert experiment_dir(a).name == experiment_dir(b).name == "digits"
+    assert experiment_dir(a).parent.name == "sparsity_0.9" and experiment_dir(b).parent.name == "sparsity_0.9000001"
+    with pytest.raises(UsageError, match="would share the name dpf_0.9; drop one"):
+        check_distinct([a, dataclasses.replace(b, name="dpf_0.9")])
 
 
 def test_study_schedule_flags_reach_only_the_methods_that_have_them():
@@ -77,7 +97,7 @@ def test_refuses_runs_made_when_static_meant_gradual_pruning(tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--methods", "magic"], "unknown method 'magic'; valid: dense, static, dpf, gmp"),
+    (["--methods", "magic"], f"unknown method 'magic'; valid: {', '.join(all_methods())}"),
     (["--sparsities", "1.5"], "sparsity must be in (0, 1)"),
     (["--dataset", "mnist"], "unknown dataset"),
 ])
@@ -97,19 +117,23 @@ def test_resume_after_a_crash_trains_nothing_twice(tmp_path, monkeypatch):
         calls.append((cfg.name, index))
         return real(cfg, ds, exp, keep, index)
 
-    monkeypatch.setattr("training.study.run_model", crashing)
+    monkeypatch.setattr("training.experiment.run_model", crashing)
     with pytest.raises(SystemExit) as e:
         train.main([*TINY, "--runs-dir", runs])
     assert e.value.code == 130
     done_before = sorted(calls)
+    configs = plan_study(train.config_from_args(train.parse([*TINY, "--runs-dir", runs])), ["dense", "static"], [0.5])
+
+    def complete():
+        return sorted((c.name, i) for c in configs for i in range(3)
+                      if (paths.model_dir(experiment_dir(c), i) / paths.COMPLETE).exists())
+
+    assert complete() == done_before  # what finished before the interrupt is on disk, and only that
     calls.clear()
-    monkeypatch.setattr("training.study.run_model", lambda *a: (calls.append((a[0].name, a[4])), real(*a))[1])
+    monkeypatch.setattr("training.experiment.run_model", lambda *a: (calls.append((a[0].name, a[4])), real(*a))[1])
     train.main([*TINY, "--runs-dir", runs, "--skip-existing"])
-    assert len(done_before) == 4 and len(calls) == 2 and not set(calls) & set(done_before)
-    args = train.parse([*TINY, "--runs-dir", runs])
-    for c in plan_study(train.config_from_args(args), ["dense", "static"], [0.5]):
-        for i in range(3):
-            assert (paths.model_dir(experiment_dir(c), i) / paths.COMPLETE).exists()
+    assert len(calls) == 2 and not set(calls) & set(done_before)
+    assert len(complete()) == 6
 
 
 def test_refuses_a_runs_dir_with_another_recipe(tmp_path):
