@@ -19,6 +19,7 @@ import numpy as np
 from configs import paths
 from mia.artifacts import Signals, load_experiment
 from mia.attacks import ATTACKS, AttackSettings, run_attack
+from mia.cli import settings_for
 from mia.evaluate import attack_input, evaluate_experiment, find_experiment_dirs, shadow_rows
 from mia.metrics import compute_metrics
 from utils.errors import UsageError, cli_main
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         runs = Path(args.runs_dir) if args.runs_dir else Path(tmp) / "runs"
         if args.runs_dir is None:
             build_tiny_study(runs)
-        st = AttackSettings(device=args.device)
+        st = settings_for(args.device)
         rows = [r for exp in find_experiment_dirs(runs) for r in check_experiment(exp, st, Path(tmp))]
     width = max(len(r[1]) for r in rows)
     for exp, check, ok, detail in rows:

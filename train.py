@@ -17,6 +17,8 @@ import time
 from configs import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
 from mia.attacks import ATTACKS, check_attacks
+from mia.evaluate import check_targets
+from mia.unified_mia_evaluation import evaluate_study
 from training.experiment import experiment_dir, plan_tasks
 from training.study import EXECUTORS, all_methods, check_recipes, default_methods, plan_study
 from utils.errors import UsageError, cli_main
@@ -73,7 +75,8 @@ def main(argv=None) -> None:
     args = parse(argv)
     base = config_from_args(args)
     configs = plan_study(base, args.methods, args.sparsities)
-    check_attacks(args.attacks or [])  # a misspelt attack is refused now, not after hours of training
+    check_attacks(args.attacks or [])  # a misspelt attack or target is refused now, not after hours of training
+    check_targets(args.targets)
     check_recipes(configs)
     tasks = plan_tasks(configs)
     skipped = sum(c.num_shadows + 1 for c in configs) - len(tasks)
@@ -92,9 +95,7 @@ def main(argv=None) -> None:
     print(f"training finished in {time.time() - t0:.0f}s")
     if args.no_eval:
         return
-    from mia.unified_mia_evaluation import evaluate_study
-
-    evaluate_study(configs, args, logger)
+    evaluate_study([experiment_dir(c) for c in configs], args, logger)
 
 
 def _wandb(args, configs):

@@ -16,21 +16,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import scipy.stats
 
-import numpy as np  # noqa: E402
-import scipy.stats  # noqa: E402
-
-from benchmarks.common import machine  # noqa: E402
-from mia.artifacts import ModelStack, Signals  # noqa: E402
-from mia.attacks import (ATTACKS, AttackSettings, balanced_shadows, gaussian_fit, global_sigma, lira_online,  # noqa: E402
+from benchmarks.common import machine
+from mia.artifacts import ModelStack, Signals
+from mia.attacks import (ATTACKS, AttackSettings, balanced_shadows, gaussian_fit, global_sigma, lira_online,
                          per_example, per_model, phi)
-from mia.evaluate import attack_input, attack_target, shadow_rows  # noqa: E402
-from tests.mia_synthetic import synthetic_signals  # noqa: E402
+from mia.evaluate import attack_input, attack_target, shadow_rows
+from tests.mia_synthetic import synthetic_signals
 
 
 def lira_loop(phi_s: np.ndarray, sel_in: np.ndarray, sel_out: np.ndarray, phi_t: np.ndarray, sd: float,

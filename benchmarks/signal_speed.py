@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Signal extraction: logits.npy for a pool (2 queries) with our on-device batched pass
-(mia.signals.compute_logits) against a plain per-batch loop (DataLoader over float tensors,
+(training.signals.compute_logits) against a plain per-batch loop (DataLoader over float tensors,
 one query at a time, per-batch host copies), same model, in the same run.
 
   python benchmarks/signal_speed.py [--n 5000] [--device cpu]
@@ -16,7 +16,7 @@ import torch
 from benchmarks.common import cifar_like, machine
 from data import DeviceData
 from data.datasets import from_arrays
-from mia.signals import compute_logits
+from training.signals import compute_logits
 from models import build_model
 
 

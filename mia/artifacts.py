@@ -51,33 +51,63 @@ class Signals:
     sensitivity: ModelStack | None  # [M, N, C] float32, None unless every complete model has it
     keep: np.ndarray                # [M, N] bool: rows of keep_matrix.npy for `indices`
     labels: np.ndarray              # [N] int64
-    summaries: dict[int, dict]      # experiment_summary.json per model index ({} when absent)
+    summaries: dict[int, dict]      # model_record (config joined with experiment_summary.json) per model index
 
     def row(self, model_index: int) -> int:
         return self.indices.index(model_index)
 
 
-def _stale(model_dir: Path, name: str) -> bool:
-    """Missing, or older than the checkpoint it was computed from."""
-    f, ck = model_dir / name, model_dir / paths.BEST_MODEL
-    return not f.exists() or (ck.exists() and f.stat().st_mtime < ck.stat().st_mtime)
+def stale_signals(model_dir: Path, num_queries: int | None, need_sensitivity: bool = False) -> str | None:
+    """Why a model's signals cannot be used (missing, older than its checkpoint, another query count),
+    or None. A missing sensitivity.npy only matters where asked (SAMIA names it itself)."""
+    ck = model_dir / paths.BEST_MODEL
+    names = [paths.LOGITS] + ([paths.SENSITIVITY] if need_sensitivity or (model_dir / paths.SENSITIVITY).exists() else [])
+    for name in names:
+        f = model_dir / name
+        if not f.exists():
+            return f"{name} missing"
+        if ck.exists() and f.stat().st_mtime < ck.stat().st_mtime:
+            return f"{name} older than {paths.BEST_MODEL}"
+    queries = load_npy(model_dir / paths.LOGITS, mmap=True).shape[1:2]
+    if num_queries is not None and queries != (num_queries,):
+        return f"{paths.LOGITS} has {queries[0] if queries else 0} queries, its config asks for {num_queries}"
+    return None
 
 
-def ensure_signals(model_dir: Path) -> None:
-    """THE hook for missing or stale signals: recompute them from the model's checkpoint with
-    mia.signals.ensure_signals when that is available (a missing sensitivity.npy is recomputed only
-    when a checkpoint exists; without one SAMIA alone is skipped)."""
-    has_checkpoint = (model_dir / paths.BEST_MODEL).exists()
-    if not (_stale(model_dir, paths.LOGITS) or (_stale(model_dir, paths.SENSITIVITY) and has_checkpoint)):
-        return
-    try:
-        from mia.signals import ensure_signals as recompute
-    except ImportError:
-        recompute = None
-    if recompute is None or not has_checkpoint:
-        raise UsageError(f"missing {paths.LOGITS} in {model_dir}")
-    print(f"recomputing the signals of {model_dir}")
-    recompute(model_dir)
+def finished_model_dirs(exp: Path) -> list[Path]:
+    """Directories of the models of an experiment that have their COMPLETE marker, by model index."""
+    n = len(load_npy(Path(exp) / paths.KEEP_MATRIX, mmap=True))
+    return [d for d in (paths.model_dir(exp, i) for i in range(n)) if (d / paths.COMPLETE).exists()]
+
+
+def arch_label(config: dict) -> str | None:
+    """'resnet-20', 'wideresnet-28' (width k in the config): the one way every table names an arch."""
+    arch, layers = config.get("arch"), config.get("layers")
+    return f"{arch}-{layers}" if arch and layers else arch
+
+
+def model_record(config: dict, summary: dict) -> dict:
+    """One model as every table shows it: the recipe from config.json (sparsity = the requested one)
+    joined with the measurements of experiment_summary.json (measured_sparsity). Summaries written
+    before 2026-11-29 held recipe fields and the measured value as 'sparsity': read as the same."""
+    measured = summary.get("measured_sparsity", summary.get("sparsity"))
+    return {"experiment": config.get("name"), "method": config.get("method"), "sparsity": config.get("sparsity"),
+            "target_sparsity": config.get("sparsity"), "dataset": config.get("dataset"), "arch": arch_label(config),
+            "layers": config.get("layers"), "epochs": config.get("epochs"),
+            **{k: v for k, v in summary.items() if k not in RECIPE_IN_OLD_SUMMARIES},
+            "measured_sparsity": measured}
+
+
+def read_model_record(exp: Path, model_dir: Path) -> dict:
+    """model_record of one model directory (a shadow's own config.json, the target's is the experiment's)."""
+    cfg = model_dir / paths.CONFIG if (model_dir / paths.CONFIG).exists() else Path(exp) / paths.CONFIG
+    summary = model_dir / paths.SUMMARY
+    return model_record(load_json(cfg), load_json(summary) if summary.exists() else {})
+
+
+# keys an old summary repeated from the recipe (the config is the source for them)
+RECIPE_IN_OLD_SUMMARIES = {"name", "method", "sparsity", "target_sparsity", "dataset", "arch", "layers", "width_factor",
+                           "epochs", "prune_method", "prune_freq", "target_epoch", "freeze_epoch"}
 
 
 def _load_keep_and_labels(exp: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +123,7 @@ def _check_shape(f: Path, arr: np.ndarray, expected: tuple, what: str) -> None:
         raise UsageError(f"{f} has shape {tuple(arr.shape)}, expected {tuple(expected)} ({what})")
 
 
-def load_experiment(exp_dir: str | Path, recompute: bool = True) -> Signals:
+def load_experiment(exp_dir: str | Path) -> Signals:
     """Signals of every complete model of one experiment, validated against each other."""
     exp = Path(exp_dir)
     if not (exp / paths.KEEP_MATRIX).exists():
@@ -107,8 +137,9 @@ def load_experiment(exp_dir: str | Path, recompute: bool = True) -> Signals:
     logits, sens, summaries = [], [], {}
     for i in indices:
         d = paths.model_dir(exp, i)
-        if recompute:
-            ensure_signals(d)
+        why = stale_signals(d, None)  # a query-count mismatch is named below, with both shapes
+        if why:  # mia/ only reads: the training side computes signals (it has the models)
+            raise UsageError(f"{d}: {why}; recompute the signals with: python -m training.signals {exp}")
         keep = load_npy(d / paths.KEEP)
         if keep.shape != (n,) or not np.array_equal(keep, keep_all[i]):
             raise UsageError(f"{d / paths.KEEP} differs from row {i} of {exp / paths.KEEP_MATRIX}")
@@ -122,7 +153,7 @@ def load_experiment(exp_dir: str | Path, recompute: bool = True) -> Signals:
             s = load_npy(d / paths.SENSITIVITY, mmap=True)
             _check_shape(d / paths.SENSITIVITY, s, (n, lg.shape[2]), "[pool, classes]")
             sens.append(s.astype(np.float32, copy=False))
-        summaries[i] = load_json(d / paths.SUMMARY) if (d / paths.SUMMARY).exists() else {}
+        summaries[i] = read_model_record(exp, d)
     if labels.min() < 0 or labels.max() >= logits[0].shape[2]:
         raise UsageError(f"{exp / paths.LABELS}: labels outside 0..{logits[0].shape[2] - 1} (the logits' classes)")
     return Signals(exp, config, indices, ModelStack(logits), ModelStack(sens) if len(sens) == len(indices) else None,

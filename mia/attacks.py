@@ -1,4 +1,4 @@
-"""The attack registry and the statistical attacks (REFERENCE.md section 4; docs/attacks.md).
+"""The attack registry and the statistical attacks (docs/attacks.md: formulas, sources, settings).
 
 Every attack is `fn(inp: AttackInput, st: AttackSettings) -> AttackOutput`: one score per pool
 example, higher = "member". An AttackInput holds the target's signals, its shadows' signals and the
@@ -12,8 +12,7 @@ per model and in row chunks, in float64, so memory stays bounded at N = 50,000, 
 """
 from __future__ import annotations
 
-import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -21,65 +20,13 @@ from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
 
 from configs import paths
+from mia import nn_attacks
 from mia.metrics import group_thresholds
+from mia.shadows import (AttackInput, AttackOutput, AttackSettings, balanced_shadows, require_shadows,
+                         rng_for)
 from utils.errors import UsageError
 
 CHUNK = 8192  # rows per float64 block in the transforms
-
-
-@dataclass
-class AttackInput:
-    target_logits: np.ndarray               # [N, Q, C]
-    shadow_logits: Sequence[np.ndarray]     # S arrays [N, Q, C] (an [S, N, Q, C] array or a ModelStack)
-    shadow_keep: np.ndarray                 # [S, N] bool: shadow s trained on example n
-    labels: np.ndarray                      # [N] int
-    target_sens: np.ndarray | None = None   # [N, C] SAMIA sensitivity
-    shadow_sens: Sequence[np.ndarray] | None = None  # S arrays [N, C]
-
-    @property
-    def num_shadows(self) -> int:
-        return len(self.shadow_keep)
-
-    @property
-    def num_classes(self) -> int:
-        return self.target_logits.shape[-1]
-
-
-@dataclass
-class AttackSettings:
-    """Every knob of every attack; recorded with the results."""
-    seed: int = 0
-    device: str = "cpu"
-    lira_fixed_variance_below: int = 64   # LiRA: one global variance when there are fewer shadows (Carlini et al.)
-    rmia_a: float = 0.3                   # RMIA offline: P(x) = ((1 + a) P_out(x) + (1 - a)) / 2
-    rmia_gamma: float = 1.0               # RMIA: likelihood-ratio threshold against the population
-    nn_optimizer: str = "adam"            # "adam" or "sgd" (mia_prune: momentum 0.9, wd 5e-4, lr x0.1 at epochs 50, 75)
-    nn_lr: float = 1e-3
-    nn_momentum: float = 0.9              # SGD only
-    nn_weight_decay: float = 5e-4         # SGD only (Adam: none)
-    nn_batch_size: int = 128
-    nn_max_epochs: int = 100
-    nn_patience: int = 5                  # early stopping: epochs without a better validation loss
-    nn_max_train_rows: int = 60_000       # shadow rows (balanced IN/OUT) an attack model trains on
-    nn_min_class_rows: int = 2_000        # per-class models (Shokri): at least this many rows each
-    nn_folds: int = 2                     # cross-fitting: each example is scored by a model trained on the other folds
-    nn_val_fraction: float = 0.15         # of a model's training examples, held out: their rows drive its early stopping
-    nn_min_val_rows: int = 1_000          # at least this many early-stopping rows a model, threshold rows a class (Shokri)
-    nn_max_val_rows: int = 10_000         # cap on those rows (per model; threshold: over the folds), balanced IN/OUT
-    samia_max_train_rows: int = 30_000    # the transformer costs ~10x an MLP per row
-    samia_max_epochs: int = 30
-    nn_cpu_threads: int = 1               # torch threads on CPU: small models lose with more (and the cores are shared)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class AttackOutput:
-    scores: np.ndarray                   # [N] float64, higher = member
-    threshold: float | None = None       # decision threshold from the attack's own shadow calibration
-    calibration: str = ""                # how that threshold was calibrated
-    info: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,18 +34,10 @@ class AttackSpec:
     fn: Callable[[AttackInput, AttackSettings], AttackOutput]
     title: str                 # name in messages
     suite: str                 # "advanced" or "wemem"
-    extra: bool = False        # an extra of its suite (RMIA, offline LiRA, loss)
     min_shadows: int = 1
     needs_sensitivity: bool = False
     settings: tuple[str, ...] = ()  # prefixes of the AttackSettings fields it uses (recorded with results)
     description: str = ""
-
-
-def rng_for(seed: int, purpose: str) -> np.random.Generator:
-    """A random stream for one purpose. Fragile spot: the keep matrix is drawn from
-    default_rng(mia_seed); an attack drawing from default_rng(seed) with the same number would reuse
-    that very noise and correlate its choices with membership (seen: 6-point usage bias)."""
-    return np.random.default_rng([seed, zlib.crc32(purpose.encode())])
 
 
 # -- signal transforms (per model, chunked, float64) ---------------------------------------------
@@ -133,37 +72,6 @@ def p_true_mean(z: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 # -- LiRA (Carlini et al., S&P 2022) --------------------------------------------------------------
-
-def require_shadows(inp: AttackInput, title: str, need_in: bool) -> None:
-    """Per-example statistics need OUT (and IN) shadows for every example. With the balanced keep
-    matrix that takes 3 shadows when IN ones are needed and 2 otherwise."""
-    n_in = inp.shadow_keep.sum(0)
-    lacking = (n_in == inp.num_shadows) | ((n_in == 0) if need_in else False)
-    if lacking.any():
-        what = "IN for at least one shadow model and OUT for another" if need_in else "OUT for at least one shadow model"
-        raise UsageError(f"{title} needs every example {what}: {int(lacking.sum())} of {len(n_in)} examples lack one "
-                         f"among {inp.num_shadows} shadow(s); train with --num-shadows N (N >= {3 if need_in else 2})")
-
-
-def balanced_shadows(keep: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """IN and OUT masks [S, N]: for every example, k_in of its IN and k_out of its OUT shadows, drawn
-    at random (seeded), k = the smallest counts over examples. Fragile spot: under the balanced keep
-    matrix the target's members have one IN shadow fewer than its non-members, so raw shadow counts
-    reveal the target's membership to anything pooling shadow rows (Gaussian fits, per-class
-    thresholds, attack-model training sets). Equal counts remove that; drawing them at random (not
-    the first k in shadow order, as the LiRA reference code does) makes the chance that a given
-    shadow is used independent of the target's membership, so one odd shadow cannot bias scores."""
-    u = rng_for(seed, "balanced_shadows").random((2,) + keep.shape)
-
-    def pick(sel, u):
-        k = int(sel.sum(0).min())
-        pri = np.where(sel, u, np.inf)
-        kth = np.sort(pri, axis=0)[k - 1] if k else np.full(sel.shape[1], -np.inf)
-        return sel & (pri <= kth), k
-
-    (sel_in, k_in), (sel_out, k_out) = pick(keep, u[0]), pick(~keep, u[1])
-    return sel_in, sel_out, k_in, k_out
-
 
 class Fit(NamedTuple):
     mu: np.ndarray   # [N, Q] per-example median
@@ -341,32 +249,19 @@ def threshold_attack(value: Callable, per_class: bool) -> Callable:
     return attack
 
 
-def _learned(name: str) -> Callable:
-    """Registry entry for a learned attack of mia/nn_attacks.py, looked up at call time:
-    nn_attacks imports this module's types, so it cannot be imported while this one loads."""
-
-    def attack(inp: AttackInput, st: AttackSettings) -> AttackOutput:
-        from mia import nn_attacks
-
-        return getattr(nn_attacks, name)(inp, st)
-
-    attack.__name__ = name
-    return attack
-
-
 # Registry: attack key (CSV column prefix) -> spec.
 ATTACKS: dict[str, AttackSpec] = {
     "lira": AttackSpec(lira_online, "LiRA", "advanced", min_shadows=2, settings=("lira_",),
                        description="LiRA online (Carlini et al. 2022)"),
-    "lira_offline": AttackSpec(lira_offline, "offline LiRA", "advanced", extra=True, settings=("lira_",),
+    "lira_offline": AttackSpec(lira_offline, "offline LiRA", "advanced", settings=("lira_",),
                                description="LiRA offline, one-sided test"),
-    "shokri_nn": AttackSpec(_learned("shokri_nn"), "Shokri-NN", "advanced", min_shadows=2, settings=("nn_",),
+    "shokri_nn": AttackSpec(nn_attacks.shokri_nn, "Shokri-NN", "advanced", min_shadows=2, settings=("nn_",),
                             description="one MLP per class (Shokri et al. 2017)"),
-    "top3_nn": AttackSpec(_learned("top3_nn"), "Top3-NN", "advanced", min_shadows=2, settings=("nn_",),
+    "top3_nn": AttackSpec(nn_attacks.top3_nn, "Top3-NN", "advanced", min_shadows=2, settings=("nn_",),
                           description="MLP on the sorted top-3 posteriors (Salem et al. 2019)"),
-    "class_label_nn": AttackSpec(_learned("class_label_nn"), "ClassLabel-NN", "advanced", min_shadows=2, settings=("nn_",),
+    "class_label_nn": AttackSpec(nn_attacks.class_label_nn, "ClassLabel-NN", "advanced", min_shadows=2, settings=("nn_",),
                                  description="MLP on posterior ++ one-hot label"),
-    "samia": AttackSpec(_learned("samia"), "SAMIA", "advanced", min_shadows=2, needs_sensitivity=True,
+    "samia": AttackSpec(nn_attacks.samia, "SAMIA", "advanced", min_shadows=2, needs_sensitivity=True,
                         settings=("nn_", "samia_"), description="SAMIA transformer (Yuan & Zhang 2022)"),
     "confidence": AttackSpec(threshold_attack(confidence, True), "confidence", "wemem",
                              description="p_y, per-class thresholds (Song & Mittal 2021)"),
@@ -374,11 +269,11 @@ ATTACKS: dict[str, AttackSpec] = {
                           description="-H(p), per-class thresholds (Song & Mittal 2021)"),
     "modified_entropy": AttackSpec(threshold_attack(neg_modified_entropy, True), "modified entropy", "wemem",
                                    description="-Mentr, per-class thresholds (Song & Mittal 2021)"),
-    "neural_network": AttackSpec(_learned("neural_network"), "NN", "wemem", min_shadows=2, settings=("nn_",),
+    "neural_network": AttackSpec(nn_attacks.neural_network, "NN", "wemem", min_shadows=2, settings=("nn_",),
                                  description="MLP 512-256-128 on the posterior (mia_prune / WeMeM)"),
-    "loss": AttackSpec(threshold_attack(neg_loss, False), "loss", "wemem", extra=True,
+    "loss": AttackSpec(threshold_attack(neg_loss, False), "loss", "wemem",
                        description="-CE, global threshold (Yeom et al. 2018)"),
-    "rmia": AttackSpec(rmia, "RMIA", "advanced", extra=True, settings=("rmia_",),
+    "rmia": AttackSpec(rmia, "RMIA", "advanced", settings=("rmia_",),
                        description="RMIA offline (Zarifzadeh et al. 2024)"),
 }
 
@@ -400,7 +295,7 @@ def check_runnable(name: str, num_shadows: int, has_sensitivity: bool) -> None:
         raise UsageError(f"{spec.title} needs at least {spec.min_shadows} shadow model{'s' * (spec.min_shadows > 1)} "
                          f"(found {num_shadows}); train with --num-shadows N")
     if spec.needs_sensitivity and not has_sensitivity:
-        raise UsageError(f"{spec.title} needs {paths.SENSITIVITY} for the target and every shadow; recompute the signals")
+        raise UsageError(f"{spec.title} needs {paths.SENSITIVITY} for the target and every shadow; recompute the signals: python -m training.signals RUNS_DIR")
 
 
 def run_attack(name: str, inp: AttackInput, st: AttackSettings | None = None) -> AttackOutput:

@@ -4,7 +4,6 @@ mia/ script (mia_advanced, mia_wemem, mia_classic) and reusable by a unified eva
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from configs import paths
-from mia.artifacts import Signals, load_experiment
+from mia.artifacts import Signals, arch_label, load_experiment
 from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, pseudo_target_settings, run_attack,
                          suite_attacks)
 from mia.metrics import best_threshold, compute_metrics
@@ -85,17 +84,15 @@ def target_rows(spec: str | int, sig: Signals) -> list[int]:
 
 def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
     cfg = sig.config
-    arch = cfg.get("arch")
     res = {"experiment": cfg.get("name") or sig.exp_dir.name, "method": cfg.get("method"),
-           "sparsity": cfg.get("sparsity"), "dataset": cfg.get("dataset"),
-           "arch": f"{arch}-{cfg['layers']}" if arch and cfg.get("layers") else arch,
+           "sparsity": cfg.get("sparsity"), "dataset": cfg.get("dataset"), "arch": arch_label(cfg),
            "exp_dir": str(sig.exp_dir), "targets": [sig.indices[r] for r in rows],
            "num_models": len(sig.indices), "num_shadows": len(sig.indices) - 1, "pool_size": len(sig.labels),
            "num_queries": sig.logits.shape[2], "num_classes": sig.logits.shape[3], "settings": st.to_dict()}
-    for key, out_key in (("train_acc", "train_acc"), ("test_acc", "test_acc"), ("sparsity", "measured_sparsity")):
+    for key in ("train_acc", "test_acc", "measured_sparsity"):
         vals = [sig.summaries[sig.indices[r]].get(key) for r in rows]
         vals = [v for v in vals if isinstance(v, (int, float))]
-        res[out_key] = float(np.mean(vals)) if vals else None
+        res[key] = float(np.mean(vals)) if vals else None
     return res
 
 
@@ -125,18 +122,10 @@ def summarize(name: str, per: dict[int, dict], st: AttackSettings) -> dict:
     }
 
 
-def settings_for(device: str = "auto", seed: int = 0) -> AttackSettings:
-    """Default settings on a resolved device ('auto': cuda when available)."""
-    from training.trainer import resolve_device
-
-    return AttackSettings(seed=seed, device=str(resolve_device(device)))
-
-
-def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", device: str = "auto", seed: int = 0,
-                        settings: AttackSettings | None = None) -> dict:
+def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", settings: AttackSettings | None = None) -> dict:
     """Every requested attack against every chosen target (leave-one-out). An attack that cannot run
     here (too few shadows, no sensitivity) is recorded under 'errors'; the others still run."""
-    st = settings or settings_for(device, seed)
+    st = settings or AttackSettings()
     check_attacks(attacks)
     sig = load_experiment(exp_dir)
     rows = target_rows(targets, sig)
@@ -230,7 +219,7 @@ def print_table(df: pd.DataFrame, attacks: list[str]) -> None:
             print(f"\n{metric}:{note}\n{t.set_axis(names).to_string()}")
 
 
-# -- the scripts' shared command line -------------------------------------------------------------------
+# -- many experiments ---------------------------------------------------------------------------------
 
 def find_experiment_dirs(runs_dir) -> list[Path]:
     runs = Path(runs_dir)
@@ -257,35 +246,3 @@ def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: Att
             print(f"error: {exp}: {name}: {msg}", file=sys.stderr)
         results.append(res)
     return results, failures
-
-
-def parse_args(suite: str, argv=None, description: str = "") -> argparse.Namespace:
-    default = suite_attacks(suite)
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs-dir", default="./runs", help="runs directory (every experiment in it is evaluated)")
-    p.add_argument("--results-dir", default="./results",
-                   help=f"results root (this suite writes to <results-dir>/mia/{suite}/)")
-    p.add_argument("--attacks", nargs="+", default=default,
-                   help=f"attacks to run (default: {' '.join(default)}); any of: {' '.join(ATTACKS)}")
-    p.add_argument("--targets", default="0", help="target model index, or 'all' (leave-one-out: mean and std over targets)")
-    p.add_argument("--device", default="auto", help="device for attack models: auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the attacks' random choices (shadow selection, attack models)")
-    return p.parse_args(argv)
-
-
-def suite_main(suite: str, argv=None, description: str = "") -> None:
-    """mia_advanced.py / mia_wemem.py: one suite over every experiment of a runs directory.
-    Exit 2 at the end when any experiment or attack failed; the rest is written first."""
-    args = parse_args(suite, argv, description)
-    check_attacks(args.attacks)
-    check_targets(args.targets)
-    st = settings_for(args.device, args.seed)
-    exps = find_experiment_dirs(args.runs_dir)
-    results, failures = evaluate_all(exps, args.attacks, args.targets, st)
-    out = paths.mia_results_dir(args.results_dir, suite)
-    df = write_results(results, out, f"{suite}_mia_results")
-    print_table(df, args.attacks)
-    print(f"\n{len(results)} experiment(s) written to {out}")
-    if failures:
-        raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written to {out}")

@@ -1,4 +1,4 @@
-"""One metrics function for every attack (REFERENCE.md section 5), and the one threshold calibration.
+"""One metrics function for every attack (docs/attacks.md, "Metrics"), and the one threshold calibration.
 
 Definitions (docs/attacks.md):
 - TPR at an FPR level = the largest TPR among ROC points whose FPR <= level (on sklearn's step ROC;

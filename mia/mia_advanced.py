@@ -4,13 +4,8 @@ experiment of a runs directory; results in <results-dir>/mia/advanced/.
 
   python mia/mia_advanced.py --runs-dir ./runs [--attacks lira samia] [--targets all]
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mia.evaluate import suite_main  # noqa: E402
-from utils.errors import cli_main  # noqa: E402
+from mia.cli import suite_main
+from utils.errors import cli_main
 
 
 @cli_main

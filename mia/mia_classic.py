@@ -4,12 +4,7 @@ the same command as mia/mia_wemem.py, results in <results-dir>/mia/wemem/.
 
   python mia/mia_classic.py --runs-dir ./runs
 """
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mia.mia_wemem import main  # noqa: E402
+from mia.mia_wemem import main
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Learned attacks (REFERENCE.md section 4): an attack model trained on shadow outputs labelled
+"""Learned attacks (docs/attacks.md, "Learned attacks"): an attack model trained on shadow outputs labelled
 IN/OUT, then applied to the target. One training routine and one calibration for all:
 
 - Posterior = softmax of the identity query (query 0): the plain prediction the original attacks see.
@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.special import softmax
 
-from mia.attacks import AttackInput, AttackOutput, AttackSettings, balanced_shadows, require_shadows, rng_for
+from mia.shadows import AttackInput, AttackOutput, AttackSettings, balanced_shadows, require_shadows, rng_for
 from mia.metrics import group_thresholds
 from utils.errors import UsageError
 

@@ -16,22 +16,19 @@ Points below the FPR floor are drawn hollow (privacy-utility) or not at all (ROC
 """
 from __future__ import annotations
 
-import argparse
-import shutil
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from configs import paths  # noqa: E402
-from mia import plots  # noqa: E402
-from mia.attacks import ATTACKS, AttackSettings, check_attacks  # noqa: E402
-from mia.evaluate import (check_targets, evaluate_all, experiment_id, find_experiment_dirs, print_table,  # noqa: E402
-                          write_results)
-from utils.errors import UsageError, cli_main  # noqa: E402
-from utils.io import load_json, save_text  # noqa: E402
+from configs import paths
+from mia import plots
+from mia.artifacts import finished_model_dirs, read_model_record
+from mia.attacks import ATTACKS, AttackSettings
+from mia.cli import mia_parser, parse, settings_for
+from mia.evaluate import evaluate_all, experiment_id, find_experiment_dirs, print_table, write_results
+from utils.errors import UsageError, cli_main
+from utils.io import save_text
 
 COMPREHENSIVE = "comprehensive_mia_results"
 TRAINING = "training_results.csv"
@@ -41,18 +38,9 @@ TRAINING_COLS = ["experiment", "method", "sparsity", "dataset", "arch", "layers"
 
 
 def training_results(exp_dirs: list[Path]) -> pd.DataFrame:
-    """One row per finished model, read from its experiment_summary.json."""
-    rows = []
-    for exp in exp_dirs:
-        cfg = load_json(exp / paths.CONFIG)
-        for i in range(cfg.get("num_shadows", 0) + 1):
-            f = paths.model_dir(exp, i) / paths.SUMMARY
-            if not (paths.model_dir(exp, i) / paths.COMPLETE).exists() or not f.exists():
-                continue
-            s = load_json(f)
-            rows.append({"experiment": cfg.get("name"), **{k: s.get(k) for k in TRAINING_COLS[1:]},
-                         "sparsity": cfg.get("sparsity"), "measured_sparsity": s.get("sparsity")})
-    return pd.DataFrame(rows, columns=TRAINING_COLS)
+    """One row per finished model: its recipe joined with its measurements (artifacts.model_record)."""
+    rows = [read_model_record(exp, d) for exp in exp_dirs for d in finished_model_dirs(exp)]
+    return pd.DataFrame([{k: r.get(k) for k in TRAINING_COLS} for r in rows], columns=TRAINING_COLS)
 
 
 def roc_of(summary: dict) -> dict:
@@ -74,60 +62,46 @@ def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path) -> list[Pa
     return out
 
 
+def copy_tables(src: Path, dst: Path, names: list[str]) -> None:
+    """Atomic copies of written tables (a reader never sees half a CSV)."""
+    for name in names:
+        save_text((src / name).read_text(), dst / name)
+
+
 def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: str, st: AttackSettings,
                 summary_dir=None, logger=None) -> tuple[pd.DataFrame, list[str]]:
     """Evaluate, write CSVs/JSON/plots; returns the wide table and the problems met (already printed)."""
     results_dir = Path(results_dir)
     results, failures = evaluate_all(exp_dirs, attacks, targets, st)
-    df = write_results(results, paths.mia_results_dir(results_dir, "unified"), COMPREHENSIVE)
-    for name in (f"{COMPREHENSIVE}.csv", f"{COMPREHENSIVE}_long.csv"):  # the tables at the results root
-        shutil.copyfile(paths.mia_results_dir(results_dir, "unified") / name, results_dir / name)
-    train_df = training_results(exp_dirs)
-    save_text(train_df.to_csv(index=False), results_dir / TRAINING)
+    unified = paths.mia_results_dir(results_dir, "unified")
+    df = write_results(results, unified, COMPREHENSIVE)
+    save_text(training_results(exp_dirs).to_csv(index=False), unified / TRAINING)
     made = make_plots(df, results, results_dir / "plots")
-    if summary_dir is not None:  # the original layout leaves the two CSVs in the project root
-        for name in (TRAINING, f"{COMPREHENSIVE}.csv"):
-            save_text((results_dir / name).read_text(), Path(summary_dir) / name)
+    # the tables also at the results root and, in the original layout, the two main ones in the project root
+    copy_tables(unified, results_dir, [f"{COMPREHENSIVE}.csv", f"{COMPREHENSIVE}_long.csv", TRAINING])
+    if summary_dir is not None:
+        copy_tables(unified, Path(summary_dir), [TRAINING, f"{COMPREHENSIVE}.csv"])
     print_table(df, attacks)
     print(f"\nresults: {results_dir} ({len(results)} experiment(s), {len(made)} plot(s))")
     if logger is not None:
-        logger.log_training([load_json(paths.model_dir(Path(e), 0) / paths.SUMMARY) for e in exp_dirs
-                             if (paths.model_dir(Path(e), 0) / paths.SUMMARY).exists()])
+        logger.log_training([read_model_record(e, d) for e in exp_dirs for d in finished_model_dirs(e)])
         logger.log_attacks(df)
         logger.finish()
     return df, failures
 
 
-def evaluate_study(configs, args, logger=None) -> None:
-    """train.py's last stage: every attack on the configurations it trained."""
-    from training.experiment import experiment_dir
-    from training.trainer import resolve_device
-
-    attacks = args.attacks or list(ATTACKS)
-    check_attacks(attacks)
-    st = AttackSettings(seed=args.seed, device=str(resolve_device(args.device)))
-    _, failures = run_unified([experiment_dir(c) for c in configs], args.results_dir, attacks, args.targets, st,
-                              summary_dir=args.summary_dir, logger=logger)
+def evaluate_study(exp_dirs: list[Path], args, logger=None) -> None:
+    """train.py's last stage: every attack on the configurations it trained (args: train.py's flags)."""
+    _, failures = run_unified(exp_dirs, args.results_dir, args.attacks or list(ATTACKS), args.targets,
+                              settings_for(args.device, args.seed), summary_dir=args.summary_dir, logger=logger)
     if failures:
         raise UsageError(f"{len(failures)} evaluation problem(s), listed above; the other results were written")
 
 
 @cli_main
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs-dir", default="./runs")
-    p.add_argument("--results-dir", default="./results")
-    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), help=f"default: all ({' '.join(ATTACKS)})")
-    p.add_argument("--targets", default="0", help="target model index, or 'all' (leave-one-out)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--summary-dir", default=None, help="also leave training_results.csv and comprehensive_mia_results.csv here")
-    args = p.parse_args(argv)
-    check_attacks(args.attacks)
-    check_targets(args.targets)
-    from training.trainer import resolve_device
-
-    st = AttackSettings(seed=args.seed, device=str(resolve_device(args.device)))
+    parser = mia_parser(__doc__, list(ATTACKS), "results root (tables, plots, mia/unified/)", summary_dir=True)
+    args, st = parse(parser, argv)
     _, failures = run_unified(find_experiment_dirs(args.runs_dir), args.results_dir, args.attacks, args.targets, st,
                               args.summary_dir)
     if failures:

@@ -1,20 +1,32 @@
-"""Model registry: arch name -> builder(layers, width_factor, num_classes, in_channels).
+"""Model registry: arch name -> ArchSpec (builder, depth rule, default depth).
 
-Each arch module owns its depth rule (`valid`) and the human-readable list of valid depths
-(`VALID_LAYERS`), so adding an arch is one module plus one line here.
+Each arch module owns its builder, its depth rule (`valid`) and the human-readable list of valid
+depths (`VALID_LAYERS`), so adding an arch is one module plus one line in ARCHS; --arch, --layers'
+default and the messages naming valid choices all read ARCHS.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
 
 import torch.nn as nn
 
 from models import resnet, wideresnet
 from utils.errors import UsageError
 
-_ARCHS = {"resnet": resnet, "wideresnet": wideresnet}
-MODELS = {name: mod.build for name, mod in _ARCHS.items()}
-VALID_LAYERS = {name: mod.VALID_LAYERS for name, mod in _ARCHS.items()}
+
+@dataclass(frozen=True)
+class ArchSpec:
+    build: Callable[[int, int, int, int], nn.Module]  # (layers, width_factor, num_classes, in_channels)
+    valid: Callable[[int], bool]                      # is `layers` a depth this arch builds
+    valid_layers: Union[tuple, str]                   # those depths, for messages and --help
+    default_layers: int                               # --layers when not given
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "resnet": ArchSpec(resnet.build, resnet.valid, resnet.VALID_LAYERS, default_layers=20),
+    "wideresnet": ArchSpec(wideresnet.build, wideresnet.valid, wideresnet.VALID_LAYERS, default_layers=28),
+}
 
 
 def _describe(valid) -> str:
@@ -23,17 +35,17 @@ def _describe(valid) -> str:
 
 def check_arch(arch: str, layers: int, width_factor: Optional[int] = None) -> None:
     """Raise a one-line UsageError naming the valid choices; width_factor is checked when given."""
-    if arch not in _ARCHS:
-        raise UsageError(f"unknown arch '{arch}'; valid: {', '.join(_ARCHS)}")
-    if not _ARCHS[arch].valid(layers):
-        raise UsageError(f"--layers {layers} is not a valid {arch} depth; valid: {_describe(VALID_LAYERS[arch])}")
+    if arch not in ARCHS:
+        raise UsageError(f"unknown arch '{arch}'; valid: {', '.join(ARCHS)}")
+    if not ARCHS[arch].valid(layers):
+        raise UsageError(f"--layers {layers} is not a valid {arch} depth; valid: {_describe(ARCHS[arch].valid_layers)}")
     if width_factor is not None and width_factor < 1:
         raise UsageError(f"--width-factor must be a positive integer, got {width_factor}")
 
 
 def build_model(arch: str, layers: int, width_factor: int, num_classes: int, in_channels: int) -> nn.Module:
     check_arch(arch, layers, width_factor)
-    return MODELS[arch](layers, width_factor, num_classes, in_channels)
+    return ARCHS[arch].build(layers, width_factor, num_classes, in_channels)
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,4 +1,4 @@
-"""The prunable set, the global magnitude threshold and sparsity measurement (REFERENCE.md section 6).
+"""The prunable set, the global magnitude threshold and sparsity measurement (docs/pruning.md).
 
 Prunable: every Conv2d weight, the first conv and the 1x1 projection shortcuts included. BatchNorm
 and the final Linear stay dense, as in the DPF re-implementations. Sparsity is global over that set.

@@ -18,6 +18,7 @@ class MethodSpec:
     uses_freeze: bool       # a freeze epoch fixes the mask (and masks the gradient) from then on
     revision: int           # bumped when the method's meaning changes (recorded in config.json)
     description: str
+    extra: bool = False     # not in train.py's default --methods (the study compares dense, static, dpf)
 
     @property
     def uses_target(self) -> bool:
@@ -32,7 +33,7 @@ PRUNING_METHODS: dict[str, MethodSpec] = {
     "dpf": MethodSpec(one_shot=False, regrow=True, straight_through=True, uses_freeze=True, revision=1,
                       description="Dynamic Pruning with Feedback (Lin et al., ICLR 2020)"),
     "gmp": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
-                      description="gradual magnitude pruning (Zhu & Gupta 2017); the mask only shrinks"),
+                      description="gradual magnitude pruning (Zhu & Gupta 2017); the mask only shrinks", extra=True),
 }
 
 

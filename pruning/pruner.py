@@ -181,12 +181,6 @@ class Pruner:
             state[name].masked_fill_(~m, 0.0)  # not * m: that leaves -0.0 for negative weights
         return state
 
-    def summary(self) -> dict:
-        """Method settings and the sparsity measured on the model's weights now."""
-        return {"prune_method": self.method, "target_sparsity": self.s_f, "prune_freq": self.freq,
-                "target_epoch": self.target_epoch, "freeze_epoch": self.freeze_epoch,
-                **measure_sparsity(self.model)}
-
 
 def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch: int, target_epoch: int,
                  freeze_epoch: int | None = None, prune_freq: int = 16) -> Pruner:

@@ -1,4 +1,4 @@
-"""The gradual sparsity schedule of Zhu & Gupta (2017), as used by DPF (REFERENCE.md section 6)."""
+"""The gradual sparsity schedule of Zhu & Gupta (2017), as used by DPF (docs/pruning.md)."""
 from __future__ import annotations
 
 

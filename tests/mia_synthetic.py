@@ -13,7 +13,7 @@ import numpy as np
 
 from configs import paths
 from mia.artifacts import ModelStack, Signals
-from mia.membership import keep_matrix
+from training.membership import keep_matrix
 from utils.io import save_json, save_npy, save_text
 
 

@@ -154,7 +154,7 @@ def test_lira_reaches_the_closed_form_auc_with_exact_shadows():
 @pytest.mark.parametrize("fixed_below", [64, 100])
 def test_lira_nears_the_closed_form_auc_with_sampled_shadows(fixed_below):
     """Same model, 80 shadows drawn from it: estimating the Gaussians costs at most 0.02 AUC."""
-    from mia.membership import keep_matrix
+    from training.membership import keep_matrix
 
     rng = np.random.default_rng(1)
     m, n, d, s = 81, 10_000, 1.0, 1.0
@@ -178,7 +178,7 @@ def test_phi_is_finite_where_p_y_rounds_to_one():
 
 
 def test_balanced_shadows_equal_counts_and_membership_blind_use():
-    from mia.membership import keep_matrix
+    from training.membership import keep_matrix
 
     keep = keep_matrix(9, 20_000, 0)
     target, shadows = keep[0], keep[1:]

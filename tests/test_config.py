@@ -4,6 +4,10 @@ import pytest
 
 from configs.config import ExperimentConfig, add_config_args, config_from_args
 from configs import paths
+from data import DATASETS
+from pruning import PRUNING_METHODS
+
+FROZEN = ", ".join(m for m, spec in PRUNING_METHODS.items() if spec.uses_freeze)  # dpf: the methods with a freeze
 from utils.errors import UsageError
 
 
@@ -50,7 +54,7 @@ def test_json_round_trip():
 @pytest.mark.parametrize("argv, needle", [
     (["--arch", "vgg"], "unknown arch 'vgg'"),
     (["--layers", "21"], "21"),
-    (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, cifar100, digits, npz"),
+    (["--dataset", "mnist"], f"unknown dataset 'mnist'; valid: {', '.join(DATASETS)}"),
     (["--epochs", "0"], "--epochs must be positive"),
     (["--lr", "-0.1"], "--lr must be positive"),
     (["--dataset", "npz"], "--data-path"),
@@ -64,9 +68,9 @@ def test_json_round_trip():
     (["--prune", "--prune-method", "static", "--sparsity", "0.9", "--target-epoch", "5"],
      "--target-epoch does not apply to --prune-method static (pruned once at initialisation); use --prune-method gmp"),
     (["--prune", "--prune-method", "static", "--sparsity", "0.9", "--freeze-epoch", "5"],
-     "--freeze-epoch applies to --prune-method dpf only, not static"),
+     f"--freeze-epoch applies to --prune-method {FROZEN} only, not static"),
     (["--prune", "--prune-method", "gmp", "--sparsity", "0.9", "--freeze-epoch", "5"],
-     "--freeze-epoch applies to --prune-method dpf only, not gmp"),
+     f"--freeze-epoch applies to --prune-method {FROZEN} only, not gmp"),
     (["--num-shadows", "-1"], "--num-shadows"),
     (["--num-shadows", "3", "--model-index", "4"], "--model-index must be in 0..3"),
 ])

@@ -26,11 +26,17 @@ def test_dense_run_writes_a_self_describing_directory(tiny_cfg):
               paths.SENSITIVITY, paths.COMPLETE, paths.KEEP_MATRIX, paths.LABELS):
         assert (exp / f).exists(), f
     s = json.loads((exp / paths.SUMMARY).read_text())
-    for k in ("name", "method", "sparsity", "dataset", "arch", "layers", "num_params", "train_acc", "test_acc",
-              "train_loss", "test_loss", "best_epoch", "epochs", "wall_time_s", "images_per_s", "device",
-              "torch_version", "history"):
+    for k in ("model_index", "num_params", "train_acc", "test_acc", "train_loss", "test_loss", "best_epoch",
+              "wall_time_s", "images_per_s", "device", "torch_version", "measured_sparsity", "history"):
         assert k in s, k
-    assert len(s["history"]) == 2 and s["method"] == "dense" and s["sparsity"] == 0.0
+    # measurements only: the recipe is config.json's, and one reader joins them (mia/artifacts.model_record)
+    assert not {"name", "method", "sparsity", "dataset", "arch", "layers", "epochs"} & set(s)
+    assert len(s["history"]) == 2 and s["measured_sparsity"] == 0.0
+    from mia.artifacts import read_model_record
+
+    record = read_model_record(exp, exp)
+    assert (record["experiment"], record["method"], record["sparsity"], record["arch"]) == ("dense", "dense", 0.0, "resnet-20")
+    assert record["test_acc"] == s["test_acc"] and record["measured_sparsity"] == 0.0
     assert ExperimentConfig.from_dict(json.loads((exp / paths.CONFIG).read_text())).recipe() == cfg.recipe()
     logits = np.load(exp / paths.LOGITS)
     assert logits.shape == (1297, 2, 10) and logits.dtype == np.float32 and np.isfinite(logits).all()
@@ -48,7 +54,7 @@ def test_checkpoint_rebuilds_the_model_alone(tiny_cfg):
     model, c2 = load_model(exp / paths.BEST_MODEL)
     assert c2.recipe() == cfg.recipe()
     from data import DeviceData, load_dataset
-    from mia.signals import compute_logits
+    from training.signals import compute_logits
 
     ds = load_dataset(cfg)
     pool = DeviceData.build(ds.x_train, ds.y_train, ds, "cpu")
@@ -147,7 +153,7 @@ def test_static_is_at_its_target_sparsity_in_every_epoch_and_keeps_one_mask(tiny
     assert [h["refreshes"] for h in summary["history"]] == [1, 0, 0, 0]
     assert all(h["mask_frozen"] and h["reactivations"] == 0 for h in summary["history"])
     assert all(torch.equal(best["masks"][k], last["masks"][k]) for k in last["masks"])
-    assert _pruned_count(summary["sparsity"], summary) == target and summary["target_epoch"] == 0
+    assert _pruned_count(summary["measured_sparsity"], summary) == target
 
 
 def test_gmp_ramps_from_dense_to_its_target(tiny_cfg):
@@ -197,3 +203,23 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
         load_model(bad)
     msg = str(e.value)  # torch's own text would advise weights_only=False: arbitrary code from the file
     assert "not a valid checkpoint" in msg and "weights_only" not in msg and "\n" not in msg
+
+
+def test_stale_signals_are_recomputed_by_the_training_side_command(tiny_cfg, capsys):
+    """mia/ only reads signals and names `python -m training.signals DIR` when they are missing;
+    that command rebuilds exactly what training wrote, and leaves fresh ones alone."""
+    from mia.artifacts import load_experiment
+    from training import signals
+
+    cfg = tiny_cfg.resolved()
+    run(cfg)
+    exp = experiment_dir(cfg)
+    before = np.load(exp / paths.LOGITS)
+    (exp / paths.LOGITS).unlink()
+    with pytest.raises(UsageError, match="logits.npy missing; recompute the signals with: python -m training.signals"):
+        load_experiment(exp)
+    signals.main([str(cfg.runs_dir)])
+    assert f"recomputed the signals of {exp}" in capsys.readouterr().out
+    np.testing.assert_allclose(np.load(exp / paths.LOGITS), before, rtol=1e-5, atol=1e-5)  # memory format differs
+    signals.main([str(exp)])
+    assert "recomputed" not in capsys.readouterr().out

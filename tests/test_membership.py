@@ -1,6 +1,6 @@
 import numpy as np
 
-from mia.membership import keep_matrix
+from training.membership import keep_matrix
 
 
 def test_every_example_in_exactly_half_the_models():

@@ -155,7 +155,8 @@ def test_loader_refuses_inconsistent_files(tmp_path):
         load_experiment(exp)
     save_npy(s["keep"][2], paths.model_dir(exp, 2) / paths.KEEP)
     (paths.model_dir(exp, 5) / paths.LOGITS).unlink()
-    with pytest.raises(UsageError, match=r"^missing logits.npy in .*shadows/5$"):
+    with pytest.raises(UsageError, match=r"shadows/5: logits.npy missing; recompute the signals with: "
+                                         r"python -m training.signals .*dense/synthetic$"):
         load_experiment(exp)
     save_npy(s["logits"][5], paths.model_dir(exp, 5) / paths.LOGITS)
     save_npy(np.zeros((300, 3), np.float32), paths.model_dir(exp, 1) / paths.SENSITIVITY)

@@ -3,15 +3,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import MODELS, VALID_LAYERS, build_model, count_params
+from models import ARCHS, build_model, count_params
 from utils.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny convolutions run faster on one thread
 
 
-# (arch, layers, width_factor, published count at 10 classes, REFERENCE.md section 7 figure).
+# (arch, layers, width_factor, published count at 10 classes, docs/protocol.md "Reference figures").
 # ResNets use 1x1-conv projection shortcuts (option B): ResNet-20 is 272,474 rather than option A's
-# 269,722, still within 1% of the 0.27M in the reference.
+# 269,722, still within 1% of the 0.27M quoted there.
 PUBLISHED = [
     ("resnet", 20, 1, 0.272e6, 0.27e6),
     ("resnet", 56, 1, 0.855e6, 0.86e6),
@@ -76,15 +76,25 @@ def test_convs_have_no_bias_and_init(arch, layers, width):
 
 
 def test_every_listed_resnet_depth_builds():
-    for layers in VALID_LAYERS["resnet"]:
+    for layers in ARCHS["resnet"].valid_layers:
         assert count_params(build_model("resnet", layers, 1, 10, 3)) > 0
 
 
 def test_unknown_arch_lists_valid_names():
-    with pytest.raises(UsageError, match="unknown arch 'vgg'; valid: resnet, wideresnet") as e:
+    with pytest.raises(UsageError, match=f"unknown arch 'vgg'; valid: {', '.join(ARCHS)}$") as e:
         build_model("vgg", 16, 1, 10, 3)
     assert "\n" not in str(e.value)
-    assert set(MODELS) == {"resnet", "wideresnet"}
+    assert {"resnet", "wideresnet"} <= set(ARCHS)  # the study's two; more may be registered
+
+
+def test_every_arch_builds_at_its_default_depth_for_every_input_the_pipeline_feeds():
+    """The contract of a registry entry (README "Extending"): a valid default depth, and logits for
+    8x8 grayscale (digits) as well as 32x32 colour (CIFAR) images."""
+    for name, spec in ARCHS.items():
+        assert spec.valid(spec.default_layers), name
+        for channels, size in ((1, 8), (3, 32)):
+            model = build_model(name, spec.default_layers, 1, 10, channels).eval()
+            assert model(torch.zeros(2, channels, size, size)).shape == (2, 10), (name, size)
 
 
 @pytest.mark.parametrize("arch, layers, valid", [

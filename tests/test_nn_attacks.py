@@ -12,7 +12,7 @@ import torch.nn as nn
 from mia import nn_attacks
 from mia.attacks import ATTACKS, AttackInput, AttackSettings
 from mia.evaluate import attack_input, shadow_rows
-from mia.membership import keep_matrix
+from training.membership import keep_matrix
 from mia.metrics import compute_metrics
 from tests.mia_synthetic import in_memory, synthetic_signals
 

@@ -1,4 +1,4 @@
-"""Signals (mia/signals.py): the query views, SAMIA's sensitivity against its closed form, eval-mode
+"""Signals (training/signals.py): the query views, SAMIA's sensitivity against its closed form, eval-mode
 invariance of BatchNorm statistics and determinism."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch.nn as nn
 
 from data import DeviceData
 from data.datasets import from_arrays
-from mia import signals
-from mia.signals import compute_logits, compute_sensitivity, query_list
+from training import signals
+from training.signals import compute_logits, compute_sensitivity, query_list
 from models import build_model
 
 

@@ -27,7 +27,8 @@ def test_dry_run_lists_exactly_the_planned_runs(tmp_path):
     planned = [l for l in r.stdout.splitlines() if l.strip().startswith("would train")]
     args = train.parse(["--preset", "quick"])
     n_models = args.num_shadows + 1
-    assert len(planned) == 5 * n_models  # dense + 2 methods x 2 sparsities
+    pruned = [m for m in args.methods if m != "dense"]  # the default methods: dense, static, dpf
+    assert len(planned) == (1 + len(pruned) * len(args.sparsities)) * n_models  # dense once, the others at each
     assert sum("dense model" in l for l in planned) == n_models
     assert sum("dpf_0.9 model" in l for l in planned) == n_models
     assert not tmp_path.joinpath("dense").exists()  # nothing written

@@ -16,8 +16,11 @@ import numpy as np
 from configs import paths
 from configs.config import ExperimentConfig
 from data import ArrayDataset, load_dataset
-from mia.membership import keep_matrix
 from pruning.methods import former_meaning
+from training.membership import keep_matrix
+from training.signals import write_signals
+from training.trainer import train_model
+from utils.device import resolve_device
 from utils.errors import UsageError
 from utils.io import load_json, load_npy, save_json, save_npy, save_text
 
@@ -80,9 +83,6 @@ def is_complete(model_dir: Path) -> bool:
 
 def run_model(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, index: int) -> dict:
     """Train model `index` on pool[keep[index]], then write its signals and the COMPLETE marker."""
-    from mia.signals import write_signals
-    from training.trainer import resolve_device, train_model
-
     out = paths.model_dir(exp, index)
     (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
     mcfg = _with_index(cfg, index)

@@ -70,7 +70,7 @@ def _train(task):
     if torch.cuda.is_available() and task.cfg.device in ("auto", "cuda"):
         task = dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, device="cuda"))
     summary = run_task(task)
-    return {k: summary[k] for k in ("name", "model_index", "test_acc", "train_acc", "wall_time_s")}
+    return {k: summary[k] for k in ("model_index", "test_acc", "train_acc", "wall_time_s")}
 
 
 def run_ray(tasks, options) -> list[str]:

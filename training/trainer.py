@@ -21,19 +21,9 @@ from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
 from pruning import measure_sparsity
+from utils.device import resolve_device
 from utils.errors import UsageError
 from utils.io import save_json, save_torch
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} requested but CUDA is not available here; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown --device '{name}'; valid: auto, cpu, cuda, cuda:N") from None
 
 
 def model_seed(seed: int, index: int) -> int:
@@ -189,19 +179,18 @@ def train_model(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, out_d
     train_loss, train_acc = evaluate(model, tr.train, cfg, tr.device)  # members, no augmentation
     test_loss, test_acc = evaluate(model, tr.test, cfg, tr.device)
     val_loss, val_acc = evaluate(model, tr.val, cfg, tr.device)
+    # Measurements only: the recipe is the config.json beside it (mia/artifacts.model_record joins them).
+    sparsity = measure_sparsity(model)  # on the saved weights
     summary = {
-        "name": cfg.name, "method": cfg.method, "sparsity": 0.0, "target_sparsity": cfg.sparsity,
-        "dataset": cfg.dataset, "arch": cfg.arch, "layers": cfg.layers, "width_factor": cfg.width_factor,
         "model_index": index, "num_train": int(keep.sum()), "num_params": count_params(model),
         "train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss,
-        "val_acc": val_acc, "val_loss": val_loss, "best_epoch": res["best"]["epoch"], "epochs": cfg.epochs,
+        "val_acc": val_acc, "val_loss": val_loss, "best_epoch": res["best"]["epoch"],
         "wall_time_s": res["wall_time_s"], "images_per_s": res["images_per_s"], "device": str(tr.device),
         "device_name": torch.cuda.get_device_name(tr.device) if tr.device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch_version": torch.__version__, "history": res["history"],
+        "torch_version": torch.__version__,
+        "measured_sparsity": sparsity.pop("sparsity"), **sparsity,  # over the prunable set, then all params, per layer
+        "history": res["history"],
     }
-    if tr.pruner:
-        summary.update(tr.pruner.summary())  # method settings
-    summary.update(measure_sparsity(model))  # measured on the saved weights (overrides the pruner's live view)
     save_json(summary, out_dir / paths.SUMMARY)
     return summary, model.eval()
 

@@ -23,11 +23,11 @@ class WandbLogger:
                               dir=args.results_dir, reinit=True)
 
     def log_training(self, rows: list[dict]) -> None:
-        """Per-epoch history of every model, then one table of final metrics."""
+        """Per-epoch history of every model, then one table of final metrics (rows: mia/artifacts.model_record)."""
         for r in rows:
             for h in r.get("history", []):
-                self.wandb.log({f"{r['name']}/model_{r['model_index']}/{k}": v for k, v in h.items()})
-        cols = ["name", "method", "sparsity", "model_index", "train_acc", "test_acc", "wall_time_s"]
+                self.wandb.log({f"{r['experiment']}/model_{r['model_index']}/{k}": v for k, v in h.items()})
+        cols = ["experiment", "method", "sparsity", "model_index", "train_acc", "test_acc", "wall_time_s"]
         self.run.log({"training": self.wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
 
     def log_attacks(self, df) -> None:

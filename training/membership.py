@@ -1,4 +1,4 @@
-"""The membership protocol (REFERENCE.md section 2): which pool examples each model trains on.
+"""The membership protocol (docs/protocol.md, "Membership"): which pool examples each model trains on.
 
 keep[i, j] is True when model i trained on pool example j. Balanced assignment (Carlini et al.):
 uniform noise U [M, N], order = U.argsort(axis=0), keep = order < M // 2, so every example is a

@@ -14,15 +14,20 @@ Attacks read only these arrays, the labels and the keep matrix; they never reloa
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from configs import paths
-from data import ArrayDataset, DeviceData
-from utils.errors import UsageError
+from data import ArrayDataset, DeviceData, load_dataset
+from mia.artifacts import finished_model_dirs, stale_signals
+from training.trainer import load_model, model_seed
+from utils.device import resolve_device
+from utils.errors import UsageError, cli_main
 from utils.io import save_npy
 
 _SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]
@@ -118,8 +123,6 @@ def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, e
 
 def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: int = 0) -> None:
     """Compute and atomically write logits.npy and sensitivity.npy for the whole pool."""
-    from training.trainer import model_seed
-
     pool = DeviceData.build(ds.x_train, ds.y_train, ds, device)
     logits = compute_logits(model, pool, cfg.mia_queries, ds.num_classes)  # fp32 whatever cfg.amp says
     sens = compute_sensitivity(model, pool, ds.num_classes, cfg.sens_draws, cfg.sens_eps, model_seed(cfg.mia_seed, 10_000 + index))
@@ -127,41 +130,39 @@ def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: in
     save_npy(sens, Path(out_dir) / paths.SENSITIVITY)
 
 
-def signals_stale(model_dir: Path, cfg) -> str | None:
-    """Why the saved signals cannot be used (missing, older than the model, wrong shape), or None."""
-    model_dir = Path(model_dir)
-    ck = model_dir / paths.BEST_MODEL
-    for name in (paths.LOGITS, paths.SENSITIVITY):
-        f = model_dir / name
-        if not f.exists():
-            return f"{name} missing"
-        if ck.exists() and f.stat().st_mtime < ck.stat().st_mtime:
-            return f"{name} older than {paths.BEST_MODEL}"
-    try:
-        shape = np.load(model_dir / paths.LOGITS, mmap_mode="r").shape
-    except Exception:
-        return f"{paths.LOGITS} unreadable"
-    if shape[1] != cfg.mia_queries:
-        return f"{paths.LOGITS} has {shape[1]} queries, config asks for {cfg.mia_queries}"
-    return None
-
-
 def ensure_signals(model_dir: str | Path, device: str = "auto") -> bool:
     """Recompute a model's signals from its best checkpoint if missing or stale. True if recomputed."""
-    from data import load_dataset
-    from training.trainer import load_model, resolve_device
-
     model_dir = Path(model_dir)
     if not (model_dir / paths.BEST_MODEL).exists():
         raise UsageError(f"no {paths.BEST_MODEL} in {model_dir}: cannot compute its signals")
     dev = resolve_device(device)
     model, cfg = load_model(model_dir / paths.BEST_MODEL, dev)
-    if signals_stale(model_dir, cfg) is None:
+    if stale_signals(model_dir, cfg.mia_queries, need_sensitivity=True) is None:
         return False
-    ds = load_dataset(cfg)
-    write_signals(model, cfg, ds, model_dir, dev, index=model_seed_index(model_dir))
+    write_signals(model, cfg, load_dataset(cfg), model_dir, dev, index=model_seed_index(model_dir))
     return True
 
 
 def model_seed_index(model_dir: Path) -> int:
     return int(model_dir.name) if model_dir.parent.name == paths.SHADOWS else 0
+
+
+@cli_main
+def main(argv=None) -> None:
+    """python -m training.signals RUNS_OR_EXPERIMENT_DIR: recompute the missing or stale signals of every
+    finished model below it (the mia/ scripts only read them and name this command when they are stale)."""
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("path", help="a runs directory or one experiment directory")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    exps = paths.find_experiments(args.path)
+    if not exps:
+        raise UsageError(f"no experiment below {args.path} (no {paths.KEEP_MATRIX})")
+    for exp in exps:
+        for d in finished_model_dirs(exp):
+            if ensure_signals(d, args.device):
+                print(f"recomputed the signals of {d}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
