@@ -74,10 +74,15 @@ def stale_signals(model_dir: Path, num_queries: int | None, need_sensitivity: bo
     return None
 
 
+def finished_indices(exp: Path, num_models: int) -> list[int]:
+    """Indices of the models of an experiment that have their COMPLETE marker, ascending."""
+    return [i for i in range(num_models) if (paths.model_dir(exp, i) / paths.COMPLETE).exists()]
+
+
 def finished_model_dirs(exp: Path) -> list[Path]:
-    """Directories of the models of an experiment that have their COMPLETE marker, by model index."""
+    """Directories of the finished models of an experiment, by model index."""
     n = len(load_npy(Path(exp) / paths.KEEP_MATRIX, mmap=True))
-    return [d for d in (paths.model_dir(exp, i) for i in range(n)) if (d / paths.COMPLETE).exists()]
+    return [paths.model_dir(exp, i) for i in finished_indices(exp, n)]
 
 
 def arch_label(config: dict) -> str | None:
@@ -131,7 +136,7 @@ def load_experiment(exp_dir: str | Path) -> Signals:
     config = load_json(exp / paths.CONFIG)
     keep_all, labels = _load_keep_and_labels(exp)
     n = len(labels)
-    indices = [i for i in range(len(keep_all)) if (paths.model_dir(exp, i) / paths.COMPLETE).exists()]
+    indices = finished_indices(exp, len(keep_all))
     if not indices:
         raise UsageError(f"{exp}: no finished model (no {paths.COMPLETE} marker); train it first")
     logits, sens, summaries = [], [], {}
