@@ -238,3 +238,31 @@ def load_config(path: str | Path) -> ExperimentConfig:
     from utils.io import load_json
 
     return ExperimentConfig.from_dict(load_json(path))
+
+
+# Fields resolved() derives from others: a command repeats them only where they differ from what it would derive.
+DERIVED_FIELDS = ("name", "layers", "milestones", "target_epoch", "freeze_epoch")
+# Fields of one invocation, not of the configuration.
+_NOT_IN_COMMAND = ("model_index", "skip_existing", "verbose")
+
+
+def command_line(cfg: ExperimentConfig, script: str = "run_experiment.py") -> str:
+    """The command that trains this configuration again (its recorded config.json suffices): every
+    field that differs from its default, derived fields only where they differ from their derivation."""
+    import shlex
+
+    derived = dataclasses.replace(cfg, **{k: None for k in DERIVED_FIELDS}).resolved()
+    out = [f"python {script}"]
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if f.name in _NOT_IN_COMMAND or v == default or (f.name in DERIVED_FIELDS and v == getattr(derived, f.name)):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag if v else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(v, list):
+            out.append(" ".join([flag, *(shlex.quote(str(x)) for x in v)]))
+        else:
+            out.append(f"{flag} {shlex.quote(str(v))}")
+    return " ".join(out)

@@ -6,6 +6,11 @@ runs/<method>/sparsity_<s>/<dataset>/          experiment directory (dense: runs
                                                  model 0 (the default target) lives at the root
     shadows/<i>/...                              model i >= 1, same files
 results/mia/<suite>/                             attack results (JSON per experiment + CSV)
+    scores/<experiment>_<dataset>/labels.npy     int64 [pool]
+    scores/<experiment>_<dataset>/target_<t>/members.npy, <attack>.npy
+                                                 bool [pool] membership and float64 [pool] scores of target t
+results/attack_intervals.csv  paired_comparisons.csv  per_class_auc.csv  report.md  plots/
+                                                 the study report (mia/compare.py, mia/report.py)
 """
 from __future__ import annotations
 
@@ -23,6 +28,14 @@ COMPLETE = "COMPLETE"            # written last: the model directory is finished
 KEEP_MATRIX = "keep_matrix.npy"  # bool [num_models, pool], experiment directory only
 LABELS = "labels.npy"            # int64 [pool], experiment directory only
 SHADOWS = "shadows"
+# Study-level results (the report and its tables), at the results root.
+COMPREHENSIVE = "comprehensive_mia_results"  # stem of the wide and long attack tables (.csv, _long.csv)
+TRAINING_RESULTS = "training_results.csv"
+INTERVALS = "attack_intervals.csv"
+PAIRED = "paired_comparisons.csv"
+PER_CLASS = "per_class_auc.csv"
+REPORT = "report.md"
+PLOTS = "plots"
 
 
 def sparsity_tag(sparsity: float) -> str:
@@ -59,3 +72,18 @@ def find_experiments(runs_dir: str | Path) -> list[Path]:
     """Every experiment directory under runs_dir (those holding keep_matrix.npy), sorted."""
     runs_dir = Path(runs_dir)
     return sorted(p.parent for p in runs_dir.rglob(KEEP_MATRIX) if SHADOWS not in p.parent.parts)
+
+
+def scores_dir(suite_dir: str | Path, experiment_id: str) -> Path:
+    """Saved per-example attack scores of one experiment (one evaluation suite's results directory)."""
+    return Path(suite_dir) / "scores" / experiment_id
+
+
+def score_file(scores: str | Path, target: int, attack: str) -> Path:
+    """float64 [pool]: `attack`'s score of every pool example against model `target` (higher = member)."""
+    return Path(scores) / f"target_{target}" / f"{attack}.npy"
+
+
+def members_file(scores: str | Path, target: int) -> Path:
+    """bool [pool]: which pool examples model `target` trained on (the labels its scores are judged by)."""
+    return Path(scores) / f"target_{target}" / "members.npy"

@@ -23,7 +23,7 @@ def mia_parser(description: str, default_attacks: list[str], results_help: str, 
     p.add_argument("--results-dir", default="./results", help=results_help)
     p.add_argument("--attacks", nargs="+", default=default_attacks,
                    help=f"attacks to run (default: {' '.join(default_attacks)}); any of: {' '.join(ATTACKS)}")
-    p.add_argument("--targets", default="0", help="target model index, or 'all' (leave-one-out: mean and std over targets)")
+    p.add_argument("--targets", default="0", help="target model(s): an index, a comma-separated list (0,1,2) or 'all' (leave-one-out; several: mean and std over targets)")
     p.add_argument("--device", default="auto", help="device for attack models: auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random choices (shadow selection, attack models)")
     if summary_dir:
@@ -51,8 +51,8 @@ def suite_main(suite: str, argv=None, description: str = "") -> None:
     parser = mia_parser(description, suite_attacks(suite), f"results root (this suite writes to <results-dir>/mia/{suite}/)")
     args, st = parse(parser, argv)
     exps = find_experiment_dirs(args.runs_dir)
-    results, failures = evaluate_all(exps, args.attacks, args.targets, st)
     out = paths.mia_results_dir(args.results_dir, suite)
+    results, failures = evaluate_all(exps, args.attacks, args.targets, st, suite_dir=out)
     df = write_results(results, out, f"{suite}_mia_results")
     print_table(df, args.attacks)
     print(f"\n{len(results)} experiment(s) written to {out}")

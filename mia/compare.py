@@ -1,361 +1,298 @@
-"""Paired comparisons of two configurations of the study (e.g. dense vs dpf 0.9): the difference of each
-attack metric, A minus B, with a paired bootstrap confidence interval.
+#!/usr/bin/env python
+"""Which configuration leaks more, with confidence: paired comparisons of a study's configurations,
+each configuration's own intervals and its per-class leakage, from the scores the evaluation saved
+(docs/attacks.md, "Paired comparisons"); then the report (mia/report.py).
 
-Why paired: model i of every configuration trained on the same pool subset (one keep matrix per study,
-README "paired comparisons"), so for a target index both configurations' attack scores are over the
-same pool examples with the same membership labels. Resampling the SAME examples for A and B cancels
-the variation the two share (which examples are easy to attack) and gives far narrower intervals
-than two independent intervals would.
+  python mia/compare.py --results-dir ./results [--pairs dpf_0.9:static_0.9 ...] [--n-boot 1000] [--seed 0]
 
-API
-- `paired_bootstrap(scores_a, scores_b, members, metrics=METRICS, n_boot=1000, seed=0, level=0.95)`
-  -> {metric: summary}. scores_a, scores_b, members: one array [N] per target (lists of equal length;
-  a bare array means one target). A summary is a dict:
-  difference (mean over targets of A - B on the full data), ci_low, ci_high (percentile interval at
-  `level`), excludes_zero, a, b (mean over targets of each configuration's metric), level, n_boot,
-  num_targets, replicates (float64 [n_boot], the bootstrap differences, for plots or other intervals).
-  Results are plain floats/bools except `replicates`; drop it before writing JSON.
-- `compare_attacks(scores_a, scores_b, members, ...)`: the same for several attacks at once,
-  {attack: [per-target scores]} -> {attack: {metric: summary}}. Every attack is evaluated on the same
-  resamples (drawn once, shared), which is also what makes 12 attacks cost little more than one.
-- `accuracy_difference(acc_a, acc_b, ...)`: test accuracy is not a statistic over pool examples: mean
-  over targets of A - B with a bootstrap-over-targets interval (None with a single target).
-- `per_class_auc(scores, is_member, labels, num_classes)` -> [C] (NaN where a class lacks members or
-  non-members) and `auc_spread(per_class)` -> min, max, std, range over the classes.
-- Building blocks: `weighted_metrics(scores, is_member, weights)` (metrics of many resamples at once)
-  and `resample_weights(is_member, n_boot, seed, target)` (the resamples paired_bootstrap uses).
-
-The bootstrap (two levels)
-- Examples, stratified: a resample of one target draws n_in members with replacement among its
-  members and n_out non-members among its non-members, so every resample keeps both classes and the
-  same class counts (every metric stays defined; the TPR floor 1/n_out is unchanged). The same
-  draws are applied to A's and B's scores; the metric difference is computed on each resample.
-- Targets (leave-one-out, T > 1): replicate b draws T targets with replacement and averages, over the
-  drawn targets, the difference on an example resample of each. One target is the special case where
-  the target draw is trivial. For speed every target gets n_boot example resamples (copies); slot j of
-  replicate b takes copy (b + j) mod n_boot of its target, so a target drawn twice in one replicate
-  gets two independent example resamples (as a two-stage bootstrap requires) as long as T <= n_boot.
-  Copies are reused across replicates: this correlates replicates a little (Monte Carlo noise), it
-  does not bias them.
-- Interval: percentile (np.quantile, linear interpolation) of the n_boot replicate differences.
-- Deterministic given `seed` and independent of the chunk size: each (target, class) draws from its
-  own stream default_rng([seed, _PURPOSE, 1, target, class]); targets from [seed, _PURPOSE, 0].
-  The same seed for another pair of configurations reuses the same resamples (common random numbers).
-
-Metrics match mia/metrics.py's compute_metrics exactly (tested): `auc` (sklearn's trapezoidal AUC =
-Mann-Whitney U with ties counted 1/2), `advantage` = max(TPR - FPR), `tpr_at_<level>` = the largest
-TPR over the step ROC's points with FPR <= level (FPR = #FP / n_out in float64, as sklearn divides).
-Non-finite scores are mapped as compute_metrics maps them.
-
-Cost: one sort per (attack, configuration, target), then a few O(N) passes per resample, resamples in
-chunks of CHUNK_ELEMS resample x example entries (memory bounded, ~90 MB peak). 1,000 resamples of a
-50,000-example pool, 12 attacks, one pair, one target: 12.6 s on 2 loaded AMD EPYC cores, x73 faster
-than compute_metrics per resample (benchmarks/compare_speed.py). T targets cost T times as much.
+Reads <results-dir>/mia/unified/<experiment>_<dataset>.json and the scores/ beside them (written by
+mia/unified_mia_evaluation.py, which train.py runs, and which also runs this step). Writes into
+--results-dir:
+  attack_intervals.csv    experiment, method, sparsity, dataset, attack, metric, value, ci_low, ci_high,
+                          level, n_boot, num_targets, below_floor
+  paired_comparisons.csv  pair, a, b, dataset, attack, metric, a_value, b_value, difference, ci_low, ci_high,
+                          excludes_zero, level, n_boot, num_targets (attack empty for test_acc)
+  per_class_auc.csv       experiment, method, sparsity, dataset, attack, num_targets, auc_min, auc_max,
+                          auc_std, auc_range, auc_class_0 ... auc_class_<C-1> (mean over targets)
+  report.md, plots/
+Default pairs, within each dataset: every pruned configuration against dense, and dpf against static at
+each sparsity. Differences are A - B (the first named minus the second): positive = A leaks more.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+import argparse
+import shlex
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from mia.metrics import FPR_LEVELS, MIN_NONMEMBERS, _finite
+from configs import paths
+from mia import bootstrap as bs
+from mia.evaluate import experiment_id
+from mia.metrics import FPR_LEVELS
+from utils.errors import UsageError, cli_main
+from utils.io import load_json, load_npy, save_text
 
-METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
-KNOWN_METRICS = ("auc", "advantage", *FPR_LEVELS)
-_PURPOSE = 0x9A1C  # separates these streams from every other use of the study seed (keep matrix, attacks)
-CHUNK_ELEMS = 4_000_000  # resamples x examples per chunk (80 x 50,000): ~90 MB peak, any pool size
-
-
-# -- metrics of many weighted samples at once -----------------------------------------------------------
-
-class SortedPool(NamedTuple):
-    """One score vector, each class sorted once (descending), with where every non-member falls among
-    the members: all of a resample's metrics are then cumulative counts read at fixed positions.
-    Members and non-members are numbered within their class, in pool order (class-local)."""
-    member: np.ndarray  # bool [N]
-    order_in: np.ndarray  # int64 [n_in]: members, highest score first
-    order_out: np.ndarray  # int64 [n_out]: non-members, highest score first
-    above: np.ndarray  # int64 [n_out]: members scoring strictly above each non-member (order_out order)
-    at_or_above: np.ndarray  # int64 [n_out]: members scoring >= each non-member
-    out_above: np.ndarray  # int64 [n_out]: non-members scoring strictly above each non-member
-    ties: bool  # some member ties with some non-member (above != at_or_above somewhere)
+INTERVAL_COLS = ["experiment", "method", "sparsity", "dataset", "attack", "metric", "value", "ci_low", "ci_high",
+                 "level", "n_boot", "num_targets", "below_floor"]
+PAIRED_COLS = ["pair", "a", "b", "dataset", "attack", "metric", "a_value", "b_value", "difference", "ci_low",
+               "ci_high", "excludes_zero", "level", "n_boot", "num_targets"]
+ID_COLS = ["experiment", "method", "sparsity", "dataset"]
 
 
-def sort_pool(scores: np.ndarray, is_member: np.ndarray) -> SortedPool:
-    """Sort members and non-members by score (non-finite scores mapped as compute_metrics maps them)
-    and locate each non-member's score among the members and among the non-members (searchsorted)."""
-    s = _finite(np.asarray(scores, np.float64))
-    m = np.asarray(is_member, bool)
-    if s.ndim != 1 or s.shape != m.shape:
-        raise ValueError(f"scores {s.shape} and is_member {m.shape} must be matching 1-D arrays")
-    if m.all() or not m.any():
-        raise ValueError("metrics need both members and non-members")
-    s_in, s_out = s[m], s[~m]
-    order_in, order_out = np.argsort(-s_in), np.argsort(-s_out)
-    asc_in, asc_out = s_in[order_in][::-1], s_out[order_out][::-1]
-    s_out = s_out[order_out]
-    above = len(asc_in) - np.searchsorted(asc_in, s_out, "right")
-    at_or_above = len(asc_in) - np.searchsorted(asc_in, s_out, "left")
-    out_above = len(asc_out) - np.searchsorted(asc_out, s_out, "right")
-    return SortedPool(m, order_in, order_out, above, at_or_above, out_above, bool(np.any(above != at_or_above)))
+@dataclass
+class Evaluated:
+    """One configuration's evaluation as results/ holds it: its JSON and its saved scores."""
+    res: dict
+    scores_dir: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.res["experiment"])
+
+    @property
+    def ident(self) -> dict:
+        return {k: self.res.get(k) for k in ID_COLS}
+
+    @property
+    def targets(self) -> list[int]:
+        return [int(t) for t in self.res["targets"]]
+
+    @property
+    def attacks(self) -> list[str]:
+        return list(self.res["attacks"])
+
+    def _load(self, f: Path) -> np.ndarray:
+        if not f.exists():
+            raise UsageError(f"{f} missing: re-run mia/unified_mia_evaluation.py (it saves every attack's scores)")
+        return load_npy(f)
+
+    def members(self) -> list[np.ndarray]:
+        return [self._load(paths.members_file(self.scores_dir, t)).astype(bool) for t in self.targets]
+
+    def labels(self) -> np.ndarray:
+        return self._load(self.scores_dir / paths.LABELS)
+
+    def scores(self, attack: str) -> list[np.ndarray]:
+        return [self._load(paths.score_file(self.scores_dir, t, attack)) for t in self.targets]
+
+    def test_acc(self, target: int) -> float | None:
+        return (self.res.get("model_test_acc") or {}).get(str(target))
 
 
-def _max_false_positives(level: float, n_out: np.ndarray) -> np.ndarray:
-    """Largest integer k with float64 k / n_out <= level, per row: the FP budget of `tpr_at_<level>`.
-    Fragile numerics: sklearn compares the float quotient fps / fps[-1] with the level, and level * n_out
-    may round either way (0.7 * 90 = 62.99...9 while 63 / 90 <= 0.7), so floor(level * n_out) is
-    corrected by one step in each direction against the quotient itself."""
-    n = n_out.astype(np.float64)
-    k = np.floor(level * n)
-    k = np.where((k + 1) / n <= level, k + 1, k)
-    k = np.where(k / n > level, k - 1, k)
-    return k.astype(np.int64)
+def load_evaluations(suite_dir: Path) -> list[Evaluated]:
+    """Every experiment of an evaluation directory (its per-experiment JSON files), sorted by name."""
+    files = sorted(f for f in Path(suite_dir).glob("*.json"))
+    evals = [Evaluated(res, paths.scores_dir(suite_dir, f.stem)) for f in files if "attacks" in (res := load_json(f))]
+    if not evals:
+        raise UsageError(f"no evaluation in {suite_dir}; run mia/unified_mia_evaluation.py (or train.py) first")
+    return evals
 
 
-def _cumulative(w: np.ndarray) -> np.ndarray:
-    """[B, n + 1] cumulative counts with a leading 0 column: c[:, j] = weight of the first j entries.
-    int32 holds any count here (< 2^31); cumsum's default would upcast to int64 (twice the memory)."""
-    c = np.zeros((w.shape[0], w.shape[1] + 1), np.int32)
-    np.cumsum(w, axis=1, out=c[:, 1:])
-    return c
+# -- which pairs ---------------------------------------------------------------------------------------
+
+def default_pairs(evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
+    """Within each dataset: each pruned configuration minus dense, then dpf minus static per sparsity."""
+    pairs = []
+    for ds in dict.fromkeys(e.res["dataset"] for e in evals):
+        group = [e for e in evals if e.res["dataset"] == ds]
+        dense = [e for e in group if e.res["method"] == "dense"]
+        pairs += [(e, dense[0]) for e in group if dense and e.res["method"] != "dense"]
+        by = {(e.res["method"], e.res["sparsity"]): e for e in group}
+        pairs += [(by["dpf", s], by["static", s]) for (m, s) in by if m == "dpf" and ("static", s) in by]
+    return pairs
 
 
-def _budget_positions(w_out: np.ndarray, order_out: np.ndarray, budgets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per FP budget k [B]: position (in decreasing score) of the (k+1)-th non-member counting weights.
-    Budgets are small (1% of n_out) and weights average 1, so the first 2 k + 64 non-members almost
-    always hold it; otherwise every non-member is scanned (always exists: k < total weight)."""
-    kmax = max(int(k.max()) for k in budgets.values())
-    cut = min(len(order_out), 2 * kmax + 64)
-    c = np.cumsum(np.take(w_out, order_out[:cut], axis=1), axis=1, dtype=np.int32)
-    if cut < len(order_out) and any(np.any(c[:, -1] <= k) for k in budgets.values()):
-        c = np.cumsum(np.take(w_out, order_out, axis=1), axis=1, dtype=np.int32)
-    return {name: np.sum(c <= k[:, None], axis=1) for name, k in budgets.items()}  # c is non-decreasing
+def named_pairs(specs: list[str], evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
+    """--pairs A:B ... by experiment name, in every dataset that has both."""
+    pairs = []
+    for spec in specs:
+        a, sep, b = spec.partition(":")
+        if not sep or not a or not b:
+            raise UsageError(f"--pairs takes A:B (experiment names, e.g. dpf_0.9:dense), got {spec!r}")
+        found = [(x, y) for x in evals for y in evals
+                 if x.name == a and y.name == b and x.res["dataset"] == y.res["dataset"]]
+        if not found:
+            raise UsageError(f"--pairs {spec}: no dataset has both {a!r} and {b!r} (evaluated: "
+                             f"{', '.join(sorted({e.name for e in evals}))})")
+        pairs += found
+    return pairs
 
 
-def pool_metrics(pool: SortedPool, w_in: np.ndarray, w_out: np.ndarray,
-                 metrics: Sequence[str] = METRICS) -> dict[str, np.ndarray]:
-    """Metrics of B weighted samples of one sorted pool: w_in [B, n_in] and w_out [B, n_out] are
-    non-negative integer multiplicities of the members and non-members (class-local numbering; a
-    bootstrap resample, or all ones for the sample itself). Each row gives what compute_metrics gives
-    on the sample with every example repeated by its weight. With CI[j] = weight of the j
-    highest-scoring members and CO[j] the same for non-members:
-      auc = sum_j w_j (CI[above_j] + CI[at_or_above_j]) / (2 n_in n_out) over non-members j: each beats
-            the members above it and half of those tied with it (Mann-Whitney U with midranks, which
-            is sklearn's trapezoidal area under the step ROC);
-      tpr_at_<level>: with k the FP budget, the ROC points with FPR <= level are those above the
-            (k+1)-th non-member (by weight), so TPR = CI[above of that non-member] / n_in;
-      advantage = max(TPR - FPR): the best point lies just above some non-member j (adding members only
-            raises TPR): max_j CI[above_j] / n_in - CO[out_above_j] / n_out.
-    TPR and FPR are the same integer quotients sklearn forms, so tpr_at_* and advantage are equal to
-    compute_metrics' bit for bit; the AUC is exact, sklearn's within rounding (1e-15). Sorting is done
-    once per pool (rank-based AUC per resample would sort B times); each call is a few O(B N) passes.
-    Returns float64 [B] per metric."""
-    bad = [k for k in metrics if k not in ("auc", "advantage") and k not in FPR_LEVELS]
-    if bad:
-        raise ValueError(f"unknown metric(s) {bad}; known: {', '.join(KNOWN_METRICS)}")
-    ci = _cumulative(np.take(w_in, pool.order_in, axis=1))
-    n_in, n_out = ci[:, -1].astype(np.int64), np.sum(w_out, axis=1, dtype=np.int64)
-    if np.any(n_in == 0) or np.any(n_out == 0):
-        raise ValueError("metrics need both members and non-members in every sample")
-    out = {}
-    budgets = {k: _max_false_positives(FPR_LEVELS[k], n_out) for k in metrics if k in FPR_LEVELS}
-    if budgets:
-        for name, j in _budget_positions(w_out, pool.order_out, budgets).items():
-            out[name] = np.take_along_axis(ci, pool.above[j][:, None], axis=1)[:, 0] / n_in
-    if "auc" in metrics or "advantage" in metrics:
-        w_sorted = np.take(w_out, pool.order_out, axis=1)
-        ci_above = np.take(ci, pool.above, axis=1)  # np.take: several times faster than ci[:, idx]
-    if "auc" in metrics:
-        beaten = ci_above + np.take(ci, pool.at_or_above, axis=1) if pool.ties else 2 * ci_above
-        # per-term products fit int32; the sum (up to 2 n_in n_out, 5e9 at N = 100,000) needs int64
-        out["auc"] = np.sum(w_sorted * beaten, axis=1, dtype=np.int64) / (2.0 * n_in * n_out)
-    if "advantage" in metrics:
-        co_above = np.take(_cumulative(w_sorted), pool.out_above, axis=1)
-        # the top non-member's term is TPR - 0 >= 0, so the (1, 1) point's 0 needs no term of its own
-        out["advantage"] = np.max(ci_above / n_in[:, None] - co_above / n_out[:, None], axis=1)
-    return {k: out[k] for k in metrics}
+def check_paired(a: Evaluated, b: Evaluated, ma: list[np.ndarray], mb: list[np.ndarray]) -> list[int]:
+    """The targets both evaluated, after checking they are paired: the same pool labels and, per
+    target, the same membership (one keep matrix; different --mia-seed/--pool-size/--num-shadows break it)."""
+    common = [t for t in a.targets if t in b.targets]
+    if not common:
+        raise UsageError(f"{a.name} and {b.name} share no target (targets {a.targets} vs {b.targets})")
+    if not np.array_equal(a.labels(), b.labels()):
+        raise UsageError(f"{a.name} and {b.name} have different pools: not paired")
+    for t in common:
+        if not np.array_equal(ma[a.targets.index(t)], mb[b.targets.index(t)]):
+            raise UsageError(f"{a.name} and {b.name}: model {t} trained on different examples (different keep "
+                             f"matrices: --mia-seed, --pool-size or --num-shadows differ): not paired")
+    return common
 
 
-def weighted_metrics(scores: np.ndarray, is_member: np.ndarray, weights: np.ndarray | None = None,
-                     metrics: Sequence[str] = METRICS) -> dict:
-    """pool_metrics for one score vector: float64 [B] per metric for full-pool weights [B, N]; weights
-    None means the sample itself (returns floats, equal to compute_metrics' values)."""
-    pool = sort_pool(scores, is_member)
-    m = pool.member
-    if weights is None:
-        res = pool_metrics(pool, np.ones((1, m.sum()), np.int32), np.ones((1, (~m).sum()), np.int32), metrics)
-        return {k: float(v[0]) for k, v in res.items()}
-    w = np.asarray(weights)
-    return pool_metrics(pool, w[:, m], w[:, ~m], metrics)
+# -- the computations ------------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    n_boot: int = 1000  # bootstrap resamples
+    seed: int = 0  # seed of the resamples (the same for every configuration: that pairs them)
+    level: float = 0.95  # confidence level of the percentile intervals
 
 
-# -- resamples --------------------------------------------------------------------------------------------
-
-def _rng(seed: int, *keys: int) -> np.random.Generator:
-    """A stream of its own per purpose (keys), never default_rng(seed), the keep matrix's stream."""
-    return np.random.default_rng([seed, _PURPOSE, *keys])
-
-
-def _multiplicities(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
-    """int32 [b, n]: how often each of n items is picked in n draws with replacement, b times. One
-    bincount per row keeps its counts in cache (one bincount over all rows is ~5x slower)."""
-    draws = rng.integers(0, n, (b, n), dtype=np.int32)
-    out = np.empty((b, n), np.int32)
-    for r in range(b):
-        out[r] = np.bincount(draws[r], minlength=n)
-    return out
+@dataclass
+class Study:
+    intervals: pd.DataFrame
+    paired: pd.DataFrame
+    per_class: pd.DataFrame
+    failures: list[str] = field(default_factory=list)
 
 
-def _class_resamples(is_member: np.ndarray, n_boot: int, seed: int, target: int,
-                     chunk_elems: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Stratified resamples of one target as (w_in [B, n_in], w_out [B, n_out]) chunks, B ~ chunk_elems / N.
-    Each class has its own stream, consumed in order, so the rows do not depend on chunk_elems."""
-    m = np.asarray(is_member, bool)
-    sizes, rngs = (int(m.sum()), int((~m).sum())), (_rng(seed, 1, target, 1), _rng(seed, 1, target, 0))
-    step = max(1, chunk_elems // len(m))
-    for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        yield _multiplicities(rngs[0], sizes[0], b), _multiplicities(rngs[1], sizes[1], b)
+def below_floor(metric: str, members: list[np.ndarray]) -> bool:
+    """A TPR at an FPR level under 1/#non-members of some target: not measured (docs/attacks.md)."""
+    return metric in FPR_LEVELS and any(FPR_LEVELS[metric] < 1 / max(1, int((~m).sum())) for m in members)
 
 
-def resample_weights(is_member: np.ndarray, n_boot: int, seed: int = 0, target: int = 0,
-                     chunk_elems: int = CHUNK_ELEMS) -> Iterator[np.ndarray]:
-    """The stratified example resamples paired_bootstrap uses for target number `target`, as full-pool
-    multiplicities: int32 [B, N] chunks, n_boot rows in all. Row b draws n_in members with replacement
-    among the members and n_out non-members among the non-members: both classes and their counts kept."""
-    m = np.asarray(is_member, bool)
-    for w_in, w_out in _class_resamples(m, n_boot, seed, target, chunk_elems):
-        w = np.empty((len(w_in), len(m)), np.int32)
-        w[:, m], w[:, ~m] = w_in, w_out
-        yield w
+def interval_rows(ev: Evaluated, reps: dict, members: list[np.ndarray], st: Settings) -> list[dict]:
+    rows = []
+    for attack, per_metric in reps.items():
+        for metric, r in per_metric.items():
+            s = bs.interval(r, st.seed, st.level)
+            rows.append({**ev.ident, "attack": attack, "metric": metric, "value": s["difference"],
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"], "level": st.level, "n_boot": st.n_boot,
+                         "num_targets": s["num_targets"], "below_floor": below_floor(metric, members)})
+    return rows
 
 
-# -- the paired comparison --------------------------------------------------------------------------------
-
-def _as_targets(x) -> list[np.ndarray]:
-    """A list of per-target arrays; a bare 1-D array is one target."""
-    return [np.asarray(x)] if isinstance(x, np.ndarray) and x.ndim == 1 else [np.asarray(a) for a in x]
-
-
-def _check(metrics: Sequence[str], n_boot: int, level: float, members: list[np.ndarray]) -> None:
-    """Refuse, before any work, what no resample could answer: a target without both classes, a TPR
-    level that compute_metrics would not report for its number of non-members, a bad n_boot or level."""
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
-    for t, m in enumerate(members):
-        n_out = int((~m).sum())
-        if m.sum() == 0 or n_out == 0:
-            raise ValueError(f"target {t}: needs both members and non-members")
-        short = [k for k in metrics if n_out < MIN_NONMEMBERS.get(k, 0)]
-        if short:
-            raise ValueError(f"target {t}: {short} need at least {MIN_NONMEMBERS[short[0]]} non-members (has {n_out})")
+def paired_rows(a: Evaluated, b: Evaluated, ra: dict, rb: dict, common: list[int], st: Settings) -> list[dict]:
+    """A - B for every attack both ran and every metric, on the common targets; then test accuracy."""
+    head = {"pair": f"{a.name} - {b.name}", "a": a.name, "b": b.name, "dataset": a.res["dataset"]}
+    ia, ib = [a.targets.index(t) for t in common], [b.targets.index(t) for t in common]
+    rows = []
+    for attack in [k for k in ra if k in rb]:
+        for metric in ra[attack]:
+            s = bs.difference(ra[attack][metric].select(ia), rb[attack][metric].select(ib), st.seed, st.level)
+            rows.append({**head, "attack": attack, "metric": metric, **_cols(s, st)})
+    acc_a, acc_b = [a.test_acc(t) for t in common], [b.test_acc(t) for t in common]
+    if all(isinstance(v, (int, float)) for v in acc_a + acc_b):
+        s = bs.accuracy_difference(acc_a, acc_b, st.n_boot, st.seed, st.level)
+        rows.append({**head, "attack": "", "metric": "test_acc", **_cols(s, st)})
+    return rows
 
 
-def resample_targets(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Upper level of the bootstrap: d [T, K] holds K resampled values per target (K = 1: a fixed value).
-    Replicate b draws T targets with replacement and averages d[t_bj, (b + j) mod K] over its slots j:
-    distinct slots use distinct copies, i.e. independent lower-level resamples. float64 [n_boot]."""
-    t, k = d.shape
-    draws = rng.integers(0, t, (n_boot, t))
-    copies = (np.arange(n_boot)[:, None] + np.arange(t)[None, :]) % k
-    return d[draws, copies].mean(axis=1)
+def _cols(s: dict, st: Settings) -> dict:
+    return {"a_value": s["a"], "b_value": s["b"], "difference": s["difference"], "ci_low": s["ci_low"],
+            "ci_high": s["ci_high"], "excludes_zero": s["excludes_zero"], "level": st.level, "n_boot": st.n_boot,
+            "num_targets": s["num_targets"]}
 
 
-def summarize(a: np.ndarray, b: np.ndarray, replicates: np.ndarray | None, level: float) -> dict:
-    """Point estimate (mean over targets of A - B, and of each), percentile interval of the replicates
-    (None without replicates), whether it excludes 0."""
-    diff = float(np.mean(np.asarray(a) - np.asarray(b)))
-    out = {"difference": diff, "a": float(np.mean(a)), "b": float(np.mean(b)), "level": level,
-           "num_targets": len(a), "ci_low": None, "ci_high": None, "excludes_zero": None}
-    if replicates is not None:
-        low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
-        out.update(ci_low=float(low), ci_high=float(high), excludes_zero=bool(low > 0 or high < 0),
-                   n_boot=len(replicates), replicates=replicates)
-    return out
+def per_class_rows(ev: Evaluated, scores: dict[str, list[np.ndarray]], members: list[np.ndarray]) -> list[dict]:
+    """Each attack's AUC within each true class, mean over targets, and its spread across classes."""
+    labels, c = ev.labels(), int(ev.res.get("num_classes") or ev.labels().max() + 1)
+    rows = []
+    for attack, per_target in scores.items():
+        per = np.array([bs.per_class_auc(s, m, labels, c) for s, m in zip(per_target, members)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a class never defined for any target stays NaN
+            mean = np.nanmean(per, axis=0)
+        spread = bs.auc_spread(mean)
+        rows.append({**ev.ident, "attack": attack, "num_targets": len(per_target),
+                     **{f"auc_{k}": spread[k] for k in ("min", "max", "std", "range")},
+                     **{f"auc_class_{k}": float(v) for k, v in enumerate(mean)}})
+    return rows
 
 
-def compare_attacks(scores_a: Mapping[str, Sequence[np.ndarray]], scores_b: Mapping[str, Sequence[np.ndarray]],
-                    members: Sequence[np.ndarray], metrics: Sequence[str] = METRICS, n_boot: int = 1000,
-                    seed: int = 0, level: float = 0.95, chunk_elems: int = CHUNK_ELEMS) -> dict[str, dict[str, dict]]:
-    """Paired two-level bootstrap of A - B for every attack and metric (module docstring):
-    {attack: {metric: summary}}. scores_*[attack] and members hold one array [N_t] per target, in the
-    same target order; A and B must share the targets' pool and membership (paired)."""
-    if set(scores_a) != set(scores_b):
-        raise ValueError(f"attacks differ between A and B: {sorted(set(scores_a) ^ set(scores_b))}")
-    members = [np.asarray(m, bool) for m in _as_targets(members)]
-    sa = {k: _as_targets(v) for k, v in scores_a.items()}
-    sb = {k: _as_targets(v) for k, v in scores_b.items()}
-    _check(metrics, n_boot, level, members)
-    for k in sa:
-        if not len(sa[k]) == len(sb[k]) == len(members):
-            raise ValueError(f"{k}: {len(sa[k])} / {len(sb[k])} score arrays for {len(members)} targets")
-    n_t = len(members)
-    point = {k: {m: np.empty((2, n_t)) for m in metrics} for k in sa}  # [A/B, target]
-    boot = {k: {m: np.empty((n_t, n_boot)) for m in metrics} for k in sa}  # A - B per target and resample
-    for t, mem in enumerate(members):
-        pools = {k: (sort_pool(sa[k][t], mem), sort_pool(sb[k][t], mem)) for k in sa}
-        ones = np.ones((1, mem.sum()), np.int32), np.ones((1, (~mem).sum()), np.int32)
-        for k, (pa, pb) in pools.items():
-            for i, p in enumerate((pa, pb)):
-                for m, v in pool_metrics(p, *ones, metrics).items():
-                    point[k][m][i, t] = v[0]
-        start = 0
-        for w_in, w_out in _class_resamples(mem, n_boot, seed, t, chunk_elems):  # drawn once, shared by all attacks
-            stop = start + len(w_in)
-            for k, (pa, pb) in pools.items():
-                ma, mb = pool_metrics(pa, w_in, w_out, metrics), pool_metrics(pb, w_in, w_out, metrics)
-                for m in metrics:
-                    boot[k][m][t, start:stop] = ma[m] - mb[m]
-            start = stop
-    out = {}
-    for k in sa:
-        out[k] = {}
-        for m in metrics:
-            reps = resample_targets(boot[k][m], n_boot, _rng(seed, 0))  # same target draws for every attack/metric
-            out[k][m] = summarize(point[k][m][0], point[k][m][1], reps, level)
-    return out
+def compare_study(evals: list[Evaluated], pairs: list[tuple[Evaluated, Evaluated]], st: Settings) -> Study:
+    """Bootstrap each configuration once (the same seed: paired resamples), then every interval,
+    every pair's differences and the per-class AUCs. A configuration or pair that cannot be done is
+    one line in `failures`; the rest goes on."""
+    reps, members, intervals, per_class, failures = {}, {}, [], [], []
+    for ev in evals:
+        try:
+            members[ev.name, ev.res["dataset"]] = m = ev.members()
+            scores = {a: ev.scores(a) for a in ev.attacks}
+            reps[ev.name, ev.res["dataset"]] = r = bs.bootstrap_attacks(scores, m, bs.METRICS, st.n_boot,
+                                                                        st.seed, target_ids=ev.targets)
+        except (UsageError, ValueError) as e:
+            failures.append(f"{ev.name} ({ev.res['dataset']}): {e}")
+            continue
+        intervals += interval_rows(ev, r, m, st)
+        per_class += per_class_rows(ev, scores, m)
+    paired = []
+    for a, b in pairs:
+        ka, kb = (a.name, a.res["dataset"]), (b.name, b.res["dataset"])
+        if ka not in reps or kb not in reps:
+            continue  # already reported
+        try:
+            common = check_paired(a, b, members[ka], members[kb])
+        except UsageError as e:
+            failures.append(str(e))
+            continue
+        paired += paired_rows(a, b, reps[ka], reps[kb], common, st)
+    for f in failures:
+        print(f"error: comparisons: {f}", file=sys.stderr)
+    return Study(pd.DataFrame(intervals, columns=INTERVAL_COLS), pd.DataFrame(paired, columns=PAIRED_COLS),
+                 pd.DataFrame(per_class), failures)
 
 
-def paired_bootstrap(scores_a, scores_b, members, metrics: Sequence[str] = METRICS, n_boot: int = 1000,
-                     seed: int = 0, level: float = 0.95, chunk_elems: int = CHUNK_ELEMS) -> dict[str, dict]:
-    """compare_attacks for one attack: {metric: summary}. scores_a, scores_b, members: lists of
-    per-target arrays [N_t] (or single arrays for one target)."""
-    return compare_attacks({"": scores_a}, {"": scores_b}, members, metrics, n_boot, seed, level, chunk_elems)[""]
+def write_study(study: Study, results_dir: Path) -> None:
+    for df, name in ((study.intervals, paths.INTERVALS), (study.paired, paths.PAIRED), (study.per_class, paths.PER_CLASS)):
+        save_text(df.to_csv(index=False), Path(results_dir) / name)
 
 
-def accuracy_difference(acc_a: Sequence[float], acc_b: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> dict:
-    """Test accuracy of A minus B, mean over targets (model i of A vs model i of B), with a percentile
-    interval from resampling targets; ci_low/ci_high None with one target. The interval reflects
-    model-to-model variation only (the test set is fixed); with few targets (< ~10) it is rough."""
-    a, b = np.asarray(acc_a, np.float64), np.asarray(acc_b, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
-        raise ValueError(f"need one accuracy per target for A and B (got {a.shape}, {b.shape})")
-    reps = resample_targets((a - b)[:, None], n_boot, _rng(seed, 2)) if len(a) > 1 else None
-    return summarize(a, b, reps, level)
+def run_comparisons(results_dir, pair_specs: list[str] | None = None, st: Settings | None = None,
+                    only: list[str] | None = None) -> Study:
+    """The comparisons of the unified evaluation in results_dir (of the experiment ids `only`, default
+    every one there), written beside its tables."""
+    unified = paths.mia_results_dir(results_dir, "unified")
+    evals = load_evaluations(unified)
+    by_id = {e.scores_dir.name: e for e in evals}
+    if only is None:  # every evaluation there, in the study's order (the wide table's rows), others after
+        table = unified / f"{paths.COMPREHENSIVE}.csv"
+        rows = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=["experiment", "dataset"])
+        only = list(dict.fromkeys([experiment_id(r) for r in rows.to_dict("records")] + list(by_id)))
+    evals = [by_id[i] for i in only if i in by_id]
+    pairs = named_pairs(pair_specs, evals) if pair_specs else default_pairs(evals)
+    study = compare_study(evals, pairs, st or Settings())
+    write_study(study, Path(results_dir))
+    return study
 
 
-# -- per-class AUC ----------------------------------------------------------------------------------------
-
-def per_class_auc(scores: np.ndarray, is_member: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """AUC of the attack within each class: float64 [num_classes], NaN where a class lacks members or
-    non-members. Shows whether leakage concentrates in some classes (pruning can hurt some more)."""
-    s, m, y = np.asarray(scores, np.float64), np.asarray(is_member, bool), np.asarray(labels)
-    out = np.full(num_classes, np.nan)
-    for c in range(num_classes):
-        rows = y == c
-        if m[rows].any() and not m[rows].all():
-            out[c] = weighted_metrics(s[rows], m[rows], metrics=("auc",))["auc"]
-    return out
+def add_settings_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-boot", type=int, default=Settings.n_boot, help="bootstrap resamples (default: 1000)")
+    p.add_argument("--level", type=float, default=Settings.level, help="confidence level of the intervals (default: 0.95)")
+    p.add_argument("--pairs", nargs="+", default=None, metavar="A:B",
+                   help="pairs of experiment names, difference A - B (default: each pruned - dense, dpf - static per sparsity)")
 
 
-def auc_spread(per_class: np.ndarray) -> dict:
-    """min, max, std (population, ddof 0) and range (max - min) over the classes with a defined AUC,
-    and how many there are; NaN everywhere when none."""
-    v = np.asarray(per_class, np.float64)
-    v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return {"min": np.nan, "max": np.nan, "std": np.nan, "range": np.nan, "num_classes": 0}
-    return {"min": float(v.min()), "max": float(v.max()), "std": float(v.std()), "range": float(v.max() - v.min()),
-            "num_classes": int(len(v))}
+def settings_from(args) -> Settings:
+    if args.n_boot < 1 or not 0 < args.level < 1:
+        raise UsageError(f"--n-boot must be >= 1 and --level in (0, 1), got {args.n_boot} and {args.level}")
+    return Settings(args.n_boot, args.seed, args.level)
+
+
+@cli_main
+def main(argv=None) -> None:
+    from mia import report
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results-dir", default="./results", help="results root of an evaluation (holds mia/unified/)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resamples")
+    add_settings_args(p)
+    args = p.parse_args(argv)
+    study = run_comparisons(args.results_dir, args.pairs, settings_from(args))
+    out = report.build_from_disk(Path(args.results_dir), study, [shlex.join(["python", "mia/compare.py", *(argv or [])])])
+    print(report.summary_line(study, out))
+    if study.failures:
+        raise UsageError(f"{len(study.failures)} comparison problem(s), listed above; the rest was written")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -17,7 +17,7 @@ from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, ps
                          suite_attacks)
 from mia.metrics import best_threshold, compute_metrics
 from utils.errors import UsageError
-from utils.io import save_json, save_text
+from utils.io import save_json, save_npy, save_text
 
 METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr")
 ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc")
@@ -61,25 +61,35 @@ def attack_target(name: str, sig: Signals, target: int, st: AttackSettings) -> d
     else:
         threshold, how = out.threshold, out.calibration
     m = compute_metrics(out.scores, sig.keep[target], threshold)
-    m.update(time_s=time.perf_counter() - t0, calibration=how, info=out.info)
+    m.update(time_s=time.perf_counter() - t0, calibration=how, info=out.info, scores=out.scores)
     return m
 
 
 # -- one experiment -----------------------------------------------------------------------------------
 
+def target_indices(spec: str | int) -> list[int] | None:
+    """--targets: 'all' (None: every finished model), one model index, or a comma-separated list of them."""
+    text = str(spec).replace(" ", "")
+    if text == "all":
+        return None
+    parts = text.split(",")
+    if not all(p.isdigit() for p in parts):
+        raise UsageError(f"--targets must be 'all', a model index or a comma-separated list of them (e.g. 0,1,2), got {spec!r}")
+    return list(dict.fromkeys(int(p) for p in parts))
+
+
 def check_targets(spec: str | int) -> None:
-    if str(spec) != "all" and not str(spec).isdigit():
-        raise UsageError(f"--targets must be a model index or 'all', got {spec!r}")
+    target_indices(spec)
 
 
 def target_rows(spec: str | int, sig: Signals) -> list[int]:
-    check_targets(spec)
-    if str(spec) == "all":
+    wanted = target_indices(spec)
+    if wanted is None:
         return list(range(len(sig.indices)))
-    k = int(spec)
-    if k not in sig.indices:
-        raise UsageError(f"--targets {k}: model {k} is not a finished model of {sig.exp_dir} (finished: {sig.indices})")
-    return [sig.row(k)]
+    missing = [k for k in wanted if k not in sig.indices]
+    if missing:
+        raise UsageError(f"--targets {spec}: model(s) {missing} not finished models of {sig.exp_dir} (finished: {sig.indices})")
+    return [sig.row(k) for k in wanted]
 
 
 def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
@@ -89,6 +99,7 @@ def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
            "exp_dir": str(sig.exp_dir), "targets": [sig.indices[r] for r in rows],
            "num_models": len(sig.indices), "num_shadows": len(sig.indices) - 1, "pool_size": len(sig.labels),
            "num_queries": sig.logits.shape[2], "num_classes": sig.logits.shape[3], "settings": st.to_dict()}
+    res["model_test_acc"] = {str(sig.indices[r]): sig.summaries[sig.indices[r]].get("test_acc") for r in rows}
     for key in ("train_acc", "test_acc", "measured_sparsity"):
         vals = [sig.summaries[sig.indices[r]].get(key) for r in rows]
         vals = [v for v in vals if isinstance(v, (int, float))]
@@ -113,7 +124,7 @@ def summarize(name: str, per: dict[int, dict], st: AttackSettings) -> dict:
         "description": spec.description,
         "mean": {k: float(np.mean(v)) for k, v in vals.items()},
         "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else None for k, v in vals.items()},
-        "per_target": {str(t): {k: v for k, v in p.items() if k not in ("roc", "info")} for t, p in per.items()},
+        "per_target": {str(t): {k: v for k, v in p.items() if k not in ("roc", "info", "scores")} for t, p in per.items()},
         "roc": {"target": next(iter(per)), **first["roc"]},
         "settings": {k: v for k, v in st.to_dict().items() if k in ("seed", "device") or k.startswith(spec.settings)},
         "info": first["info"], "calibration": first["calibration"],
@@ -122,9 +133,23 @@ def summarize(name: str, per: dict[int, dict], st: AttackSettings) -> dict:
     }
 
 
-def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", settings: AttackSettings | None = None) -> dict:
+def save_scores(scores: Path, sig: Signals, rows: list[int], name: str, per: dict[int, dict]) -> None:
+    """Each target's per-example scores and membership, so comparisons and the report are rebuilt from
+    results/ alone (mia/compare.py); the scores leave `per` (they are not JSON). float64 as computed:
+    float32 would tie confident examples (p_y = 1 - 1e-9 rounds to 1) and change the AUCs a
+    comparison recomputes from them; the files are small beside the logits they come from."""
+    save_npy(np.asarray(sig.labels, np.int64), scores / paths.LABELS)
+    for r in rows:
+        t = sig.indices[r]
+        save_npy(np.asarray(sig.keep[r], bool), paths.members_file(scores, t))
+        save_npy(np.asarray(per[t].pop("scores"), np.float64), paths.score_file(scores, t, name))
+
+
+def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", settings: AttackSettings | None = None,
+                        suite_dir: str | Path | None = None) -> dict:
     """Every requested attack against every chosen target (leave-one-out). An attack that cannot run
-    here (too few shadows, no sensitivity) is recorded under 'errors'; the others still run."""
+    here (too few shadows, no sensitivity) is recorded under 'errors'; the others still run. With
+    suite_dir, every attack's scores are saved under suite_dir/scores/<experiment id>/ (paths.scores_dir)."""
     st = settings or AttackSettings()
     check_attacks(attacks)
     sig = load_experiment(exp_dir)
@@ -136,6 +161,8 @@ def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", s
         except UsageError as e:
             res["errors"][name] = str(e)
             continue
+        if suite_dir is not None:
+            save_scores(paths.scores_dir(suite_dir, experiment_id(res)), sig, rows, name, per)
         res["attacks"][name] = summarize(name, per, st)
     return res
 
@@ -155,11 +182,14 @@ def below_floor(a: dict, metric: str) -> bool | None:
 
 
 def wide_row(res: dict) -> dict:
-    """One CSV row: experiment, method, sparsity, dataset, arch, train_acc, test_acc, then
-    <attack>_<metric> (and <attack>_<metric>_std with several targets; <attack>_<metric>_below_floor
+    """One CSV row: experiment, method, sparsity, dataset, arch, train_acc, test_acc (+ test_acc_std over
+    the targets with several), then <attack>_<metric> (and <attack>_<metric>_std with several targets; <attack>_<metric>_below_floor
     for the TPR levels), then bookkeeping."""
     row = {k: res.get(k) for k in ROW_KEYS}
     multi = len(res["targets"]) > 1
+    accs = [v for v in (res.get("model_test_acc") or {}).values() if isinstance(v, (int, float))]
+    if multi and len(accs) > 1:
+        row["test_acc_std"] = float(np.std(accs, ddof=1))
     for name, a in res["attacks"].items():
         for m in METRICS:
             if m in a["mean"]:
@@ -231,12 +261,14 @@ def find_experiment_dirs(runs_dir) -> list[Path]:
     return exps
 
 
-def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: AttackSettings) -> tuple[list[dict], list[str]]:
-    """Evaluate each experiment; each problem is printed as one line and the rest goes on."""
+def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: AttackSettings,
+                 suite_dir: str | Path | None = None) -> tuple[list[dict], list[str]]:
+    """Evaluate each experiment (scores saved under suite_dir when given); each problem is printed as
+    one line and the rest goes on."""
     results, failures = [], []
     for exp in exp_dirs:
         try:
-            res = evaluate_experiment(exp, attacks, targets, settings=st)
+            res = evaluate_experiment(exp, attacks, targets, settings=st, suite_dir=suite_dir)
         except UsageError as e:
             failures.append(f"{exp}: {e}")
             print(f"error: {exp}: {e}", file=sys.stderr)

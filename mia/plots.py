@@ -1,5 +1,6 @@
-"""Paper figures from the evaluation tables (PNG): privacy-utility trade-off, log-log ROC curves,
-attack x configuration heatmap."""
+"""Paper figures from the evaluation tables (PNG): privacy-utility trade-off (with intervals),
+log-log ROC curves, configuration x attack heatmap, per-class AUC. Each figure sizes itself by what
+it shows (attack and configuration counts, label lengths) so it stays legible at any study size."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,14 +29,29 @@ def attacks_in(df: pd.DataFrame, metric: str) -> list[str]:
     return [c[: -len(suffix)] for c in df.columns if c.endswith(suffix)]
 
 
-def privacy_utility(df: pd.DataFrame, metric: str, path: Path) -> Path:
-    return _save(privacy_utility_figure(df, metric), path)
+def privacy_utility(df: pd.DataFrame, metric: str, path: Path, intervals: pd.DataFrame | None = None) -> Path:
+    return _save(privacy_utility_figure(df, metric, intervals), path)
 
 
-def privacy_utility_figure(df: pd.DataFrame, metric: str):
-    """Test accuracy against attack `metric`, one panel per attack, one line per method across sparsity.
-    A TPR at an FPR level below 1/#non-members (its `_below_floor` flag) was not measured: such points
-    are drawn hollow and left off the method's line."""
+def _errorbars(ax, g: pd.DataFrame, col: str, attack: str, metric: str, intervals: pd.DataFrame | None, color) -> None:
+    """Horizontal bars: the attack metric's bootstrap interval (attack_intervals.csv); vertical bars:
+    test accuracy's std over the evaluated targets (test_acc_std, with several targets)."""
+    x, y = g[col].to_numpy(float), g["test_acc"].to_numpy(float)
+    xerr = None
+    if intervals is not None and not intervals.empty:
+        iv = intervals[(intervals["attack"] == attack) & (intervals["metric"] == metric)]
+        iv = g[["experiment", "dataset"]].merge(iv, on=["experiment", "dataset"], how="left")
+        lo, hi = iv["ci_low"].to_numpy(float), iv["ci_high"].to_numpy(float)
+        xerr = np.nan_to_num(np.vstack([x - lo, hi - x]).clip(min=0))
+    yerr = g["test_acc_std"].fillna(0).to_numpy(float) if "test_acc_std" in g else None
+    if xerr is not None or yerr is not None:
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, elinewidth=0.8, capsize=2, alpha=0.7)
+
+
+def privacy_utility_figure(df: pd.DataFrame, metric: str, intervals: pd.DataFrame | None = None):
+    """Test accuracy against attack `metric`, one panel per attack, one line per method across sparsity,
+    with error bars where intervals are known (_errorbars). A TPR at an FPR level below 1/#non-members
+    (its `_below_floor` flag) was not measured: such points are drawn hollow and left off the line."""
     attacks = attacks_in(df, metric)
     cols = min(4, max(1, len(attacks)))
     rows = int(np.ceil(len(attacks) / cols))
@@ -47,6 +63,7 @@ def privacy_utility_figure(df: pd.DataFrame, metric: str):
             style = dict(marker="*", markersize=12, linestyle="none") if method == "dense" else dict(marker="o")
             below = flagged(g, col)
             (line,) = ax.plot(g.loc[~below, col], g.loc[~below, "test_acc"], label=method, **style)
+            _errorbars(ax, g, col, attack, metric, intervals, line.get_color())
             if below.any():  # same colour and marker, hollow, not joined to the measured points
                 any_below = True
                 ax.plot(g.loc[below, col], g.loc[below, "test_acc"], linestyle="none", marker=style["marker"],
@@ -106,18 +123,50 @@ def roc_figure(experiment: str, rocs: dict[str, dict]):
     return fig
 
 
-def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:
-    """Attack x configuration grid of one metric."""
-    attacks = attacks_in(df, metric)
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """A configuration's name in figures: its experiment name, with the dataset when several are shown."""
     label = df["experiment"].astype(str)
-    if df["dataset"].nunique() > 1:
-        label = label + "/" + df["dataset"].astype(str)
-    grid = df.set_index(label)[[f"{a}_{metric}" for a in attacks]]
+    return label + " (" + df["dataset"].astype(str) + ")" if df["dataset"].nunique() > 1 else label
+
+
+def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:
+    """Configuration x attack grid of one metric. Configurations are rows (their names read
+    horizontally, however many), attacks columns with slanted names; the size follows both counts."""
+    attacks = attacks_in(df, metric)
+    labels = config_labels(df)
+    grid = df.set_index(labels)[[f"{a}_{metric}" for a in attacks]].astype(float)
     grid.columns = attacks
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(grid), 1.0 + 0.45 * len(attacks)))
-    sns.heatmap(grid.T.astype(float), annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": metric})
-    ax.set_xlabel("configuration")
-    ax.set_ylabel("attack")
+    width = 2.0 + 0.07 * labels.str.len().max() + 0.75 * len(attacks)
+    fig, ax = plt.subplots(figsize=(width, 1.6 + 0.4 * len(grid)))
+    sns.heatmap(grid, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": metric},
+                annot_kws={"fontsize": 8})
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right")
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
+    ax.set_xlabel("attack")
+    ax.set_ylabel("configuration")
     ax.set_title(f"attack {metric}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def per_class(per_class_df: pd.DataFrame, attack: str, path: Path) -> Path:
+    """One attack's AUC within each true class (mean over targets), one line per configuration, with
+    chance at 0.5: where leakage concentrates, and whether pruning spreads it unevenly."""
+    d = per_class_df[per_class_df["attack"] == attack]
+    cols = [c for c in d.columns if c.startswith("auc_class_")]
+    classes = [int(c.rsplit("_", 1)[1]) for c in cols]
+    fig, ax = plt.subplots(figsize=(min(14.0, 4.0 + 0.3 * len(classes)), 4.0))
+    marker = "o" if len(classes) <= 20 else None
+    for label, (_, r) in zip(config_labels(d), d.iterrows()):
+        ax.plot(classes, r[cols].to_numpy(float), marker=marker, markersize=4, lw=1.2,
+                label=f"{label} (range {r['auc_range']:.3f})")
+    ax.axhline(0.5, color="k", ls="--", lw=0.8, label="chance")
+    ax.set_xlabel("true class")
+    ax.set_ylabel(f"{attack} AUC within the class")
+    if len(classes) <= 20:
+        ax.set_xticks(classes)
+    ax.set_title(f"per-class leakage: {attack} (mean over {int(d['num_targets'].max())} target(s))")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return _save(fig, path)

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,7 +22,8 @@ def main(argv=None) -> None:
     exp = Path(args.experiment_dir)
     if not (exp / paths.KEEP_MATRIX).exists():
         raise UsageError(f"{exp} is not an experiment directory (no {paths.KEEP_MATRIX}); see docs/run_directory.md")
-    _, failures = run_unified([exp], args.results_dir, args.attacks, args.targets, st)
+    _, failures = run_unified([exp], args.results_dir, args.attacks, args.targets, st,
+                              commands=[shlex.join(["python", "mia/run_mia_evaluation.py", *(argv or [])])])
     if failures:
         raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written")
 

@@ -12,26 +12,29 @@ Writes into --results-dir:
   mia/unified/<experiment>.json       every metric, ROC points, attack settings
   plots/privacy_utility_auc.png, plots/privacy_utility_tpr_at_0.1pct_fpr.png, plots/heatmap_auc.png,
   plots/roc_<experiment>.png                (one target's curve per attack, labelled with that target and its AUC)
+  mia/unified/scores/<experiment>/          every attack's per-example scores per target (configs/paths.py)
+  attack_intervals.csv, paired_comparisons.csv, per_class_auc.csv, plots/per_class_auc.png   (mia/compare.py)
+  report.md                                 the study in one page (mia/report.py)
 Points below the FPR floor are drawn hollow (privacy-utility) or not at all (ROC).
 """
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from configs import paths
-from mia import plots
+from mia import report
 from mia.artifacts import finished_model_dirs, read_model_record
 from mia.attacks import ATTACKS, AttackSettings
 from mia.cli import mia_parser, parse, settings_for
+from mia.compare import Settings, add_settings_args, run_comparisons, settings_from
 from mia.evaluate import evaluate_all, experiment_id, find_experiment_dirs, print_table, write_results
 from utils.errors import UsageError, cli_main
 from utils.io import save_text
 
-COMPREHENSIVE = "comprehensive_mia_results"
-TRAINING = "training_results.csv"
 TRAINING_COLS = ["experiment", "method", "sparsity", "dataset", "arch", "layers", "model_index", "num_train",
                  "train_acc", "test_acc", "val_acc", "train_loss", "test_loss", "best_epoch", "epochs",
                  "wall_time_s", "images_per_s", "target_sparsity", "measured_sparsity", "sparsity_all_params", "device"]
@@ -43,25 +46,6 @@ def training_results(exp_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame([{k: r.get(k) for k in TRAINING_COLS} for r in rows], columns=TRAINING_COLS)
 
 
-def roc_of(summary: dict) -> dict:
-    """The ROC an attack's summary holds (one target's curve) with that target's own AUC and FPR floor,
-    so the plot labels what it draws rather than the mean AUC over targets."""
-    own = summary["per_target"][str(summary["roc"]["target"])]
-    return {**summary["roc"], "auc": own["auc"], "min_fpr": own["min_fpr"]}
-
-
-def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path) -> list[Path]:
-    if df.empty:
-        return []
-    out = [plots.privacy_utility(df, m, plot_dir / f"privacy_utility_{m}.png") for m in ("auc", "tpr_at_0.1pct_fpr")]
-    out.append(plots.heatmap(df, "auc", plot_dir / "heatmap_auc.png"))
-    for r in results:
-        rocs = {a: roc_of(v) for a, v in r["attacks"].items()}
-        if rocs:
-            out.append(plots.roc_curves(f"{r['experiment']} ({r['dataset']})", rocs, plot_dir / f"roc_{experiment_id(r)}.png"))
-    return out
-
-
 def copy_tables(src: Path, dst: Path, names: list[str]) -> None:
     """Atomic copies of written tables (a reader never sees half a CSV)."""
     for name in names:
@@ -69,20 +53,29 @@ def copy_tables(src: Path, dst: Path, names: list[str]) -> None:
 
 
 def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: str, st: AttackSettings,
-                summary_dir=None, logger=None) -> tuple[pd.DataFrame, list[str]]:
-    """Evaluate, write CSVs/JSON/plots; returns the wide table and the problems met (already printed)."""
+                summary_dir=None, logger=None, commands: list[str] = (), compare: Settings | None = None,
+                pair_specs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluate, write CSVs/JSON/scores, compare the configurations (mia/compare.py), draw the figures and
+    write report.md (mia/report.py); returns the wide table and the problems met (already printed).
+    `commands` (what was run) go into the report's "Reproduce" section."""
     results_dir = Path(results_dir)
-    results, failures = evaluate_all(exp_dirs, attacks, targets, st)
     unified = paths.mia_results_dir(results_dir, "unified")
-    df = write_results(results, unified, COMPREHENSIVE)
-    save_text(training_results(exp_dirs).to_csv(index=False), unified / TRAINING)
-    made = make_plots(df, results, results_dir / "plots")
+    results, failures = evaluate_all(exp_dirs, attacks, targets, st, suite_dir=unified)
+    df = write_results(results, unified, paths.COMPREHENSIVE)
+    training = training_results(exp_dirs)
+    save_text(training.to_csv(index=False), unified / paths.TRAINING_RESULTS)
     # the tables also at the results root and, in the original layout, the two main ones in the project root
-    copy_tables(unified, results_dir, [f"{COMPREHENSIVE}.csv", f"{COMPREHENSIVE}_long.csv", TRAINING])
+    copy_tables(unified, results_dir, [f"{paths.COMPREHENSIVE}.csv", f"{paths.COMPREHENSIVE}_long.csv", paths.TRAINING_RESULTS])
     if summary_dir is not None:
-        copy_tables(unified, Path(summary_dir), [TRAINING, f"{COMPREHENSIVE}.csv"])
+        copy_tables(unified, Path(summary_dir), [paths.TRAINING_RESULTS, f"{paths.COMPREHENSIVE}.csv"])
     print_table(df, attacks)
-    print(f"\nresults: {results_dir} ({len(results)} experiment(s), {len(made)} plot(s))")
+    if results:  # the experiments just evaluated, not older ones the directory may hold
+        study = run_comparisons(results_dir, pair_specs, compare or Settings(seed=st.seed),
+                                only=[experiment_id(r) for r in results])
+        failures += study.failures
+        out = report.build(results_dir, df, training, results, study, list(commands))
+        print(report.summary_line(study, out))
+    print(f"\nresults: {results_dir} ({len(results)} experiment(s))")
     if logger is not None:
         logger.log_training([read_model_record(e, d) for e in exp_dirs for d in finished_model_dirs(e)])
         logger.log_attacks(df)
@@ -90,20 +83,23 @@ def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: 
     return df, failures
 
 
-def evaluate_study(exp_dirs: list[Path], args, logger=None) -> None:
+def evaluate_study(exp_dirs: list[Path], args, logger=None, command: str = "python train.py") -> None:
     """train.py's last stage: every attack on the configurations it trained (args: train.py's flags)."""
     _, failures = run_unified(exp_dirs, args.results_dir, args.attacks or list(ATTACKS), args.targets,
-                              settings_for(args.device, args.seed), summary_dir=args.summary_dir, logger=logger)
+                              settings_for(args.device, args.seed), summary_dir=args.summary_dir, logger=logger,
+                              commands=[command])
     if failures:
         raise UsageError(f"{len(failures)} evaluation problem(s), listed above; the other results were written")
 
 
 @cli_main
 def main(argv=None) -> None:
-    parser = mia_parser(__doc__, list(ATTACKS), "results root (tables, plots, mia/unified/)", summary_dir=True)
+    parser = mia_parser(__doc__, list(ATTACKS), "results root (tables, plots, report.md, mia/unified/)", summary_dir=True)
+    add_settings_args(parser)
     args, st = parse(parser, argv)
     _, failures = run_unified(find_experiment_dirs(args.runs_dir), args.results_dir, args.attacks, args.targets, st,
-                              args.summary_dir)
+                              args.summary_dir, commands=[shlex.join(["python", "mia/unified_mia_evaluation.py", *(argv or [])])],
+                              compare=settings_from(args), pair_specs=args.pairs)
     if failures:
         raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written to {args.results_dir}")
 

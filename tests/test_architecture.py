@@ -68,7 +68,7 @@ def test_the_checks_see_real_edges():
     """The graph is not empty by accident: known edges are found, function-level imports included."""
     g = graph()
     assert "training.trainer" in g["training.experiment"] and "mia.nn_attacks" in g["mia.attacks"]
-    assert "mia.plots" in g["mia.unified_mia_evaluation"]  # 'from mia import plots'
+    assert "mia.report" in g["mia.unified_mia_evaluation"]  # 'from mia import report'
     assert "pruning" in g["configs.config"]  # imported inside ExperimentConfig.resolved()
 
 

@@ -1,251 +1,164 @@
-"""mia/compare.py: metrics against sklearn and compute_metrics, the bootstrap against explicit
-resampling, known answers (identical configurations, a shift with a closed-form AUC difference,
-coverage under the null), multi-target and per-class behaviour. ~5 s on a loaded 2-core CPU."""
+"""mia/compare.py and mia/report.py on synthetic run directories: saved scores, paired comparisons of a
+study's configurations, per-class AUC, the report. (The bootstrap's statistics: tests/test_bootstrap.py.)"""
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
-from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from mia.compare import (METRICS, accuracy_difference, auc_spread, compare_attacks, paired_bootstrap, per_class_auc,
-                         resample_weights, weighted_metrics)
-from mia.metrics import FPR_LEVELS, compute_metrics
+from configs import paths
+from mia.attacks import AttackSettings
+from mia.compare import Settings, load_evaluations, run_comparisons
+from mia.evaluate import evaluate_experiment
+from mia.unified_mia_evaluation import run_unified
+from tests.mia_synthetic import synthetic_signals, write_experiment
+from utils.io import load_json, load_npy, save_json
 
-ALL = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
-
-
-def _case(rng, n, ties=False, shift=0.8):
-    """Random scores with a membership signal; ties=True rounds them coarsely (many tied scores)."""
-    members = rng.random(n) < rng.uniform(0.3, 0.7)
-    scores = rng.normal(0, 1, n) + shift * members
-    return (np.round(scores, 1) if ties else scores), members
-
-
-# -- 4. metrics equal the project's definitions -----------------------------------------------------------
-
-@pytest.mark.parametrize("seed", range(6))
-def test_metrics_match_sklearn_and_compute_metrics(seed):
-    rng = np.random.default_rng(seed)
-    n_out = [1000, 2000, 3001, 5000, 1500, 12_000][seed]  # 1000, 2000: ROC points exactly on 1% and 0.1% FPR
-    n_in = int(rng.integers(n_out // 3, 2 * n_out))
-    members = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)][rng.permutation(n_in + n_out)]
-    scores = rng.normal(0, 1, len(members)) + 0.7 * members
-    if seed % 2:
-        scores = np.round(scores, 1)  # heavy ties
-    if seed == 4:
-        scores[:5] = [np.nan, np.inf, -np.inf, np.inf, np.nan]  # mapped as compute_metrics maps them
-    ref = compute_metrics(scores, members)
-    got = weighted_metrics(scores, members, metrics=ALL)
-    finite = np.nan_to_num(scores, nan=-1e308, posinf=1e308, neginf=-1e308)
-    assert got["auc"] == pytest.approx(roc_auc_score(members, finite), abs=1e-12)
-    assert got["auc"] == pytest.approx(ref["auc"], abs=1e-12)
-    for k in ("advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
-        assert got[k] == ref[k], k  # exact: same counts, same float divisions
+ROOT = Path(__file__).resolve().parents[1]
+ATTACKS = ["confidence", "loss", "lira_offline"]  # fast ones; every attack saves scores the same way
+FAST = Settings(n_boot=200, seed=0, level=0.95)
 
 
-def test_tpr_by_hand():
-    """10 non-members: 1% FPR admits no false positive, so TPR = members above the best non-member (1 of 5)."""
-    members = np.r_[np.ones(5, bool), np.zeros(10, bool)]
-    scores = np.r_[[9, 7, 5, 3, 1], [8, 6, 4, 2, 0, -1, -2, -3, -4, -5]].astype(float)
-    got = weighted_metrics(scores, members, metrics=ALL)
-    assert got["tpr_at_1pct_fpr"] == 0.2  # only 9 is above every non-member
-    assert compute_metrics(scores, members)["tpr_at_1pct_fpr"] == 0.2
+def small(seed=0, gap=2.0):
+    return synthetic_signals(n=400, num_shadows=4, queries=2, classes=4, gap=gap, seed=seed)
 
 
-def test_fpr_budget_where_the_product_rounds_down(monkeypatch):
-    """0.7 * 90 = 62.999... in float64 while 63 / 90 <= 0.7: sklearn's point at FPR 63/90 counts. An
-    extra level (added to mia.metrics for this test only) is compared with compute_metrics on it."""
-    monkeypatch.setitem(FPR_LEVELS, "tpr_at_70pct_fpr", 0.7)
-    # descending: 20 members, 63 non-members, 20 members, 27 non-members; TPR 1.0 at FP 63, 0.5 at FP 62
-    members = np.r_[np.ones(20, bool), np.zeros(63, bool), np.ones(20, bool), np.zeros(27, bool)]
-    scores = -np.arange(len(members), dtype=float)
-    ref = compute_metrics(scores, members)["tpr_at_70pct_fpr"]
-    assert weighted_metrics(scores, members, metrics=("tpr_at_70pct_fpr",))["tpr_at_70pct_fpr"] == ref == 1.0
+def evaluate(runs: Path, out: Path, targets="all", pairs=None):
+    return run_unified(sorted(paths.find_experiments(runs)), out, ATTACKS, targets, AttackSettings(device="cpu"),
+                       compare=FAST, pair_specs=pairs, commands=["python test"])
 
 
-@pytest.mark.parametrize("top", [[1.0, 1.0, 0.0], [5.0] * 3])
-def test_ties_at_the_top(top):
-    """A member tied with a non-member at the highest score: no ROC point but (0, 0) has FPR <= 1%, so
-    TPR@1% is 0 (not the tied group's TPR); all scores tied: AUC 0.5."""
-    members = np.r_[True, False, True, np.zeros(40, bool)]
-    scores = np.r_[top, np.zeros(40)]
-    got, ref = weighted_metrics(scores, members, metrics=ALL), compute_metrics(scores, members)
-    assert got["tpr_at_1pct_fpr"] == ref["tpr_at_1pct_fpr"] == 0.0
-    for k in ALL:
-        assert got[k] == pytest.approx(ref[k], abs=1e-12), k
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory):
+    """dense and a byte-identical copy of it under another name (the same models copied)."""
+    root = tmp_path_factory.mktemp("copies")
+    dense = write_experiment(root / "runs", small(0))
+    copy = paths.experiment_dir(root / "runs", "static", 0.9, "synthetic")
+    shutil.copytree(dense, copy)
+    save_json({**load_json(dense / paths.CONFIG), "name": "static_0.9", "method": "static", "sparsity": 0.9},
+              copy / paths.CONFIG)
+    evaluate(root / "runs", root / "results")
+    return root
 
 
-def test_resample_metrics_equal_explicit_resampling():
-    """Every bootstrap replicate equals compute_metrics(A on the resampled examples) - (B on them)."""
-    rng = np.random.default_rng(1)
-    a, members = _case(rng, 400, ties=True)
-    b = np.round(a + rng.normal(0, 0.5, len(a)), 1)
-    res = paired_bootstrap(a, b, members, metrics=ALL, n_boot=7, seed=3, chunk_elems=1000)
-    w = np.concatenate(list(resample_weights(members, 7, seed=3, target=0)))
-    assert np.array_equal(w.sum(1), np.full(7, len(a)))
-    for r in range(7):
-        assert w[r, members].sum() == members.sum()  # stratified: class counts kept
-        idx = np.repeat(np.arange(len(a)), w[r])
-        ra, rb = compute_metrics(a[idx], members[idx]), compute_metrics(b[idx], members[idx])
-        for k in ALL:
-            assert res[k]["replicates"][r] == pytest.approx(ra[k] - rb[k], abs=1e-12), (k, r)
+def test_saved_scores_reproduce_the_reported_auc(copies):
+    """Each attack's per-target scores are saved (float64) with the target's membership; the AUC
+    recomputed from the files is the one the evaluation reported."""
+    evals = load_evaluations(paths.mia_results_dir(copies / "results", "unified"))
+    for ev in evals:
+        assert ev.targets == [0, 1, 2, 3, 4]
+        for attack in ATTACKS:
+            for t, s, m in zip(ev.targets, ev.scores(attack), ev.members()):
+                assert s.dtype == np.float64 and s.shape == (400,)
+                assert np.array_equal(m, small(0)["keep"][t])
+                assert roc_auc_score(m, s) == pytest.approx(ev.res["attacks"][attack]["per_target"][str(t)]["auc"], abs=1e-12)
 
 
-def test_class_draws_are_independent():
-    """Members and non-members are drawn from separate streams: the multiplicity of the i-th member
-    says nothing about that of the i-th non-member (one shared stream would make them equal)."""
-    members = np.r_[np.ones(300, bool), np.zeros(300, bool)]
-    w = next(resample_weights(members, 200, seed=1))
-    assert abs(np.corrcoef(w[:, members].ravel(), w[:, ~members].ravel())[0, 1]) < 0.05
+def test_identical_configurations_differ_by_exactly_zero(copies):
+    paired = pd.read_csv(copies / "results" / paths.PAIRED)
+    assert set(paired["pair"]) == {"static_0.9 - dense"}  # the default pairs: each pruned one against dense
+    assert set(paired["attack"].fillna("")) == {*ATTACKS, ""} and "test_acc" in set(paired["metric"])
+    assert (paired["difference"] == 0).all()
+    assert ((paired["ci_low"] <= 0) & (paired["ci_high"] >= 0)).all()
+    assert not paired["excludes_zero"].any()
+    assert (paired["num_targets"] == 5).all()
 
 
-def test_deterministic_and_independent_of_chunk_size():
-    rng = np.random.default_rng(2)
-    a, members = _case(rng, 500)
-    b = a + rng.normal(0, 1, len(a))
-    one = paired_bootstrap(a, b, members, n_boot=50, seed=5, chunk_elems=500 * 7)
-    two = paired_bootstrap(a, b, members, n_boot=50, seed=5, chunk_elems=10**7)
-    other = paired_bootstrap(a, b, members, n_boot=50, seed=6)
-    for k in METRICS:
-        assert np.array_equal(one[k]["replicates"], two[k]["replicates"])
-    assert not np.array_equal(one["auc"]["replicates"], other["auc"]["replicates"])
+def test_intervals_contain_the_value_and_per_class_matches_sklearn(copies):
+    iv = pd.read_csv(copies / "results" / paths.INTERVALS)
+    assert len(iv) == 2 * len(ATTACKS) * 3  # configurations x attacks x (auc, tpr at 1%, 0.1%)
+    assert ((iv["ci_low"] <= iv["value"]) & (iv["value"] <= iv["ci_high"])).all()
+    assert iv.loc[iv["metric"] == "tpr_at_0.1pct_fpr", "below_floor"].all()  # ~200 non-members: 1/200 > 0.1%
+    assert not iv.loc[iv["metric"] == "auc", "below_floor"].any()
+    pc = pd.read_csv(copies / "results" / paths.PER_CLASS)
+    sig = small(0)
+    ev = load_evaluations(paths.mia_results_dir(copies / "results", "unified"))[0]
+    row = pc[(pc["experiment"] == ev.name) & (pc["attack"] == "loss")].iloc[0]
+    for c in range(4):
+        per_target = [roc_auc_score(m[sig["labels"] == c], s[sig["labels"] == c])
+                      for s, m in zip(ev.scores("loss"), ev.members())]
+        assert row[f"auc_class_{c}"] == pytest.approx(np.mean(per_target), abs=1e-12)
+    vals = row[[f"auc_class_{c}" for c in range(4)]].to_numpy(float)
+    assert row["auc_range"] == pytest.approx(vals.max() - vals.min()) and row["auc_min"] == vals.min()
 
 
-# -- 1. identical configurations ---------------------------------------------------------------------------
-
-def test_identical_configurations_give_exactly_zero():
-    rng = np.random.default_rng(3)
-    scores = [_case(rng, 600, ties=t) for t in (False, True)]
-    a = [s for s, _ in scores]
-    res = paired_bootstrap(a, [x.copy() for x in a], [m for _, m in scores], metrics=ALL, n_boot=100)
-    for k, r in res.items():
-        assert (r["difference"], r["ci_low"], r["ci_high"], r["excludes_zero"]) == (0.0, 0.0, 0.0, False), k
+def test_report_holds_every_configuration_attack_and_figure(copies):
+    text = (copies / "results" / paths.REPORT).read_text()
+    for name in ("dense", "static_0.9", *ATTACKS, "static_0.9 - dense", "## Reproduce", "python mia/compare.py"):
+        assert name in text, name
+    for image in ("plots/privacy_utility_auc.png", "plots/per_class_auc.png", "plots/heatmap_auc.png"):
+        assert f"]({image})" in text and (copies / "results" / image).stat().st_size > 5000
 
 
-# -- 2. a shift of known size ----------------------------------------------------------------------------
-
-def test_known_auc_shift_is_covered_and_significant():
-    """Members N(1, 1) vs N(0.5, 1), non-members N(0, 1): AUC_A - AUC_B = Phi(1/sqrt2) - Phi(0.5/sqrt2).
-    Paired: B's member scores are A's shifted by -0.5, non-members shared."""
-    rng = np.random.default_rng(4)
-    n = 4000
-    members = np.r_[np.ones(n // 2, bool), np.zeros(n // 2, bool)]
-    a = rng.normal(0, 1, n) + members
-    b = a - 0.5 * members
-    truth = norm.cdf(1 / np.sqrt(2)) - norm.cdf(0.5 / np.sqrt(2))
-    r = paired_bootstrap(a, b, members, n_boot=400, seed=0)["auc"]
-    assert r["ci_low"] < truth < r["ci_high"]
-    assert r["excludes_zero"] and r["ci_low"] > 0.05
-    assert abs(r["difference"] - truth) < 0.02
-    assert r["a"] - r["b"] == pytest.approx(r["difference"])
+def test_a_real_difference_is_significant_and_a_null_one_is_not(tmp_path):
+    """B is A with the membership signal removed (gap 0): A - B in AUC is large and its interval
+    excludes 0; the two null configurations' difference is not significant."""
+    runs = tmp_path / "runs"
+    write_experiment(runs, small(0, gap=3.0))
+    write_experiment(runs, small(0, gap=0.0), method="static", sparsity=0.9)
+    write_experiment(runs, small(0, gap=0.0) | {"logits": small(1, gap=0.0)["logits"]}, method="dpf", sparsity=0.9)
+    evaluate(runs, tmp_path / "results", targets="all", pairs=["dense:static_0.9", "dpf_0.9:static_0.9"])
+    paired = pd.read_csv(tmp_path / "results" / paths.PAIRED).set_index(["pair", "attack", "metric"])
+    strong = paired.loc[("dense - static_0.9", "lira_offline", "auc")]
+    assert strong["difference"] > 0.2 and strong["excludes_zero"] and strong["ci_low"] > 0
+    null = paired.loc[("dpf_0.9 - static_0.9", "lira_offline", "auc")]
+    assert abs(null["difference"]) < 0.05 and null["ci_low"] < 0 < null["ci_high"]
 
 
-# -- 3. coverage under the null ----------------------------------------------------------------------------
-
-def test_null_intervals_cover_zero_about_95_percent():
-    """200 simulated studies where A and B are draws of one distribution on the same examples (a shared
-    per-example component plus independent noise): the 95% intervals cover 0 in 90-99% of them."""
-    rng = np.random.default_rng(5)
-    n, covered = 300, 0
-    members = np.r_[np.ones(n // 2, bool), np.zeros(n // 2, bool)]
-    for sim in range(200):
-        shared = rng.normal(0, 1, n) + 0.8 * members
-        a, b = shared + rng.normal(0, 0.7, n), shared + rng.normal(0, 0.7, n)
-        r = paired_bootstrap(a, b, members, metrics=("auc",), n_boot=200, seed=sim)["auc"]
-        covered += r["ci_low"] <= 0 <= r["ci_high"]
-    assert 0.90 <= covered / 200 <= 0.99, covered
+def test_unpaired_configurations_are_refused_in_one_line_and_the_rest_written(tmp_path):
+    """A configuration with another keep matrix (another --mia-seed) cannot be paired."""
+    runs = tmp_path / "runs"
+    write_experiment(runs, small(0))
+    write_experiment(runs, small(5), method="static", sparsity=0.9)  # keep matrix of seed 5
+    _, failures = evaluate(runs, tmp_path / "results")
+    assert len(failures) == 1 and "not paired" in failures[0] and "Traceback" not in failures[0]
+    assert (tmp_path / "results" / paths.REPORT).exists() and len(pd.read_csv(tmp_path / "results" / paths.INTERVALS))
 
 
-# -- 6. several targets ------------------------------------------------------------------------------------
-
-def test_multi_target_point_is_mean_of_per_target_differences():
-    rng = np.random.default_rng(6)
-    cases = [_case(rng, n, ties=bool(n % 2)) for n in (500, 700, 901)]
-    a = [s for s, _ in cases]
-    b = [s + rng.normal(0, 0.8, len(s)) for s in a]
-    mem = [m for _, m in cases]
-    res = compare_attacks({"x": a, "y": b}, {"x": b, "y": a}, mem, metrics=ALL, n_boot=60)
-    for k in ALL:
-        per = [compute_metrics(a[t], mem[t])[k] - compute_metrics(b[t], mem[t])[k] for t in range(3)]
-        assert res["x"][k]["difference"] == pytest.approx(np.mean(per), abs=1e-12)
-        assert res["y"][k]["difference"] == pytest.approx(-np.mean(per), abs=1e-12)
-        assert res["x"][k]["num_targets"] == 3
-        # swapping A and B mirrors every replicate (same resamples and target draws for every attack)
-        assert np.allclose(res["x"][k]["replicates"], -res["y"][k]["replicates"], atol=1e-12)
-
-
-def test_target_level_resampling_distribution():
-    """Three targets whose difference does not vary with the examples (AUC 1 vs 0, equal, 1 vs 0.5):
-    replicates are means of 3 draws from {1, 0, 0.5}; P(all three draw the 0 target) = 1/27."""
-    members = np.r_[np.ones(50, bool), np.zeros(50, bool)]
-    perfect, const = members.astype(float), np.zeros(100)
-    a = [perfect, perfect, perfect]
-    b = [1 - perfect, perfect, const]
-    r = paired_bootstrap(a, b, [members] * 3, metrics=("auc",), n_boot=4000)["auc"]
-    assert r["difference"] == pytest.approx(0.5)
-    reps = r["replicates"]
-    assert np.allclose(reps * 6, np.round(reps * 6))  # multiples of 1/6
-    assert abs(reps.mean() - 0.5) < 0.02
-    assert abs(np.mean(reps == 0) - 1 / 27) < 0.012
-    assert (r["ci_low"], r["ci_high"]) == (0.0, 1.0)
+def test_compare_cli_rebuilds_from_saved_scores_without_the_runs(copies, tmp_path):
+    """The results directory alone (runs deleted) rebuilds comparisons and report; bad --pairs is one line."""
+    res = tmp_path / "results"
+    shutil.copytree(copies / "results", res)
+    (res / paths.PAIRED).unlink()
+    (res / paths.REPORT).unlink()
+    r = subprocess.run([sys.executable, "mia/compare.py", "--results-dir", str(res), "--n-boot", "50",
+                        "--pairs", "dense:static_0.9"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    paired = pd.read_csv(res / paths.PAIRED)
+    assert set(paired["pair"]) == {"dense - static_0.9"} and (paired["n_boot"] == 50).all()
+    assert "dense - static_0.9" in (res / paths.REPORT).read_text()
+    bad = subprocess.run([sys.executable, "mia/compare.py", "--results-dir", str(res), "--pairs", "dense"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "A:B" in bad.stderr
+    empty = subprocess.run([sys.executable, "mia/compare.py", "--results-dir", str(tmp_path / "none")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 2 and "no evaluation" in empty.stderr and "Traceback" not in empty.stderr
 
 
-def test_target_drawn_twice_gets_two_example_resamples():
-    """Target 1 has A = B (difference 0 on every resample); target 0's replicates alone are d0. With 2
-    targets, replicate b is 0, d0[b] / 2, d0[b + 1] / 2 or, when target 0 fills both slots, the mean of
-    two distinct copies (d0[b] + d0[b + 1]) / 2 (about a quarter of them), never d0[b] itself."""
-    rng = np.random.default_rng(9)
-    a0, m0 = _case(rng, 400)
-    b0 = a0 + rng.normal(0, 1, 400)
-    a1, m1 = _case(rng, 300)
-    n = 400
-    d0 = paired_bootstrap([a0], [b0], [m0], metrics=("auc",), n_boot=n, seed=2)["auc"]["replicates"]
-    reps = paired_bootstrap([a0, a1], [b0, a1], [m0, m1], metrics=("auc",), n_boot=n, seed=2)["auc"]["replicates"]
-    nxt = np.roll(d0, -1)
-    kinds = np.stack([reps == 0, np.isclose(reps, d0 / 2), np.isclose(reps, nxt / 2), np.isclose(reps, (d0 + nxt) / 2)])
-    assert kinds.any(axis=0).all()
-    assert 0.15 < kinds[3].mean() < 0.35 and 0.15 < kinds[0].mean() < 0.35
-    assert not np.isclose(reps, d0).any()
+def test_scores_of_a_single_target_run_pair_with_an_all_targets_run(tmp_path):
+    """Resamples are keyed by model index: dense evaluated on all targets and static on target 0 only
+    compare on target 0, with the same resamples as an evaluation of both on target 0 alone."""
+    runs = tmp_path / "runs"
+    write_experiment(runs, small(0))
+    write_experiment(runs, small(1) | {"keep": small(0)["keep"], "labels": small(0)["labels"]}, method="static", sparsity=0.9)
+    out = tmp_path / "results"
+    unified = paths.mia_results_dir(out, "unified")
+    from mia.evaluate import write_results
 
-
-def test_accuracy_difference():
-    one = accuracy_difference([0.9], [0.85])
-    assert one["difference"] == pytest.approx(0.05) and one["ci_low"] is None and one["excludes_zero"] is None
-    same = accuracy_difference([0.9, 0.8, 0.7], [0.89, 0.79, 0.69])
-    assert (same["ci_low"], same["ci_high"]) == pytest.approx((0.01, 0.01))  # constant difference
-    two = accuracy_difference([1.0, 0.0], [0.0, 0.0], n_boot=2000)  # replicates in {0, .5, 1}, P(0) = 1/4
-    assert (two["difference"], two["ci_low"], two["ci_high"], two["excludes_zero"]) == (0.5, 0.0, 1.0, False)
-
-
-def test_bad_input_is_refused():
-    m = np.r_[True, False, True]
-    with pytest.raises(ValueError, match="unknown metric"):
-        paired_bootstrap(np.ones(3), np.ones(3), m, metrics=("aucc",))
-    with pytest.raises(ValueError, match="both members and non-members"):
-        paired_bootstrap(np.ones(3), np.ones(3), np.ones(3, bool))
-    with pytest.raises(ValueError, match="non-members"):
-        paired_bootstrap(np.ones(3), np.ones(3), m, metrics=("tpr_at_0.01pct_fpr",))
-    with pytest.raises(ValueError, match="targets"):
-        paired_bootstrap([np.ones(3)], [np.ones(3), np.ones(3)], [m])
-
-
-# -- 5. per-class AUC ---------------------------------------------------------------------------------------
-
-def test_per_class_auc_matches_sklearn():
-    rng = np.random.default_rng(7)
-    n = 900
-    labels = rng.integers(0, 3, n)  # classes 0-2 mixed; 3: only members; 4: absent
-    members = rng.random(n) < 0.5
-    scores = np.round(rng.normal(0, 1, n) + members * (labels + 1) * 0.4, 1)
-    labels = np.r_[labels, [3, 3]]
-    members, scores = np.r_[members, [True, True]], np.r_[scores, [1.0, 2.0]]
-    got = per_class_auc(scores, members, labels, 5)
-    for c in range(3):
-        rows = labels == c
-        assert got[c] == pytest.approx(roc_auc_score(members[rows], scores[rows]), abs=1e-12)
-    assert np.isnan(got[3]) and np.isnan(got[4])
-    assert got[2] > got[0]  # the built-in gradient
-    s = auc_spread(got)
-    assert s["num_classes"] == 3 and s["min"] == got[:3].min() and s["max"] == got[:3].max()
-    assert s["range"] == pytest.approx(got[:3].max() - got[:3].min()) and s["std"] == pytest.approx(np.std(got[:3]))
+    res = [evaluate_experiment(e, ATTACKS, t, AttackSettings(device="cpu"), suite_dir=unified)
+           for e, t in zip(sorted(paths.find_experiments(runs)), ("all", "0"))]
+    write_results(res, unified, paths.COMPREHENSIVE)
+    mixed = run_comparisons(out, None, FAST).paired
+    assert (mixed["num_targets"] == 1).all()
+    res = [evaluate_experiment(e, ATTACKS, "0", AttackSettings(device="cpu"), suite_dir=unified)
+           for e in sorted(paths.find_experiments(runs))]
+    write_results(res, unified, paths.COMPREHENSIVE)
+    same = run_comparisons(out, None, FAST).paired
+    pd.testing.assert_frame_equal(mixed, same)
+    assert load_npy(paths.members_file(paths.scores_dir(unified, "dense_synthetic"), 0)).dtype == bool

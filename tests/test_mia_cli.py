@@ -124,7 +124,7 @@ def test_too_few_shadows_for_lira_still_writes_the_other_attacks(tmp_path):
     (["--runs-dir", "/nonexistent/runs"], "runs directory /nonexistent/runs does not exist"),
     (["--runs-dir", "{empty}"], "no experiment in"),
     (["--runs-dir", "{empty}", "--attacks", "lira", "liraa"], f"unknown attack 'liraa'; valid: {', '.join(ATTACKS)}"),
-    (["--runs-dir", "{empty}", "--targets", "first"], "--targets must be a model index or 'all', got 'first'"),
+    (["--runs-dir", "{empty}", "--targets", "first"], "--targets must be 'all', a model index or a comma-separated list of them (e.g. 0,1,2), got 'first'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
@@ -204,7 +204,7 @@ def test_privacy_utility_draws_points_below_the_floor_hollow_and_off_the_line():
 
 def test_roc_plot_draws_one_target_from_its_floor_with_its_own_auc(tmp_path):
     from mia.plots import roc_figure
-    from mia.unified_mia_evaluation import roc_of
+    from mia.report import roc_of
 
     res = evaluate_experiment(write_experiment(tmp_path, small(0)), ["loss"], targets="all")
     a = res["attacks"]["loss"]

@@ -1,0 +1,251 @@
+"""mia/bootstrap.py: metrics against sklearn and compute_metrics, the bootstrap against explicit
+resampling, known answers (identical configurations, a shift with a closed-form AUC difference,
+coverage under the null), multi-target and per-class behaviour. ~5 s on a loaded 2-core CPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+from sklearn.metrics import roc_auc_score
+
+from mia.bootstrap import (METRICS, accuracy_difference, auc_spread, compare_attacks, paired_bootstrap, per_class_auc,
+                         resample_weights, weighted_metrics)
+from mia.metrics import FPR_LEVELS, compute_metrics
+
+ALL = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+
+
+def _case(rng, n, ties=False, shift=0.8):
+    """Random scores with a membership signal; ties=True rounds them coarsely (many tied scores)."""
+    members = rng.random(n) < rng.uniform(0.3, 0.7)
+    scores = rng.normal(0, 1, n) + shift * members
+    return (np.round(scores, 1) if ties else scores), members
+
+
+# -- 4. metrics equal the project's definitions -----------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(6))
+def test_metrics_match_sklearn_and_compute_metrics(seed):
+    rng = np.random.default_rng(seed)
+    n_out = [1000, 2000, 3001, 5000, 1500, 12_000][seed]  # 1000, 2000: ROC points exactly on 1% and 0.1% FPR
+    n_in = int(rng.integers(n_out // 3, 2 * n_out))
+    members = np.r_[np.ones(n_in, bool), np.zeros(n_out, bool)][rng.permutation(n_in + n_out)]
+    scores = rng.normal(0, 1, len(members)) + 0.7 * members
+    if seed % 2:
+        scores = np.round(scores, 1)  # heavy ties
+    if seed == 4:
+        scores[:5] = [np.nan, np.inf, -np.inf, np.inf, np.nan]  # mapped as compute_metrics maps them
+    ref = compute_metrics(scores, members)
+    got = weighted_metrics(scores, members, metrics=ALL)
+    finite = np.nan_to_num(scores, nan=-1e308, posinf=1e308, neginf=-1e308)
+    assert got["auc"] == pytest.approx(roc_auc_score(members, finite), abs=1e-12)
+    assert got["auc"] == pytest.approx(ref["auc"], abs=1e-12)
+    for k in ("advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
+        assert got[k] == ref[k], k  # exact: same counts, same float divisions
+
+
+def test_tpr_by_hand():
+    """10 non-members: 1% FPR admits no false positive, so TPR = members above the best non-member (1 of 5)."""
+    members = np.r_[np.ones(5, bool), np.zeros(10, bool)]
+    scores = np.r_[[9, 7, 5, 3, 1], [8, 6, 4, 2, 0, -1, -2, -3, -4, -5]].astype(float)
+    got = weighted_metrics(scores, members, metrics=ALL)
+    assert got["tpr_at_1pct_fpr"] == 0.2  # only 9 is above every non-member
+    assert compute_metrics(scores, members)["tpr_at_1pct_fpr"] == 0.2
+
+
+def test_fpr_budget_where_the_product_rounds_down(monkeypatch):
+    """0.7 * 90 = 62.999... in float64 while 63 / 90 <= 0.7: sklearn's point at FPR 63/90 counts. An
+    extra level (added to mia.metrics for this test only) is compared with compute_metrics on it."""
+    monkeypatch.setitem(FPR_LEVELS, "tpr_at_70pct_fpr", 0.7)
+    # descending: 20 members, 63 non-members, 20 members, 27 non-members; TPR 1.0 at FP 63, 0.5 at FP 62
+    members = np.r_[np.ones(20, bool), np.zeros(63, bool), np.ones(20, bool), np.zeros(27, bool)]
+    scores = -np.arange(len(members), dtype=float)
+    ref = compute_metrics(scores, members)["tpr_at_70pct_fpr"]
+    assert weighted_metrics(scores, members, metrics=("tpr_at_70pct_fpr",))["tpr_at_70pct_fpr"] == ref == 1.0
+
+
+@pytest.mark.parametrize("top", [[1.0, 1.0, 0.0], [5.0] * 3])
+def test_ties_at_the_top(top):
+    """A member tied with a non-member at the highest score: no ROC point but (0, 0) has FPR <= 1%, so
+    TPR@1% is 0 (not the tied group's TPR); all scores tied: AUC 0.5."""
+    members = np.r_[True, False, True, np.zeros(40, bool)]
+    scores = np.r_[top, np.zeros(40)]
+    got, ref = weighted_metrics(scores, members, metrics=ALL), compute_metrics(scores, members)
+    assert got["tpr_at_1pct_fpr"] == ref["tpr_at_1pct_fpr"] == 0.0
+    for k in ALL:
+        assert got[k] == pytest.approx(ref[k], abs=1e-12), k
+
+
+def test_resample_metrics_equal_explicit_resampling():
+    """Every bootstrap replicate equals compute_metrics(A on the resampled examples) - (B on them)."""
+    rng = np.random.default_rng(1)
+    a, members = _case(rng, 400, ties=True)
+    b = np.round(a + rng.normal(0, 0.5, len(a)), 1)
+    res = paired_bootstrap(a, b, members, metrics=ALL, n_boot=7, seed=3, chunk_elems=1000)
+    w = np.concatenate(list(resample_weights(members, 7, seed=3, target=0)))
+    assert np.array_equal(w.sum(1), np.full(7, len(a)))
+    for r in range(7):
+        assert w[r, members].sum() == members.sum()  # stratified: class counts kept
+        idx = np.repeat(np.arange(len(a)), w[r])
+        ra, rb = compute_metrics(a[idx], members[idx]), compute_metrics(b[idx], members[idx])
+        for k in ALL:
+            assert res[k]["replicates"][r] == pytest.approx(ra[k] - rb[k], abs=1e-12), (k, r)
+
+
+def test_class_draws_are_independent():
+    """Members and non-members are drawn from separate streams: the multiplicity of the i-th member
+    says nothing about that of the i-th non-member (one shared stream would make them equal)."""
+    members = np.r_[np.ones(300, bool), np.zeros(300, bool)]
+    w = next(resample_weights(members, 200, seed=1))
+    assert abs(np.corrcoef(w[:, members].ravel(), w[:, ~members].ravel())[0, 1]) < 0.05
+
+
+def test_deterministic_and_independent_of_chunk_size():
+    rng = np.random.default_rng(2)
+    a, members = _case(rng, 500)
+    b = a + rng.normal(0, 1, len(a))
+    one = paired_bootstrap(a, b, members, n_boot=50, seed=5, chunk_elems=500 * 7)
+    two = paired_bootstrap(a, b, members, n_boot=50, seed=5, chunk_elems=10**7)
+    other = paired_bootstrap(a, b, members, n_boot=50, seed=6)
+    for k in METRICS:
+        assert np.array_equal(one[k]["replicates"], two[k]["replicates"])
+    assert not np.array_equal(one["auc"]["replicates"], other["auc"]["replicates"])
+
+
+# -- 1. identical configurations ---------------------------------------------------------------------------
+
+def test_identical_configurations_give_exactly_zero():
+    rng = np.random.default_rng(3)
+    scores = [_case(rng, 600, ties=t) for t in (False, True)]
+    a = [s for s, _ in scores]
+    res = paired_bootstrap(a, [x.copy() for x in a], [m for _, m in scores], metrics=ALL, n_boot=100)
+    for k, r in res.items():
+        assert (r["difference"], r["ci_low"], r["ci_high"], r["excludes_zero"]) == (0.0, 0.0, 0.0, False), k
+
+
+# -- 2. a shift of known size ----------------------------------------------------------------------------
+
+def test_known_auc_shift_is_covered_and_significant():
+    """Members N(1, 1) vs N(0.5, 1), non-members N(0, 1): AUC_A - AUC_B = Phi(1/sqrt2) - Phi(0.5/sqrt2).
+    Paired: B's member scores are A's shifted by -0.5, non-members shared."""
+    rng = np.random.default_rng(4)
+    n = 4000
+    members = np.r_[np.ones(n // 2, bool), np.zeros(n // 2, bool)]
+    a = rng.normal(0, 1, n) + members
+    b = a - 0.5 * members
+    truth = norm.cdf(1 / np.sqrt(2)) - norm.cdf(0.5 / np.sqrt(2))
+    r = paired_bootstrap(a, b, members, n_boot=400, seed=0)["auc"]
+    assert r["ci_low"] < truth < r["ci_high"]
+    assert r["excludes_zero"] and r["ci_low"] > 0.05
+    assert abs(r["difference"] - truth) < 0.02
+    assert r["a"] - r["b"] == pytest.approx(r["difference"])
+
+
+# -- 3. coverage under the null ----------------------------------------------------------------------------
+
+def test_null_intervals_cover_zero_about_95_percent():
+    """200 simulated studies where A and B are draws of one distribution on the same examples (a shared
+    per-example component plus independent noise): the 95% intervals cover 0 in 90-99% of them."""
+    rng = np.random.default_rng(5)
+    n, covered = 300, 0
+    members = np.r_[np.ones(n // 2, bool), np.zeros(n // 2, bool)]
+    for sim in range(200):
+        shared = rng.normal(0, 1, n) + 0.8 * members
+        a, b = shared + rng.normal(0, 0.7, n), shared + rng.normal(0, 0.7, n)
+        r = paired_bootstrap(a, b, members, metrics=("auc",), n_boot=200, seed=sim)["auc"]
+        covered += r["ci_low"] <= 0 <= r["ci_high"]
+    assert 0.90 <= covered / 200 <= 0.99, covered
+
+
+# -- 6. several targets ------------------------------------------------------------------------------------
+
+def test_multi_target_point_is_mean_of_per_target_differences():
+    rng = np.random.default_rng(6)
+    cases = [_case(rng, n, ties=bool(n % 2)) for n in (500, 700, 901)]
+    a = [s for s, _ in cases]
+    b = [s + rng.normal(0, 0.8, len(s)) for s in a]
+    mem = [m for _, m in cases]
+    res = compare_attacks({"x": a, "y": b}, {"x": b, "y": a}, mem, metrics=ALL, n_boot=60)
+    for k in ALL:
+        per = [compute_metrics(a[t], mem[t])[k] - compute_metrics(b[t], mem[t])[k] for t in range(3)]
+        assert res["x"][k]["difference"] == pytest.approx(np.mean(per), abs=1e-12)
+        assert res["y"][k]["difference"] == pytest.approx(-np.mean(per), abs=1e-12)
+        assert res["x"][k]["num_targets"] == 3
+        # swapping A and B mirrors every replicate (same resamples and target draws for every attack)
+        assert np.allclose(res["x"][k]["replicates"], -res["y"][k]["replicates"], atol=1e-12)
+
+
+def test_target_level_resampling_distribution():
+    """Three targets whose difference does not vary with the examples (AUC 1 vs 0, equal, 1 vs 0.5):
+    replicates are means of 3 draws from {1, 0, 0.5}; P(all three draw the 0 target) = 1/27."""
+    members = np.r_[np.ones(50, bool), np.zeros(50, bool)]
+    perfect, const = members.astype(float), np.zeros(100)
+    a = [perfect, perfect, perfect]
+    b = [1 - perfect, perfect, const]
+    r = paired_bootstrap(a, b, [members] * 3, metrics=("auc",), n_boot=4000)["auc"]
+    assert r["difference"] == pytest.approx(0.5)
+    reps = r["replicates"]
+    assert np.allclose(reps * 6, np.round(reps * 6))  # multiples of 1/6
+    assert abs(reps.mean() - 0.5) < 0.02
+    assert abs(np.mean(reps == 0) - 1 / 27) < 0.012
+    assert (r["ci_low"], r["ci_high"]) == (0.0, 1.0)
+
+
+def test_target_drawn_twice_gets_two_example_resamples():
+    """Target 1 has A = B (difference 0 on every resample); target 0's replicates alone are d0. With 2
+    targets, replicate b is 0, d0[b] / 2, d0[b + 1] / 2 or, when target 0 fills both slots, the mean of
+    two distinct copies (d0[b] + d0[b + 1]) / 2 (about a quarter of them), never d0[b] itself."""
+    rng = np.random.default_rng(9)
+    a0, m0 = _case(rng, 400)
+    b0 = a0 + rng.normal(0, 1, 400)
+    a1, m1 = _case(rng, 300)
+    n = 400
+    d0 = paired_bootstrap([a0], [b0], [m0], metrics=("auc",), n_boot=n, seed=2)["auc"]["replicates"]
+    reps = paired_bootstrap([a0, a1], [b0, a1], [m0, m1], metrics=("auc",), n_boot=n, seed=2)["auc"]["replicates"]
+    nxt = np.roll(d0, -1)
+    kinds = np.stack([reps == 0, np.isclose(reps, d0 / 2), np.isclose(reps, nxt / 2), np.isclose(reps, (d0 + nxt) / 2)])
+    assert kinds.any(axis=0).all()
+    assert 0.15 < kinds[3].mean() < 0.35 and 0.15 < kinds[0].mean() < 0.35
+    assert not np.isclose(reps, d0).any()
+
+
+def test_accuracy_difference():
+    one = accuracy_difference([0.9], [0.85])
+    assert one["difference"] == pytest.approx(0.05) and one["ci_low"] is None and one["excludes_zero"] is None
+    same = accuracy_difference([0.9, 0.8, 0.7], [0.89, 0.79, 0.69])
+    assert (same["ci_low"], same["ci_high"]) == pytest.approx((0.01, 0.01))  # constant difference
+    two = accuracy_difference([1.0, 0.0], [0.0, 0.0], n_boot=2000)  # replicates in {0, .5, 1}, P(0) = 1/4
+    assert (two["difference"], two["ci_low"], two["ci_high"], two["excludes_zero"]) == (0.5, 0.0, 1.0, False)
+
+
+def test_bad_input_is_refused():
+    m = np.r_[True, False, True]
+    with pytest.raises(ValueError, match="unknown metric"):
+        paired_bootstrap(np.ones(3), np.ones(3), m, metrics=("aucc",))
+    with pytest.raises(ValueError, match="both members and non-members"):
+        paired_bootstrap(np.ones(3), np.ones(3), np.ones(3, bool))
+    with pytest.raises(ValueError, match="non-members"):
+        paired_bootstrap(np.ones(3), np.ones(3), m, metrics=("tpr_at_0.01pct_fpr",))
+    with pytest.raises(ValueError, match="targets"):
+        paired_bootstrap([np.ones(3)], [np.ones(3), np.ones(3)], [m])
+
+
+# -- 5. per-class AUC ---------------------------------------------------------------------------------------
+
+def test_per_class_auc_matches_sklearn():
+    rng = np.random.default_rng(7)
+    n = 900
+    labels = rng.integers(0, 3, n)  # classes 0-2 mixed; 3: only members; 4: absent
+    members = rng.random(n) < 0.5
+    scores = np.round(rng.normal(0, 1, n) + members * (labels + 1) * 0.4, 1)
+    labels = np.r_[labels, [3, 3]]
+    members, scores = np.r_[members, [True, True]], np.r_[scores, [1.0, 2.0]]
+    got = per_class_auc(scores, members, labels, 5)
+    for c in range(3):
+        rows = labels == c
+        assert got[c] == pytest.approx(roc_auc_score(members[rows], scores[rows]), abs=1e-12)
+    assert np.isnan(got[3]) and np.isnan(got[4])
+    assert got[2] > got[0]  # the built-in gradient
+    s = auc_spread(got)
+    assert s["num_classes"] == 3 and s["min"] == got[:3].min() and s["max"] == got[:3].max()
+    assert s["range"] == pytest.approx(got[:3].max() - got[:3].min()) and s["std"] == pytest.approx(np.std(got[:3]))
