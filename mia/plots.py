@@ -140,7 +140,7 @@ def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(width, 1.6 + 0.4 * len(grid)))
     sns.heatmap(grid, annot=True, fmt=".3f", cmap="viridis", ax=ax, cbar_kws={"label": metric},
                 annot_kws={"fontsize": 8})
-    ax.set_xticklabels(ax.get_xticklabels(), rotation=40, ha="right")
+    ax.set_xticklabels(ax.get_xticklabels(), rotation=90)  # upright boxes: never overlap (tested)
     ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
     ax.set_xlabel("attack")
     ax.set_ylabel("configuration")

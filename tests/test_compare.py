@@ -162,3 +162,32 @@ def test_scores_of_a_single_target_run_pair_with_an_all_targets_run(tmp_path):
     same = run_comparisons(out, None, FAST).paired
     pd.testing.assert_frame_equal(mixed, same)
     assert load_npy(paths.members_file(paths.scores_dir(unified, "dense_synthetic"), 0)).dtype == bool
+
+
+@pytest.mark.parametrize("n_configs", [3, 11, 25])
+def test_heatmap_labels_never_overlap(tmp_path, n_configs):
+    """The study's 11 configurations (and more) stay legible: no two tick labels' boxes intersect."""
+    import matplotlib.pyplot as plt
+
+    from mia import plots
+    from mia.attacks import ATTACKS
+
+    rng = np.random.default_rng(0)
+    names = ["dense"] + [f"{m}_{s}" for m in ("static", "dpf", "gmp") for s in (0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999)]
+    df = pd.DataFrame({"experiment": names[:n_configs], "dataset": "cifar10",
+                       **{f"{a}_auc": rng.uniform(0.5, 0.7, n_configs) for a in ATTACKS}})
+    captured = {}
+    real_save = plots._save
+    plots._save = lambda fig, path: captured.setdefault("fig", fig) and path
+    try:
+        plots.heatmap(df, "auc", tmp_path / "h.png")
+    finally:
+        plots._save = real_save
+    fig = captured["fig"]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+        boxes = [t.get_window_extent() for t in labels if t.get_text()]
+        assert len(boxes) in (len(ATTACKS), n_configs)
+        assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    plt.close(fig)
