@@ -14,7 +14,7 @@ import sys
 
 from configs.config import ExperimentConfig, add_config_args, config_from_args
 from data import load_dataset
-from training.experiment import pending_models, prepare_experiment, run_model
+from training.experiment import Task, pending_models, plan_packs, prepare_experiment, run_pack
 from training.progress import Progress
 from utils.errors import cli_main
 
@@ -32,10 +32,10 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     todo = pending_models(cfg)
     progress = Progress(len(todo), f"models of {cfg.name}")
     summaries = []
-    for i in todo:
-        summary = run_model(cfg, ds, exp, keep, i)
-        progress.finished(f"{cfg.name} model {i}" + (" (target)" if i == 0 else ""), summary)
-        summaries.append(summary)
+    for pack in plan_packs([Task(cfg, i) for i in todo]):  # --pack models at once (docs/packing.md)
+        for i, summary in zip(pack.indices, run_pack(cfg, ds, exp, keep, list(pack.indices))):
+            progress.finished(pack.model_label(i), summary)
+            summaries.append(summary)
     print(f"{cfg.name}: {len(summaries)} model(s) trained, {len(keep) - len(todo) if cfg.model_index is None else 0} skipped -> {exp}")
     return summaries
 

@@ -6,7 +6,7 @@ sparsity; gmp on request) with its shadow models, then run every attack and writ
   python train.py                           # the full study: CIFAR-10, 200 epochs, 16 shadows per configuration
   python train.py --skip-existing           # resume an interrupted study: finished models are kept
   python train.py --dry-run                 # list the planned trainings and exit
-  python train.py --executor ray --gpus-per-model 0.25   # one Ray task per model (see README)
+  python train.py --executor ray --gpus-per-model 0.25   # one Ray task per pack of models (see README)
 """
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wandb-entity", default=None)
     g.add_argument("--wandb-tags", nargs="*", default=[])
     e = p.add_argument_group("executor")
-    e.add_argument("--executor", choices=sorted(EXECUTORS), default="local", help="local loop or one Ray task per model")
+    e.add_argument("--executor", choices=sorted(EXECUTORS), default="local", help="local loop or one Ray task per pack of models (--pack; one model with --pack 1)")
     e.add_argument("--ray-address", default=None, help="address of a running Ray cluster (default: start a local one)")
-    e.add_argument("--gpus-per-model", type=float, default=None, help="Ray: GPUs per model, fractional packs several per GPU (default: 1 if the cluster has GPUs, else 0)")
+    e.add_argument("--gpus-per-model", type=float, default=None, help="Ray: GPUs per task (one task per pack, --pack); fractional shares a GPU (default: 1 if the cluster has GPUs, else 0)")
     e.add_argument("--cpus-per-model", type=float, default=1, help="Ray: CPUs per model")
     add_config_args(p.add_argument_group("recipe (every configuration)"), skip=_PER_CONFIG)
     p.set_defaults(num_shadows=16)

@@ -25,6 +25,14 @@ def machine() -> str:
             f"{gpu} | torch {torch.__version__} | python {platform.python_version()}")
 
 
+def sync(device) -> None:
+    """Wait for `device`'s queued work (a no-op on CPU). With the device named: a bare
+    torch.cuda.synchronize() waits on the current device, cuda:0, even when timing cuda:1."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cifar_like(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """n uint8 32x32x3 images + labels: real CIFAR-10 (developers' shared copy) when present, else random."""
     if SHARED_CIFAR.exists():

@@ -3,7 +3,9 @@
 random batch (data loading excluded, so the overhead ratio is an upper bound), dense vs every pruning
 method, masks refreshed every --prune-freq iterations throughout (the schedule never reaches its target
 here, so gmp refreshes too: the worst case; static is pruned once at initialisation, so its cost is the
-per-step masking alone). Methods are interleaved over --rounds to spread machine noise.
+per-step masking alone). Methods are interleaved over --rounds to spread machine noise. Every method, dense
+included, runs the same synchronisations (around each hook point) and the training autocast (bf16 on
+CUDA from compute capability 8.0, fp16 before, none on CPU: training.trainer.autocast).
 
   python benchmarks/pruning_overhead.py                         # ResNet-20, batch 128, CPU
   python benchmarks/pruning_overhead.py --arch wideresnet --layers 28 --width-factor 2 --device cuda --iters 200
@@ -18,9 +20,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import machine
+from benchmarks.common import machine, sync as sync_device
+from configs.config import ExperimentConfig
 from models import build_model
 from pruning import PRUNING_METHODS, build_pruner
+from training.trainer import autocast
 
 METHODS = ("dense", *PRUNING_METHODS)
 
@@ -38,6 +42,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--prune-freq", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="the training autocast on CUDA")
     return p.parse_args()
 
 
@@ -54,29 +59,31 @@ class Run:
             self.pruner = build_pruner(method, self.model, a.sparsity, iters_per_epoch=10**6, target_epoch=1,
                                        freeze_epoch=None, prune_freq=a.prune_freq)
         self.it, self.hook_s = 0, 0.0  # hook_s: time inside the pruner's calls (less noisy than the ratio)
+        self.cfg, self.device = ExperimentConfig(amp=a.amp), device
 
-    def hook(self, fn) -> None:
+    def hook(self, name: str) -> None:
+        """Synchronised around the hook point for every method (dense: an empty hook), so all pay the same syncs."""
+        sync(self.model)
+        t = time.perf_counter()
         if self.pruner:
-            sync(self.model)
-            t = time.perf_counter()
-            fn()
-            sync(self.model)
-            self.hook_s += time.perf_counter() - t
+            getattr(self.pruner, name)(*((self.it,) if name == "before_step" else ()))
+        sync(self.model)
+        self.hook_s += time.perf_counter() - t
 
     def step(self, x, y) -> None:
-        self.hook(lambda: self.pruner.before_step(self.it))
-        loss = F.cross_entropy(self.model(x), y)
+        self.hook("before_step")
+        with autocast(self.cfg, self.device):
+            loss = F.cross_entropy(self.model(x).float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.hook(lambda: self.pruner.before_optimizer_step())
+        self.hook("before_optimizer_step")
         self.opt.step()
-        self.hook(lambda: self.pruner.after_optimizer_step())
+        self.hook("after_optimizer_step")
         self.it += 1
 
 
 def sync(model) -> None:
-    if next(model.parameters()).is_cuda:
-        torch.cuda.synchronize()
+    sync_device(next(model.parameters()).device)
 
 
 def timed(run: Run, x, y, n: int) -> list[float]:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmarks.common import cifar_like, machine
+from benchmarks.common import cifar_like, machine, sync
 from configs.config import ExperimentConfig
 from data.datasets import from_arrays
 from training.trainer import Trainer, autocast
@@ -51,8 +51,7 @@ def baseline_images_per_s(tr: Trainer, x_hwc, y, iters: int, workers: int) -> fl
     it = iter(loader)
     for i in range(iters + 2):  # first 2 iterations are warm-up
         if i == 2:
-            if tr.device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(tr.device)
             t0, seen = time.perf_counter(), 0
         try:
             xb, yb = next(it)
@@ -66,8 +65,7 @@ def baseline_images_per_s(tr: Trainer, x_hwc, y, iters: int, workers: int) -> fl
         loss.backward()
         opt.step()
         seen += len(yb)
-    if tr.device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(tr.device)
     return seen / (time.perf_counter() - t0)
 
 
@@ -78,18 +76,16 @@ def ours_images_per_s(tr: Trainer, iters: int) -> float:
 
     # Run whole epochs of our loop until `iters` iterations are timed (after one warm-up epoch).
     tr.train_epoch(0, Bar())
-    if tr.device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(tr.device)
     seen, t0, epoch = 0, time.perf_counter(), 1
     while seen < iters * tr.cfg.batch_size:
         seen += tr.train_epoch(epoch, Bar())[2]
         epoch += 1
-    if tr.device.type == "cuda":
-        torch.cuda.synchronize()
+    sync(tr.device)
     return seen / (time.perf_counter() - t0)
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet")
     p.add_argument("--layers", type=int, default=20)
@@ -100,8 +96,11 @@ def main():
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
-    a = p.parse_args()
+    return p
 
+
+def measure(a) -> dict:
+    """Both contestants' images/s and their ratio (printed as they come)."""
     n = a.batch_size * (a.iters // 2 + 1)  # our loop runs whole epochs: a few per measurement
     x, y, source = cifar_like(max(n, 2 * a.batch_size))
     ds = from_arrays("bench", x, y, x[:256], y[:256])
@@ -117,11 +116,15 @@ def main():
     # default (NCHW) memory format; ours uses its configured channels_last.
     plain = dataclasses.replace(cfg, channels_last=False, compile=False)
     base = baseline_images_per_s(Trainer(plain, ds, keep), x, y, a.iters, a.workers)
-    ours = ours_images_per_s(Trainer(cfg, ds, keep), a.iters)
+    tr = Trainer(cfg, ds, keep)
+    ours = ours_images_per_s(tr, a.iters)
     print(f"baseline (DataLoader + torchvision transforms, {a.workers} workers): {base:9.1f} images/s")
     print(f"ours (on-device uint8 pipeline):                        {ours:9.1f} images/s")
     print(f"ratio ours / baseline: {ours / base:.2f}x")
+    return {"baseline_images_per_s": base, "ours_images_per_s": ours, "ratio": ours / base,
+            "precision": tr.precision, "compile": a.compile,
+            "channels_last": a.channels_last, "batch_size": a.batch_size, "arch": f"{a.arch}-{a.layers}"}
 
 
 if __name__ == "__main__":
-    main()
+    measure(parser().parse_args())

@@ -57,6 +57,8 @@ class ExperimentConfig:
     amp: bool = _f(True, "bf16 autocast on CUDA (BatchNorm stays fp32); no effect on CPU")
     channels_last: bool = _f(True, "channels_last (NHWC) memory format for the model, on CPU and CUDA")
     compile: bool = _f(False, "torch.compile the model (pays off for long runs)")
+    pack: Optional[int] = _f(None, "models of a configuration trained at once as one packed network (docs/packing.md); "
+                                   "default: 1 on CPU, on CUDA as many as fit in half the free memory (at most 17); 1 = one by one")
     verbose: bool = _f(False, "print a line per training iteration")
     # --- pruning (docs/pruning.md) ---------------------------------------------------------
     prune: bool = _f(False, "train a pruned model (needs --prune-method)")
@@ -135,6 +137,8 @@ class ExperimentConfig:
             raise UsageError(f"--pool-size must be at least 2, got {self.pool_size}")
         if self.mia_queries > 18:
             raise UsageError(f"--mia-queries must be at most 18, got {self.mia_queries}")
+        if self.pack is not None and self.pack < 1:
+            raise UsageError(f"--pack must be at least 1, got {self.pack}")
         if self.num_shadows < 0:
             raise UsageError(f"--num-shadows must be >= 0, got {self.num_shadows}")
         if self.model_index is not None and not 0 <= self.model_index <= self.num_shadows:
@@ -181,7 +185,7 @@ class ExperimentConfig:
 
 # Fields that may differ between runs of the same experiment (where/how it runs, not what it trains).
 NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
-                     "skip_existing", "compile"}
+                     "skip_existing", "compile", "pack"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -51,15 +51,26 @@ class DeviceData:
     def augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Random crop with zero padding (like torchvision RandomCrop(padding=pad)) + random flip,
         on a uint8 batch, as one gather: offsets are drawn per image."""
+        return self.crop(xb, *self.draw_crops(len(xb), gen))
+
+    def draw_crops(self, b: int, gen: torch.Generator) -> tuple:
+        """The random draws of augment() for b images, in its order: (dy [B,1], dx [B,1], flip [B] or None).
+        A pack of models (training/trainer.py) draws each model's from its own generator, then crops
+        all of them in one crop() call."""
+        p, dev = self.pad, self.x.device
+        dy = torch.randint(0, 2 * p + 1, (b, 1), device=dev, generator=gen)
+        dx = torch.randint(0, 2 * p + 1, (b, 1), device=dev, generator=gen)
+        flip = torch.rand(b, device=dev, generator=gen) < 0.5 if self.flip else None
+        return dy, dx, flip
+
+    def crop(self, xb: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip) -> torch.Tensor:
+        """The crop + flip of draw_crops()'s offsets, as one gather over the zero-padded batch."""
         b, c, h, w = xb.shape
         p = self.pad
         padded = torch.nn.functional.pad(xb, (p, p, p, p))
-        dy = torch.randint(0, 2 * p + 1, (b, 1), device=xb.device, generator=gen)
-        dx = torch.randint(0, 2 * p + 1, (b, 1), device=xb.device, generator=gen)
         rows = (dy + torch.arange(h, device=xb.device))[:, None, :, None]  # [B,1,H,1]
         cols = (dx + torch.arange(w, device=xb.device))[:, None, None, :]  # [B,1,1,W]
-        if self.flip:  # flipping = reading the columns right to left
-            flip = torch.rand(b, device=xb.device, generator=gen) < 0.5
+        if flip is not None:  # flipping = reading the columns right to left
             cols = torch.where(flip[:, None, None, None], cols.flip(-1), cols)
         bi = torch.arange(b, device=xb.device)[:, None, None, None]
         ci = torch.arange(c, device=xb.device)[None, :, None, None]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.resnet import init_weights
+from models.resnet import global_pool, init_weights
 
 VALID_LAYERS = "depth >= 10 with (depth - 4) % 6 == 0, e.g. 16, 22, 28, 40"
 
@@ -47,13 +47,12 @@ class WideResNet(nn.Module):
                 cin = w
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(cin)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
         init_weights(self)
 
     def forward(self, x):
         out = F.relu(self.bn(self.blocks(self.conv1(x))))
-        return self.fc(self.pool(out).flatten(1))
+        return self.fc(global_pool(out))
 
 
 def build(layers: int, width_factor: int, num_classes: int, in_channels: int) -> WideResNet:

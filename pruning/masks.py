@@ -17,12 +17,22 @@ def prunable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
             if isinstance(m, nn.Conv2d)]
 
 
-def prune_lowest(scores: list[torch.Tensor], n_prune: int) -> list[torch.Tensor]:
+def kth_smallest(flat: torch.Tensor, k: int, by_sort: bool | None = None) -> torch.Tensor:
+    """The k-th smallest value (1-based) of a 1-D tensor, as a 0-d tensor (no host sync). A sort on CUDA,
+    where kthvalue is ~20x slower than a sort on large tensors (PyTorch issue 75599); kthvalue on CPU,
+    where it is ~7x faster than a sort (270k weights: 3.7 ms against 26 ms). by_sort: force one (tests).
+    Not torch.quantile: it refuses more than 2^24 elements."""
+    if by_sort is None:
+        by_sort = flat.device.type != "cpu"
+    return flat.sort().values[k - 1] if by_sort else flat.kthvalue(k).values
+
+
+def prune_lowest(scores: list[torch.Tensor], n_prune: int, by_sort: bool | None = None) -> list[torch.Tensor]:
     """Keep-masks (bool, True = kept) pruning exactly the n_prune lowest scores across all tensors.
 
-    kthvalue finds the threshold (torch.quantile refuses more than 2^24 elements). Scores equal to
-    the threshold are pruned in index order (earlier tensor first, then flat NCHW index), so the
-    count is exact and the result deterministic. No host sync: safe to call on the GPU mid-epoch.
+    The threshold is the n_prune-th smallest score (kth_smallest); scores equal to it are pruned in
+    index order (earlier tensor first, then flat NCHW index), so the count is exact and the result
+    deterministic. No host sync: safe to call on the GPU mid-epoch.
     Memory: a few float/int copies of the concatenated scores (~100 MB per 10M weights)."""
     flat = torch.cat([s.detach().reshape(-1).float() for s in scores])
     n = flat.numel()
@@ -31,7 +41,7 @@ def prune_lowest(scores: list[torch.Tensor], n_prune: int) -> list[torch.Tensor]
     elif n_prune >= n:
         keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
     else:
-        threshold = flat.kthvalue(n_prune).values  # the n_prune-th smallest score
+        threshold = kth_smallest(flat, n_prune, by_sort)
         below, ties = flat < threshold, flat == threshold
         tie_rank = ties.cumsum(0, dtype=torch.int32 if n < 2**31 else torch.int64)
         keep = ~(below | (ties & (tie_rank <= n_prune - below.sum())))
@@ -64,7 +74,11 @@ def measure_sparsity(model_or_state) -> dict:
     """Fractions of exact zeros: over the prunable set ("sparsity"), over all parameters
     ("sparsity_all_params") and per prunable layer. Works for dense models too (then ~0)."""
     prunable, params = _named_tensors(model_or_state)
-    zeros = torch.stack([(t == 0).sum().cpu() for _, t in prunable + params]).tolist() if params else []
+    counts = [(t == 0).sum() for _, t in prunable + params]
+    if counts and len({c.device for c in counts}) == 1:
+        zeros = torch.stack(counts).tolist()  # one device -> host copy for every tensor
+    else:  # tensors on several devices (a hand-built state dict): one copy per device
+        zeros = [int(c) for c in counts]
     layer_zeros, all_zeros = zeros[:len(prunable)], sum(zeros[len(prunable):])
     n_prunable, n_all = sum(t.numel() for _, t in prunable), sum(t.numel() for _, t in params)
     return {"sparsity": sum(layer_zeros) / max(n_prunable, 1),

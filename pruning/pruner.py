@@ -25,8 +25,14 @@ Fragile spots:
     (as in Lin et al.), static and gmp momentum at pruned positions is ignored by the re-zeroing;
   * no mid-run resume: the pipeline resumes whole models (a partial one is retrained), so the pruner
     keeps no restorable state; DPF's dense weights are not in the model's state_dict.
-Cost per iteration: 2-3 elementwise passes over the conv weights; the global threshold runs only at
-refresh iterations, with no host sync.
+Cost per iteration: 2-3 elementwise passes over the conv weights, each one foreach call over every
+conv (a few kernel launches, not one per conv: a ResNet-20 step on a GPU is launch-bound); the global
+threshold runs only at refresh iterations, with no host sync.
+
+The per-step hooks are the module-level functions below, over lists of tensors: a Pruner calls them
+with its own parameters, a pack of models (training/packing.py) with the packed parameters whose
+slices are its models' parameters. Masks and DPF's dense weights are therefore updated in place
+(their storage never changes), so a pack can hold them as slices of packed tensors too.
 """
 from __future__ import annotations
 
@@ -37,6 +43,34 @@ from pruning.masks import measure_sparsity, prunable_parameters, prune_lowest
 from pruning.methods import PRUNING_METHODS
 from pruning.schedule import scheduled_sparsity
 from utils.errors import UsageError
+
+
+# -- per-step hooks over lists of tensors (one foreach call each) -----------------------------------------
+@torch.no_grad()
+def mask_grads(params: list, fmasks: list) -> None:
+    """p.grad *= m (static, gmp, frozen DPF: pruned weights get no gradient)."""
+    pairs = [(p.grad, m) for p, m in zip(params, fmasks) if p.grad is not None]
+    if pairs:
+        torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+
+@torch.no_grad()
+def load_dense(params: list, dense: list) -> None:
+    """p <- dense w (DPF before the optimizer step: straight-through)."""
+    torch._foreach_copy_(params, dense)
+
+
+@torch.no_grad()
+def store_dense_and_mask(params: list, dense: list, fmasks: list) -> None:
+    """dense w <- p, then p <- w * m (DPF after the optimizer step)."""
+    torch._foreach_copy_(dense, params)
+    torch._foreach_mul_(params, fmasks)
+
+
+@torch.no_grad()
+def mask_params(params: list, fmasks: list) -> None:
+    """p <- p * m (static, gmp, frozen DPF after the optimizer step)."""
+    torch._foreach_mul_(params, fmasks)
 
 
 def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq) -> None:
@@ -71,6 +105,8 @@ class Pruner:
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
         self.numel = sum(p.numel() for p in self.params)
         self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+        # the masks again in the parameters' dtype: foreach multiplies need one dtype (a CUDA fast path)
+        self.fmask_list = [torch.ones_like(p) for p in self.params]
         self.dense = [p.detach().clone() for p in self.params] if self.spec.regrow else None
         self.frozen = False
         self.current = 0.0          # scheduled sparsity of the current masks
@@ -102,11 +138,12 @@ class Pruner:
         n_prune = int(round(s * self.numel))
         if not self.spec.regrow:  # the mask only shrinks: never fewer than already pruned
             n_prune = max(n_prune, self.num_pruned)
-        # masks in the parameter's memory format (channels_last), so the per-step multiplies stay cheap
-        new = [torch.empty_like(p, dtype=torch.bool).copy_(m)
-               for p, m in zip(self.params, prune_lowest(self._scores(), n_prune))]
+        new = prune_lowest(self._scores(), n_prune)
         flips = sum((n & ~o).sum() for n, o in zip(new, self.mask_list))  # 0 -> 1; a tensor: no host sync
-        self.mask_list, self.num_pruned, self.current = new, n_prune, s
+        # in place: the masks keep their storage (and the parameter's memory format, channels_last)
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        self.num_pruned, self.current = n_prune, s
         self.total_refreshes += 1
         self._log.append((it, s, flips))
         self._apply_masks()
@@ -114,11 +151,9 @@ class Pruner:
     @torch.no_grad()
     def _apply_masks(self) -> None:
         """parameter <- w * m (w: DPF's dense copy, else the parameter itself)."""
-        for i, (p, m) in enumerate(zip(self.params, self.mask_list)):
-            if self.dense is not None:
-                torch.mul(self.dense[i], m, out=p.data)
-            else:
-                p.data.mul_(m)
+        if self.dense is not None:
+            load_dense(self.params, self.dense)
+        mask_params(self.params, self.fmask_list)
 
     @torch.no_grad()
     def _freeze(self) -> None:
@@ -139,25 +174,17 @@ class Pruner:
         if self.freeze_iter is not None and it >= self.freeze_iter:  # after the refresh: freeze == target works
             self._freeze()
 
-    @torch.no_grad()
     def before_optimizer_step(self) -> None:
         if self.straight_through:
-            for p, d in zip(self.params, self.dense):
-                p.data.copy_(d)
+            load_dense(self.params, self.dense)
         else:
-            for p, m in zip(self.params, self.mask_list):
-                if p.grad is not None:
-                    p.grad.mul_(m)
+            mask_grads(self.params, self.fmask_list)
 
-    @torch.no_grad()
     def after_optimizer_step(self) -> None:
         if self.straight_through:
-            for p, d, m in zip(self.params, self.dense, self.mask_list):
-                d.copy_(p.data)
-                p.data.mul_(m)
+            store_dense_and_mask(self.params, self.dense, self.fmask_list)
         else:
-            for p, m in zip(self.params, self.mask_list):
-                p.data.mul_(m)
+            mask_params(self.params, self.fmask_list)
 
     def end_epoch(self, epoch: int) -> dict:
         """History entry: schedule, measured sparsity, reactivations (0 -> 1 flips) per refresh."""

@@ -163,7 +163,7 @@ def test_tf32_is_off_inside_the_signal_pass_and_restored_after():
 def test_one_pass_sensitivity_equals_separate_clean_and_perturbed_passes(monkeypatch, one_thread):
     # The definition before the one-pass change: f(x) and f(x + eps u) in separate forward passes, the
     # same noise stream (4 rows per step here: 3 steps, the last one partial).
-    monkeypatch.setattr(signals, "_batch_size", lambda device: 12)
+    monkeypatch.setattr(signals, "_batch_size", lambda device, *a: 12)
     model, pool = _resnet_pool(n=10)
     draws, eps, seed = 3, 1e-3, 5
     gen = torch.Generator().manual_seed(seed)

@@ -110,15 +110,16 @@ def test_bad_input_one_line_exit_2(args, needle, tmp_path):
 def test_resume_after_a_crash_trains_nothing_twice(tmp_path, monkeypatch):
     runs = str(tmp_path / "runs")
     calls = []
-    real = experiment_mod.run_model
+    real = experiment_mod.run_pack
 
-    def crashing(cfg, ds, exp, keep, index):
+    def crashing(cfg, ds, exp, keep, indices):
+        assert len(indices) == 1  # CPU: one model at a time unless --pack says otherwise
         if len(calls) == 4:
             raise KeyboardInterrupt  # killed while training the 5th model
-        calls.append((cfg.name, index))
-        return real(cfg, ds, exp, keep, index)
+        calls.append((cfg.name, indices[0]))
+        return real(cfg, ds, exp, keep, indices)
 
-    monkeypatch.setattr("training.experiment.run_model", crashing)
+    monkeypatch.setattr("training.experiment.run_pack", crashing)
     with pytest.raises(SystemExit) as e:
         train.main([*TINY, "--runs-dir", runs])
     assert e.value.code == 130
@@ -131,7 +132,7 @@ def test_resume_after_a_crash_trains_nothing_twice(tmp_path, monkeypatch):
 
     assert complete() == done_before  # what finished before the interrupt is on disk, and only that
     calls.clear()
-    monkeypatch.setattr("training.experiment.run_model", lambda *a: (calls.append((a[0].name, a[4])), real(*a))[1])
+    monkeypatch.setattr("training.experiment.run_pack", lambda *a: (calls.extend((a[0].name, i) for i in a[4]), real(*a))[1])
     train.main([*TINY, "--runs-dir", runs, "--skip-existing"])
     assert len(calls) == 2 and not set(calls) & set(done_before)
     assert len(complete()) == 6

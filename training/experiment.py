@@ -1,9 +1,11 @@
 """One configuration = one experiment directory: the target (model 0) and its shadows.
 
 prepare_experiment() writes the experiment-wide artifacts (config, keep matrix, pool labels) and
-refuses to mix models trained with different recipes; run_model() trains one model and writes, in
-order, config -> checkpoints -> summary -> keep.npy -> signals -> COMPLETE (last, so a directory
-without it is partial and gets redone). Every executor (local loop, Ray) calls run_model().
+refuses to mix models trained with different recipes; run_pack() trains a pack of models (one, or
+several at once as one packed network: docs/packing.md) and writes, for each model in order, config ->
+checkpoints -> summary -> keep.npy -> signals -> COMPLETE (last, so a directory without it is partial
+and gets redone; a pack killed mid-way loses only its own models). Every executor (local loop, Ray)
+runs packs through run_pack_task().
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from data import ArrayDataset, load_dataset
 from pruning.methods import former_meaning
 from training.membership import keep_matrix
 from training.signals import write_signals
-from training.trainer import train_model
+from training.packing import auto_pack
+from training.trainer import config_steps, train_models
 from utils.device import resolve_device
 from utils.errors import UsageError
 from utils.io import load_json, load_npy, save_json, save_npy, save_text
@@ -81,18 +84,28 @@ def is_complete(model_dir: Path) -> bool:
     return (Path(model_dir) / paths.COMPLETE).exists()
 
 
+def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, indices: list[int]) -> list[dict]:
+    """Train models `indices` together (each on pool[keep[i]], every model of the configuration the same
+    steps per epoch), then write each one's signals and COMPLETE marker. Returns their summaries."""
+    outs = [paths.model_dir(exp, i) for i in indices]
+    for i, out in zip(indices, outs):
+        (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
+        if i:  # the target's config.json is the experiment's
+            save_json(_with_index(cfg, i).to_dict(), out / paths.CONFIG)
+    trained = train_models(cfg, ds, keep, list(indices), outs, config_steps(keep, cfg.batch_size))
+    device = resolve_device(cfg.device)
+    summaries = []
+    for i, out, (summary, model) in zip(indices, outs, trained):
+        save_npy(keep[i], out / paths.KEEP)  # the membership this run actually used
+        write_signals(model, cfg, ds, out, device, i)
+        save_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n", out / paths.COMPLETE)
+        summaries.append(summary)
+    return summaries
+
+
 def run_model(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, index: int) -> dict:
-    """Train model `index` on pool[keep[index]], then write its signals and the COMPLETE marker."""
-    out = paths.model_dir(exp, index)
-    (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
-    mcfg = _with_index(cfg, index)
-    if index:  # the target's config.json is the experiment's
-        save_json(mcfg.to_dict(), out / paths.CONFIG)
-    summary, model = train_model(mcfg, ds, keep[index], out, index)
-    save_npy(keep[index], out / paths.KEEP)  # the membership this run actually used
-    write_signals(model, cfg, ds, out, resolve_device(cfg.device), index)
-    save_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n", out / paths.COMPLETE)
-    return summary
+    """Train model `index` alone (a pack of one)."""
+    return run_pack(cfg, ds, exp, keep, [index])[0]
 
 
 def model_indices(cfg: ExperimentConfig) -> list[int]:
@@ -108,7 +121,7 @@ def pending_models(cfg: ExperimentConfig) -> list[int]:
 
 @dataclass(frozen=True)
 class Task:
-    """One model of one configuration: the unit every executor (local loop, Ray) runs."""
+    """One model of one configuration: what train.py plans, lists and counts."""
     cfg: ExperimentConfig
     index: int
 
@@ -119,6 +132,45 @@ class Task:
 
 def plan_tasks(configs: list[ExperimentConfig]) -> list[Task]:
     return [Task(c, i) for c in configs for i in pending_models(c)]
+
+
+@dataclass(frozen=True)
+class Pack:
+    """Models of one configuration trained at once: the unit every executor (local loop, Ray) runs."""
+    cfg: ExperimentConfig
+    indices: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        if len(self.indices) == 1:
+            return Task(self.cfg, self.indices[0]).label
+        return f"{self.cfg.name} models {', '.join(map(str, self.indices))} (packed)"
+
+    def model_label(self, index: int) -> str:
+        return Task(self.cfg, index).label
+
+
+def pack_size(cfg: ExperimentConfig) -> int:
+    """--pack, or when not given 1 on CPU and, on CUDA, what fits in the free memory (training/packing.py)."""
+    return auto_pack(cfg, resolve_device(cfg.device))
+
+
+def plan_packs(tasks: list[Task]) -> list[Pack]:
+    """The pending models of each configuration, in order, at most K at a time (K = pack_size) in as few
+    packs as that allows, of sizes as equal as possible (17 models, K = 16: 9 and 8, not 16 and a lone
+    one). Resume is at pack granularity: complete models are not planned, so a partial pack's missing
+    models are packed anew."""
+    by_config: dict[int, list[Task]] = {}
+    for t in tasks:
+        by_config.setdefault(id(t.cfg), []).append(t)
+    packs = []
+    for group in by_config.values():
+        cfg, idx = group[0].cfg, [t.index for t in group]
+        n = -(-len(idx) // pack_size(cfg))  # as few packs as K allows, their sizes as equal as possible
+        sizes = [len(idx) // n + (j < len(idx) % n) for j in range(n)]
+        starts = np.cumsum([0] + sizes)
+        packs += [Pack(cfg, tuple(idx[a:b])) for a, b in zip(starts, starts[1:])]
+    return packs
 
 
 _DATASET_CACHE: dict = {}
@@ -132,8 +184,13 @@ def _dataset(cfg: ExperimentConfig) -> ArrayDataset:
     return _DATASET_CACHE[key]
 
 
+def run_pack_task(pack: Pack) -> list[dict]:
+    """Train one pack of one configuration (idempotent preparation of its experiment directory)."""
+    ds = _dataset(pack.cfg)
+    exp, keep = prepare_experiment(pack.cfg, ds)
+    return run_pack(pack.cfg, ds, exp, keep, list(pack.indices))
+
+
 def run_task(task: Task) -> dict:
-    """Train one model of one configuration (idempotent preparation of its experiment directory)."""
-    ds = _dataset(task.cfg)
-    exp, keep = prepare_experiment(task.cfg, ds)
-    return run_model(task.cfg, ds, exp, keep, task.index)
+    """Train one model of one configuration alone."""
+    return run_pack_task(Pack(task.cfg, (task.index,)))[0]

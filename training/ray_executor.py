@@ -1,5 +1,5 @@
-"""Ray executor: one Ray task per (configuration, model index), calling the same run_task() as the
-local loop. Fractional GPUs pack several small models on one GPU; with a runs directory on a shared
+"""Ray executor: one Ray task per pack (models of one configuration trained at once, --pack; one
+model per task with --pack 1), calling the same run_pack_task() as the local loop. Fractional GPUs pack several small models on one GPU; with a runs directory on a shared
 filesystem the tasks may run on any node. A failed task is reported by configuration and model index;
 the others finish, and `--skip-existing` redoes only what failed.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from training.experiment import run_task
+from training.experiment import plan_packs, run_pack_task
 from training.progress import Progress
 from utils.errors import UsageError
 
@@ -64,13 +64,20 @@ def _resources(ray, options) -> tuple[float, float]:
     return float(options.cpus_per_model), float(gpus)
 
 
-def _train(task):
+def worker_device(device: str) -> str:
+    """The device a Ray worker trains on. Ray sets the worker's CUDA_VISIBLE_DEVICES to the GPU(s) it
+    granted, renumbered from 0, so the driver's --device cuda:N (N >= 1) would be an invalid ordinal
+    there: any CUDA device asked for (and auto, where the worker sees a GPU) is the worker's `cuda`."""
+    if torch.cuda.is_available() and (device == "auto" or device.startswith("cuda")):
+        return "cuda"
+    return device
+
+
+def _train(pack):
     """Runs inside a Ray worker: the repo root must be importable there (runtime_env working_dir
     or a shared checkout on every node, see README)."""
-    if torch.cuda.is_available() and task.cfg.device in ("auto", "cuda"):
-        task = dataclasses.replace(task, cfg=dataclasses.replace(task.cfg, device="cuda"))
-    summary = run_task(task)
-    return {k: summary[k] for k in ("model_index", "test_acc", "train_acc", "wall_time_s")}
+    pack = dataclasses.replace(pack, cfg=dataclasses.replace(pack.cfg, device=worker_device(pack.cfg.device)))
+    return [{k: s[k] for k in ("model_index", "test_acc", "train_acc", "wall_time_s")} for s in run_pack_task(pack)]
 
 
 def run_ray(tasks, options) -> list[str]:
@@ -79,16 +86,18 @@ def run_ray(tasks, options) -> list[str]:
     ray = _init_ray(options.ray_address)
     cpus, gpus = _resources(ray, options)
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train)
-    pending = {remote.remote(t): t for t in tasks}
+    pending = {remote.remote(p): p for p in plan_packs(tasks)}
     progress, failures = Progress(len(tasks)), []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
-        task = pending.pop(done[0])
+        pack = pending.pop(done[0])
         try:
-            progress.finished(task.label, ray.get(done[0]))
+            for summary in ray.get(done[0]):
+                progress.finished(pack.model_label(summary["model_index"]), summary)
         except Exception as e:  # RayTaskError wraps the worker's exception
             cause = getattr(e, "cause", None) or e
-            msg = f"{task.cfg.name} model {task.index}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+            who = f"model {pack.indices[0]}" if len(pack.indices) == 1 else f"models {', '.join(map(str, pack.indices))}"
+            msg = f"{pack.cfg.name} {who}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
             print(f"FAILED {msg}")
             failures.append(msg)
     return failures

@@ -48,10 +48,24 @@ def _view(xb: torch.Tensor, flip: bool, dx: int, dy: int) -> torch.Tensor:
     return xb.flip(-1) if flip else xb
 
 
-def _batch_size(device: torch.device) -> int:
+SIGNAL_BUDGET_BYTES = 4 * 2**30  # GPU: activations of one signal pass, bounded by the sum of every layer's output
+
+
+def _batch_size(device: torch.device, model=None, image_shape=None) -> int:
     """Images per forward pass. CPU: small batches stay in cache (ResNet-20 eval, channels_last, 2 cores:
-    64 -> ~3,500 images/s, 256 -> ~2,000, 512 -> ~1,250); GPU: large batches keep the device busy."""
-    return 4096 if device.type == "cuda" else 64
+    64 -> ~3,500 images/s, 256 -> ~2,000, 512 -> ~1,250). GPU: large batches keep the device busy, sized
+    by the model: as many images as keep the sum of its layers' fp32 outputs (a bound: eval frees them
+    as it goes) under SIGNAL_BUDGET_BYTES, 64..4096 (CIFAR: ResNet-20 2,259, WRN-28-2 1,065, WRN-28-10
+    218; the real peak is a few layers' outputs, well below the bound). It
+    depends on the model only, not on free memory, so a seed gives the same SAMIA noise on every GPU."""
+    if device.type != "cuda":
+        return 64
+    if model is None:
+        return 4096
+    from training.packing import activation_elements
+
+    per_image = 4 * activation_elements(model, tuple(image_shape))
+    return int(max(64, min(4096, SIGNAL_BUDGET_BYTES // max(per_image, 1))))
 
 
 def _tf32_knobs() -> list[tuple[object, str, object]]:
@@ -67,9 +81,11 @@ def _tf32_knobs() -> list[tuple[object, str, object]]:
 @contextlib.contextmanager
 def fp32_pass(device: torch.device):
     """True fp32 inside: autocast off for `device` (an enclosing autocast, such as training's bf16, would
-    otherwise reach the model) and TF32 off; the global TF32 settings are restored on exit.
-    Fragile: the TF32 flags are process-wide, so another thread's CUDA work runs without TF32 meanwhile."""
-    knobs = _tf32_knobs()
+    otherwise reach the model) and TF32 off; cudnn.benchmark off too (training turns it on: autotuning
+    per batch shape could pick different algorithms from run to run, and the last batch's shape differs);
+    the global settings are restored on exit.
+    Fragile: the flags are process-wide, so another thread's CUDA work runs without TF32 meanwhile."""
+    knobs = _tf32_knobs() + [(torch.backends.cudnn, "benchmark", False)]
     saved = [getattr(obj, attr) for obj, attr, _ in knobs]
     try:
         for obj, attr, value in knobs:
@@ -88,7 +104,7 @@ def compute_logits(model, data: DeviceData, num_queries: int, num_classes: int) 
         raise UsageError(f"--mia-queries {num_queries} exceeds the {len(queries)} queries available for this dataset")
     model.eval()  # fragile: BatchNorm must use running statistics and not update them
     dev = data.x.device
-    bs = _batch_size(dev)
+    bs = _batch_size(dev, model, data.x.shape[1:])
     out = torch.empty((len(data), num_queries, num_classes), dtype=torch.float32, device=dev)
     with fp32_pass(dev):
         for i in range(0, len(data), bs):
@@ -106,9 +122,13 @@ def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, e
     model.eval()
     dev = data.x.device
     gen = torch.Generator(device=dev).manual_seed(seed)
-    # rows per step: a row and its draws go through one pass of about 1x (CPU) / 4x (GPU) _batch_size images.
-    # Kept at // draws (not draws + 1) so a seed gives the same noise per example as before the one-pass change.
-    bs = max(1, _batch_size(dev) * (4 if dev.type == "cuda" else 1) // max(1, draws))
+    # rows per step: a row and its draws go through one pass. CPU: about _batch_size images, kept at
+    # // draws (not draws + 1) so a seed gives the same noise per example as before the one-pass change;
+    # GPU: at most _batch_size images (the model's budget) in the pass.
+    if dev.type == "cuda":
+        bs = max(1, _batch_size(dev, model, data.x.shape[1:]) // (draws + 1))
+    else:
+        bs = max(1, _batch_size(dev) // max(1, draws))
     out = torch.empty((len(data), num_classes), dtype=torch.float32, device=dev)
     with fp32_pass(dev):
         for i in range(0, len(data), bs):
@@ -128,6 +148,15 @@ def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: in
     sens = compute_sensitivity(model, pool, ds.num_classes, cfg.sens_draws, cfg.sens_eps, model_seed(cfg.mia_seed, 10_000 + index))
     save_npy(logits, Path(out_dir) / paths.LOGITS)
     save_npy(sens, Path(out_dir) / paths.SENSITIVITY)
+    del pool
+    free_device_cache(device)
+
+
+def free_device_cache(device) -> None:
+    """Give the allocator's cached blocks back after a model's signals: a Ray worker (or a study's loop)
+    would otherwise keep the largest pass's memory reserved while the next model trains."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def ensure_signals(model_dir: str | Path, device: str = "auto") -> bool:

@@ -1,8 +1,9 @@
 """A study = every (method, sparsity) configuration x every model index, then the evaluation.
 
 plan_study() expands the study flags into resolved ExperimentConfigs; each (config, model index)
-is one task (training/experiment.py), run by an executor from EXECUTORS (local loop here, Ray in
-training/ray_executor.py). Every executor calls the same training function, experiment.run_task().
+is one task (training/experiment.py); an executor from EXECUTORS (local loop here, Ray in
+training/ray_executor.py) groups each configuration's tasks into packs (--pack) and runs each pack with
+the same training function, experiment.run_pack_task().
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Callable
 
 from configs.config import ExperimentConfig
 from pruning import PRUNING_METHODS
-from training.experiment import Task, check_recipe, experiment_dir, run_task
+from training.experiment import Task, check_recipe, experiment_dir, plan_packs, run_pack_task
 from training.progress import Progress
 from training.ray_executor import run_ray
 from utils.errors import UsageError
@@ -72,10 +73,12 @@ def check_recipes(configs: list[ExperimentConfig]) -> None:
 
 
 def run_local(tasks: list[Task], options) -> list[str]:
-    """Train tasks one after another in this process. Returns failures (none: errors propagate)."""
+    """Train the tasks' packs one after another in this process (one line per finished model).
+    Returns failures (none: errors propagate)."""
     progress = Progress(len(tasks))
-    for t in tasks:
-        progress.finished(t.label, run_task(t))
+    for pack in plan_packs(tasks):
+        for i, summary in zip(pack.indices, run_pack_task(pack)):
+            progress.finished(pack.model_label(i), summary)
     return []
 
 

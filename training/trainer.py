@@ -1,12 +1,18 @@
-"""Train one model (dense or pruned) on a given subset of the pool and write its artifacts.
+"""Train models (dense or pruned), each on its subset of the pool, and write each one's artifacts: one
+model alone, or K models of a configuration at once as one packed network (training/packing.py,
+docs/packing.md), with one loop for both.
 
-The loop is the same on CPU and CUDA; CUDA adds bf16 autocast (BatchNorm stays fp32 under autocast);
-channels_last is used on both. Checkpoint selection uses a validation slice of the *test* split, never the pool,
-and only epochs at which a pruned model has reached its target sparsity.
+The loop is the same on CPU and CUDA; CUDA adds autocast (bf16 from compute capability 8.0, where it is
+native; fp16 with a GradScaler before, where bf16 would be emulated, slowly; BatchNorm stays fp32 under
+autocast) and cudnn.benchmark (shapes are fixed); channels_last is used on both. Checkpoints hold CPU
+tensors, so CPU-only machines load them. Checkpoint selection uses a validation slice of the *test*
+split, never the pool, and only epochs at which a pruned model has reached its target sparsity.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import platform
 import time
 from pathlib import Path
@@ -21,6 +27,7 @@ from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
 from pruning import measure_sparsity
+from training.packing import PackedPruning, pack_models, unpack
 from utils.device import resolve_device
 from utils.errors import UsageError
 from utils.io import save_json, save_torch
@@ -31,11 +38,57 @@ def model_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def precision(cfg: ExperimentConfig, device: torch.device) -> str:
+    """What the training forward runs in: 'bf16' (autocast, CUDA from compute capability 8.0), 'fp16'
+    (autocast + GradScaler, CUDA before 8.0: bf16 is emulated there, correct but slow) or 'fp32'
+    (CPU, or --no-amp). Recorded in each model's summary."""
+    if device.type != "cuda" or not cfg.amp:
+        return "fp32"
+    return "bf16" if _capability(device) >= (8, 0) else "fp16"
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(device: torch.device) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(device)  # asked once per device, not at every step
+
+
+_SAID = set()
+
+
+def say_precision(cfg: ExperimentConfig, device: torch.device) -> str:
+    """precision(), with one line the first time a GPU without native bf16 falls back to fp16."""
+    p = precision(cfg, device)
+    if p == "fp16" and device not in _SAID:
+        _SAID.add(device)
+        major, minor = _capability(device)
+        tqdm.write(f"note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native "
+                   f"bf16: training with fp16 autocast and a GradScaler instead (--no-amp: fp32)")
+    return p
+
+
 def autocast(cfg: ExperimentConfig, device: torch.device):
-    """bf16 autocast on CUDA only: the CPU path runs the same code in fp32."""
-    if device.type == "cuda" and cfg.amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Autocast on CUDA only (bf16, or fp16 before compute capability 8.0): the CPU path runs the same code in fp32."""
+    p = precision(cfg, device)
+    if p == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+
+def grad_scaler(cfg: ExperimentConfig, device: torch.device):
+    """A GradScaler where the forward runs in fp16 (its small range underflows gradients), else a no-op one."""
+    return torch.amp.GradScaler("cuda", enabled=precision(cfg, device) == "fp16")
+
+
+def configure_backends(device: torch.device) -> None:
+    """cudnn.benchmark on CUDA: every training step has the same shapes, so the autotuned algorithm
+    is chosen once. (The signal pass runs in fp32 with TF32 off: training/signals.py.)"""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def to_cpu(state: dict) -> dict:
+    """A state dict with every tensor on the CPU (checkpoints load on CPU-only machines)."""
+    return {k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v for k, v in state.items()}
 
 
 def build_for(cfg: ExperimentConfig, ds: ArrayDataset, device: torch.device) -> torch.nn.Module:
@@ -45,14 +98,19 @@ def build_for(cfg: ExperimentConfig, ds: ArrayDataset, device: torch.device) -> 
     return model
 
 
+def _dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
 @torch.no_grad()
 def evaluate(model, data: DeviceData, cfg: ExperimentConfig, device) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) in eval mode over every image once."""
     model.eval()
     loss_sum, correct = 0.0, 0
+    dtype = _dtype(model)
     for xb, yb in data.batches(max(cfg.batch_size, 512), gen=None, train=False):
         with autocast(cfg, device):
-            out = model(xb).float()
+            out = model(xb.to(dtype)).float()
         loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
         correct += (out.argmax(1) == yb).sum().item()
     return loss_sum / max(1, len(data)), correct / max(1, len(data))
@@ -62,35 +120,38 @@ def _clone_state(state: dict) -> dict:
     return {k: v.detach().clone() for k, v in state.items()}
 
 
-class Trainer:
-    """One model: build, train for cfg.epochs, keep the best eligible state, write checkpoints."""
+def config_steps(keep: np.ndarray, batch_size: int) -> tuple[int, int]:
+    """(batch, iterations per epoch) of every model of a configuration, from its smallest training set
+    (keep: bool [models, pool], the configuration's whole keep matrix): a balanced keep matrix gives
+    subsets that differ by a few examples, and every model, packed or not, runs the same steps."""
+    n = int(np.asarray(keep).reshape(-1, np.shape(keep)[-1]).sum(1).min())
+    if n < 2:
+        raise UsageError(f"a model of this configuration has {n} training example(s); BatchNorm needs at least 2")
+    batch = min(batch_size, n)
+    return batch, n // batch
 
-    def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, index: int = 0):
-        self.cfg, self.ds, self.index = cfg, ds, index
-        self.device = resolve_device(cfg.device)
+
+class Member:
+    """One model of a pack: its training subset and its own seeded stream of batches (shuffling and
+    augmentation), its model (initialised from its own seed) and pruner, its history and best state."""
+
+    def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, index: int,
+                 device: torch.device, batch: int, iters: int, dtype=None):
+        self.cfg, self.index, self.batch, self.iters = cfg, index, batch, iters
         torch.manual_seed(model_seed(cfg.seed, index))
-        self.gen = torch.Generator(device=self.device).manual_seed(model_seed(cfg.seed, index))
-        val_idx, test_idx = split_test(ds, cfg.val_fraction)
+        self.gen = torch.Generator(device=device).manual_seed(model_seed(cfg.seed, index))
         members = np.flatnonzero(keep)
-        self.train = DeviceData.build(ds.x_train[members], ds.y_train[members], ds, self.device)
-        self.val = DeviceData.build(ds.x_test[val_idx], ds.y_test[val_idx], ds, self.device)
-        self.test = DeviceData.build(ds.x_test[test_idx], ds.y_test[test_idx], ds, self.device)
-        self.model = build_for(cfg, ds, self.device)
-        self.step_model = torch.compile(self.model) if cfg.compile else self.model
-        self.iters = self.train.iters_per_epoch(cfg.batch_size)
-        self.pruner = self._build_pruner()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                   weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=cfg.milestones, gamma=cfg.gamma)
+        self.train = DeviceData.build(ds.x_train[members], ds.y_train[members], ds, device)
+        self.model = build_for(cfg, ds, device)
+        if dtype is not None:
+            self.model.to(dtype)
+        self.pruner = None
+        if cfg.prune:
+            from pruning import build_pruner
 
-    def _build_pruner(self):
-        if not self.cfg.prune:
-            return None
-        from pruning import build_pruner
-
-        c = self.cfg
-        return build_pruner(c.prune_method, self.model, c.sparsity, self.iters, c.target_epoch,
-                            c.freeze_epoch, c.prune_freq)
+            self.pruner = build_pruner(cfg.prune_method, self.model, cfg.sparsity, iters, cfg.target_epoch,
+                                       cfg.freeze_epoch, cfg.prune_freq)
+        self.history, self.best, self.best_key = [], None, None
 
     def snapshot(self, epoch: int) -> dict:
         """Weights as saved (exactly sparse for pruned models: pruned weights stored as zeros) and
@@ -99,100 +160,203 @@ class Trainer:
         masks = {k: v.detach().cpu().clone() for k, v in self.pruner.masks.items()} if self.pruner else {}
         return {"epoch": epoch, "state": _clone_state(state), "masks": masks}
 
-    def train_epoch(self, epoch: int, bar) -> tuple[float, float, int]:
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)  # accumulated on device: no per-step sync
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+
+def pack_batches(members: list[Member], batch: int, iters: int):
+    """One epoch of a pack's training batches: (x [B, K*C, H, W] normalised, y [B, K]), model k's images in
+    channels k*C... Each model draws from its own generator exactly what DeviceData.batches() draws
+    alone (its permutation of its own set, then per batch its crop offsets and flips), so its stream is
+    the one it has alone, cut to the configuration's `iters` batches; the gathers, the crop and the
+    normalisation then run once for the whole pack (a few kernel launches per model, not a dozen)."""
+    data = [m.train for m in members]
+    orders = [torch.randperm(len(d), device=d.x.device, generator=m.gen) for d, m in zip(data, members)]
+    d0, k = data[0], len(members)
+    for i in range(iters):
+        idx = [o[i * batch:(i + 1) * batch] for o in orders]
+        draws = [d.draw_crops(batch, m.gen) for d, m in zip(data, members)]
+        x = torch.cat([d.x[j] for d, j in zip(data, idx)]) if k > 1 else d0.x[idx[0]]  # [K*B, C, H, W] uint8
+        dy, dx, flip = (None if t[0] is None else torch.cat(t) if k > 1 else t[0] for t in zip(*draws))
+        x = d0.normalize(d0.crop(x, dy, dx, flip))
+        y = torch.stack([d.y[j] for d, j in zip(data, idx)], 1)  # [B, K]
+        if k > 1:
+            x = x.view(k, batch, *x.shape[1:]).transpose(0, 1).reshape(batch, -1, *x.shape[2:])
+        yield x, y
+
+
+class Trainer:
+    """The models `indices` of one configuration (target and/or shadows) trained together for cfg.epochs,
+    as one packed network when there are several (training/packing.py, docs/packing.md), each keeping
+    its best eligible state. One model is the pack of one: the same loop, the model itself as the network.
+
+    keep: the configuration's keep matrix bool [models, pool] (or one model's row [pool]); steps:
+    (batch, iterations per epoch), by default from the smallest training set of `keep` (config_steps).
+    dtype: the models' dtype (float64 in the packing tests; training runs in float32)."""
+
+    def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices=0,
+                 steps: tuple[int, int] | None = None, dtype=None):
+        keep = np.asarray(keep, dtype=bool)
+        indices = [indices] if isinstance(indices, int) else list(indices)
+        rows = {i: (keep if keep.ndim == 1 else keep[i]) for i in indices}
+        self.cfg, self.ds, self.indices = cfg, ds, indices
+        self.device = resolve_device(cfg.device)
+        configure_backends(self.device)
+        self.precision = say_precision(cfg, self.device)
+        self.batch, self.iters = steps or config_steps(keep, cfg.batch_size)
+        self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype) for i in indices]
+        val_idx, test_idx = split_test(ds, cfg.val_fraction)  # one validation and test set for the pack
+        self.val = DeviceData.build(ds.x_test[val_idx], ds.y_test[val_idx], ds, self.device)
+        self.test = DeviceData.build(ds.x_test[test_idx], ds.y_test[test_idx], ds, self.device)
+        models = [m.model for m in self.members]
+        pruners = [m.pruner for m in self.members if m.pruner]
+        if len(models) == 1:  # the pack of one: the model is the network, its pruner the hooks
+            self.net, self.pruning = models[0], (pruners[0] if pruners else None)
+        else:
+            fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+            self.net = pack_models(models, memory_format=fmt)
+            self.pruning = PackedPruning(self.net, pruners) if pruners else None
+        self.step_model = torch.compile(self.net) if cfg.compile else self.net
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                   weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=cfg.milestones, gamma=cfg.gamma)
+        self.scaler = grad_scaler(cfg, self.device)
+
+    # one model (benchmarks, the pack of one)
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.members[0].model
+
+    @property
+    def train(self) -> DeviceData:
+        return self.members[0].train
+
+    @property
+    def pruner(self):
+        return self.members[0].pruner
+
+    def train_epoch(self, epoch: int, bar) -> tuple[list[float], list[float], int]:
+        """One epoch of every model: (mean loss per model, accuracy per model, images per model)."""
+        self.net.train()
+        k, dtype = len(self.members), _dtype(self.net)
+        loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)  # on device: no per-step sync
+        correct = torch.zeros(k, device=self.device, dtype=torch.long)
         seen = 0
-        for i, (xb, yb) in enumerate(self.train.batches(self.cfg.batch_size, self.gen)):
+        for i, (xb, yb) in enumerate(pack_batches(self.members, self.batch, self.iters)):
             it = epoch * self.iters + i
-            if self.pruner:
-                self.pruner.before_step(it)
+            if self.pruning:
+                self.pruning.before_step(it)
             with autocast(self.cfg, self.device):
-                out = self.step_model(xb)
-                loss = F.cross_entropy(out.float(), yb)
+                out = self.step_model(xb.to(dtype)).view(len(yb), k, -1)  # [B, K, classes]
+                # each model's mean loss, summed: every model's gradient is what it would be alone
+                logits = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 -> fp32
+                losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)  # [K]
+                loss = losses.sum()
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.pruner:
-                self.pruner.before_optimizer_step()
-            self.opt.step()
-            if self.pruner:
-                self.pruner.after_optimizer_step()
-            loss_sum += loss.detach() * len(yb)
-            correct += (out.argmax(1) == yb).sum()
+            self.scaler.scale(loss).backward()
+            if self.pruning:
+                self.pruning.before_optimizer_step()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            if self.pruning:
+                self.pruning.after_optimizer_step()
+            loss_sum += losses.detach() * len(yb)
+            correct += (out.argmax(2) == yb).sum(0)
             seen += len(yb)
             bar.update(1)
             if self.cfg.verbose:
-                tqdm.write(f"model {self.index} epoch {epoch + 1} iter {i + 1}/{self.iters} loss {loss.item():.4f}")
-        return loss_sum.item() / seen, correct.item() / seen, seen
+                tqdm.write(f"models {self.indices} epoch {epoch + 1} iter {i + 1}/{self.iters} "
+                           f"loss {' '.join(f'{v:.4f}' for v in losses.tolist())}")
+        return (loss_sum / max(seen, 1)).tolist(), (correct.double() / max(seen, 1)).tolist(), seen
 
     def fit(self) -> dict:
         cfg = self.cfg
-        history, best, best_key = [], None, None
         t0, train_time, images = time.time(), 0.0, 0
+        who = f"#{self.indices[0]}" if len(self.indices) == 1 else f"#{','.join(map(str, self.indices))} packed"
         for epoch in range(cfg.epochs):
             lr = self.opt.param_groups[0]["lr"]
-            with tqdm(total=self.iters, desc=f"[{cfg.name} #{self.index}] epoch {epoch + 1}/{cfg.epochs}",
+            with tqdm(total=self.iters, desc=f"[{cfg.name} {who}] epoch {epoch + 1}/{cfg.epochs}",
                       leave=False, disable=None, dynamic_ncols=True) as bar:
                 te = time.time()
-                loss, acc, seen = self.train_epoch(epoch, bar)
+                losses, accs, seen = self.train_epoch(epoch, bar)
                 train_time += time.time() - te
                 images += seen
             self.sched.step()
-            val_loss, val_acc = evaluate(self.model, self.val, cfg, self.device)
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_acc": acc,
-                   "val_loss": val_loss, "val_acc": val_acc}
-            if self.pruner:
-                row.update(self.pruner.end_epoch(epoch))
-            history.append(row)
-            # Only models at their target sparsity are eligible (a DPF model at epoch 40 is not 90% sparse).
-            eligible = self.pruner is None or self.pruner.at_target(epoch)
-            key = (val_acc, -val_loss)
-            if eligible and (best_key is None or key > best_key):
-                best_key, best = key, self.snapshot(epoch + 1)
-        last = self.snapshot(cfg.epochs)
-        if best is None:  # cannot happen with validated target_epoch <= epochs, kept as a guard
-            best = last
-        return {"history": history, "best": best, "last": last, "wall_time_s": time.time() - t0,
-                "images_per_s": images / max(train_time, 1e-9)}
+            for m, loss, acc in zip(self.members, losses, accs):
+                val_loss, val_acc = evaluate(m.model, self.val, cfg, self.device)
+                row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_acc": acc,
+                       "val_loss": val_loss, "val_acc": val_acc}
+                if m.pruner:
+                    row.update(m.pruner.end_epoch(epoch))
+                m.history.append(row)
+                # Only models at their target sparsity are eligible (a DPF model at epoch 40 is not 90% sparse).
+                eligible = m.pruner is None or m.pruner.at_target(epoch)
+                key = (val_acc, -val_loss)
+                if eligible and (m.best_key is None or key > m.best_key):
+                    m.best_key, m.best = key, m.snapshot(epoch + 1)
+        results = []
+        for m in self.members:
+            last = m.snapshot(cfg.epochs)
+            results.append({"history": m.history, "best": m.best or last, "last": last,
+                            "wall_time_s": time.time() - t0, "images_per_s": images / max(train_time, 1e-9)})
+        if len(self.members) > 1:  # each model a normal model again; the packed tensors can go
+            unpack([m.model for m in self.members])
+            self.net = self.step_model = self.opt = self.pruning = None
+        return results
 
-    def checkpoint(self, entry: dict) -> dict:
-        return {"state_dict": entry["state"], "epoch": entry["epoch"], "model_index": self.index,
+    def checkpoint(self, member: Member, entry: dict) -> dict:
+        return {"state_dict": to_cpu(entry["state"]), "epoch": entry["epoch"], "model_index": member.index,
                 "masks": entry["masks"],
-                "config": self.cfg.to_dict(), "num_classes": self.ds.num_classes,
+                "config": member.cfg.to_dict(), "num_classes": self.ds.num_classes,
                 "in_channels": self.ds.in_channels}
 
 
-def train_model(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, out_dir: Path,
-                index: int = 0) -> tuple[dict, torch.nn.Module]:
-    """Train model `index` on pool[keep]; write checkpoints and summary into out_dir.
-    Returns the summary and the selected model as saved (eval mode). Signals and the COMPLETE
-    marker are written by the caller."""
-    tr = Trainer(cfg, ds, keep, index)
-    res = tr.fit()
-    out_dir = Path(out_dir)
-    save_torch(tr.checkpoint(res["last"]), out_dir / paths.LAST_MODEL)
-    save_torch(tr.checkpoint(res["best"]), out_dir / paths.BEST_MODEL)
+def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices: list[int],
+                 out_dirs: list[Path], steps: tuple[int, int] | None = None) -> list[tuple[dict, torch.nn.Module]]:
+    """Train models `indices` (pool[keep[i]] each), packed when several; write each one's checkpoints and
+    summary into its out_dir, as a model trained alone. keep: the configuration's keep matrix.
+    Returns (summary, selected model as saved, eval mode) per model. Signals and the COMPLETE marker are
+    written by the caller."""
+    tr = Trainer(cfg, ds, keep, indices, steps)
+    for m in tr.members:  # each checkpoint's config names its model
+        m.cfg = dataclasses.replace(cfg, model_index=m.index)
+    results = tr.fit()
+    out = []
+    for m, res, out_dir in zip(tr.members, results, out_dirs):
+        out.append(_write_model(tr, m, res, keep if np.ndim(keep) == 1 else keep[m.index], Path(out_dir)))
+    return out
+
+
+def _write_model(tr: Trainer, m: Member, res: dict, keep_row: np.ndarray, out_dir: Path):
+    cfg = m.cfg
+    save_torch(tr.checkpoint(m, res["last"]), out_dir / paths.LAST_MODEL)
+    save_torch(tr.checkpoint(m, res["best"]), out_dir / paths.BEST_MODEL)
     # Evaluate exactly what was saved: a fresh plain model loaded with the best checkpoint's weights.
-    model = build_for(cfg, ds, tr.device)
+    model = build_for(cfg, tr.ds, tr.device).to(_dtype(m.model))
     model.load_state_dict(res["best"]["state"])
-    train_loss, train_acc = evaluate(model, tr.train, cfg, tr.device)  # members, no augmentation
+    train_loss, train_acc = evaluate(model, m.train, cfg, tr.device)  # members, no augmentation
     test_loss, test_acc = evaluate(model, tr.test, cfg, tr.device)
     val_loss, val_acc = evaluate(model, tr.val, cfg, tr.device)
     # Measurements only: the recipe is the config.json beside it (mia/artifacts.model_record joins them).
     sparsity = measure_sparsity(model)  # on the saved weights
+    dev = tr.device
     summary = {
-        "model_index": index, "num_train": int(keep.sum()), "num_params": count_params(model),
+        "model_index": m.index, "num_train": int(keep_row.sum()), "num_params": count_params(model),
         "train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss,
         "val_acc": val_acc, "val_loss": val_loss, "best_epoch": res["best"]["epoch"],
-        "wall_time_s": res["wall_time_s"], "images_per_s": res["images_per_s"], "device": str(tr.device),
-        "device_name": torch.cuda.get_device_name(tr.device) if tr.device.type == "cuda" else platform.processor() or platform.machine(),
+        "wall_time_s": res["wall_time_s"], "images_per_s": res["images_per_s"],
+        "iters_per_epoch": tr.iters, "batch_used": tr.batch, "pack_size": len(tr.members),
+        "device": str(dev), "device_type": dev.type, "precision": tr.precision,
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch_version": torch.__version__,
         "measured_sparsity": sparsity.pop("sparsity"), **sparsity,  # over the prunable set, then all params, per layer
         "history": res["history"],
     }
     save_json(summary, out_dir / paths.SUMMARY)
     return summary, model.eval()
+
+
+def train_model(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, out_dir: Path,
+                index: int = 0, steps: tuple[int, int] | None = None) -> tuple[dict, torch.nn.Module]:
+    """Train model `index` alone on pool[keep] (one keep row); train_models() with a pack of one."""
+    return train_models(cfg, ds, keep, [index], [out_dir], steps)[0]
 
 
 def load_model(checkpoint_path: str | Path, device="cpu") -> tuple[torch.nn.Module, ExperimentConfig]:

@@ -1,0 +1,210 @@
+"""Packed training: K models of one configuration trained at once as one network (docs/packing.md).
+
+pack_models(models) builds a network computing K single models side by side: each Conv2d becomes a
+grouped convolution (groups = K x its groups) over the K models' channels, each BatchNorm2d one
+BatchNorm2d over the K x C channels (per-channel statistics: every model keeps its own), the final
+Linear a batched matmul. Its input is the K models' batches concatenated along channels
+[B, K*C_in, H, W] (each model its own images), its output [B, K, classes].
+
+It is a wrapper, not a second model: every parameter and buffer of each single model becomes a slice
+(a view) of the packed tensor, so the optimizer steps the packed tensors and each single model always
+holds its current weights. Pruning stays per model: each model's Pruner (pruning/pruner.py, unchanged)
+ranks its own slices (exact per-model sparsity, its own refreshes and reactivation counts), and its
+masks and DPF dense weights become slices of packed tensors too, so the per-step hooks run once over
+the packed tensors (PackedPruning) instead of once per model. After training each single model is a
+normal model (unpack() gives it its own storage); checkpoints, summaries and signals are written per
+model as without packing.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from pruning.pruner import load_dense, mask_grads, mask_params, store_dense_and_mask
+from utils.errors import UsageError
+
+MAX_AUTO_PACK = 17  # the largest pack chosen automatically: a default configuration (target + 16 shadows)
+
+
+class PackedLinear(nn.Module):
+    """K Linear layers as one batched matmul: [B, K * in] -> [B, K, out]. weight [K, out, in], bias [K, out]."""
+
+    def __init__(self, k: int, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.k, self.in_features, self.out_features = k, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(k, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(k, out_features)) if bias else None
+
+    def forward(self, x):
+        xk = x.reshape(x.shape[0], self.k, self.in_features).transpose(0, 1)  # [K, B, in]
+        w = self.weight.transpose(1, 2)                                        # [K, in, out]
+        out = torch.bmm(xk, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), xk, w)
+        return out.transpose(0, 1)                                             # [B, K, out]
+
+
+def _packed_module(m: nn.Module, k: int) -> nn.Module | None:
+    if isinstance(m, nn.Conv2d):
+        return nn.Conv2d(k * m.in_channels, k * m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                         groups=k * m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
+    if isinstance(m, nn.BatchNorm2d):
+        return nn.BatchNorm2d(k * m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+    if isinstance(m, nn.Linear):
+        return PackedLinear(k, m.in_features, m.out_features, m.bias is not None)
+    if any(True for _ in m.parameters(recurse=False)) or any(True for _ in m.buffers(recurse=False)):
+        raise UsageError(f"cannot pack a {type(m).__name__} (packing knows Conv2d, BatchNorm2d and Linear); use --pack 1")
+    return None
+
+
+@torch.no_grad()
+def _tie(packed: torch.Tensor, singles: list[torch.Tensor], stacked: bool) -> list[torch.Tensor]:
+    """Copy the singles into `packed` (concatenated along dim 0, or stacked) and return their slices."""
+    k = len(singles)
+    if stacked:
+        views = [packed[i] for i in range(k)]
+    else:
+        n = packed.shape[0] // k
+        views = [packed[i * n:(i + 1) * n] for i in range(k)]
+    for v, s in zip(views, singles):
+        v.copy_(s)
+    return views
+
+
+def pack_models(models: list[nn.Module], memory_format=torch.contiguous_format) -> nn.Module:
+    """One network computing `models` side by side (module docstring); their parameters and buffers become
+    slices of its tensors from here on. Every model has the same architecture, dtype and device; the forward
+    code is the single model's (only its leaf modules are replaced)."""
+    k = len(models)
+    if k < 2:
+        raise ValueError("pack_models needs at least two models")
+    ref = models[0]
+    p0 = next(ref.parameters())
+    net = copy.deepcopy(ref)
+    singles = [dict(m.named_modules()) for m in models]
+    leaves = []
+    for name, mod in list(net.named_modules()):
+        new = _packed_module(mod, k)
+        if new is None:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        setattr(net.get_submodule(parent_name) if parent_name else net, attr, new)
+        leaves.append((name, new))
+    net.to(device=p0.device, dtype=p0.dtype)
+    net.to(memory_format=memory_format)
+    for name, new in leaves:
+        mods = [s[name] for s in singles]
+        stacked = isinstance(new, PackedLinear)
+        for pname, p in new.named_parameters(recurse=False):
+            for m, v in zip(mods, _tie(p.data, [getattr(m, pname).data for m in mods], stacked)):
+                getattr(m, pname).data = v  # the same Parameter object, now a slice of the packed one
+        for bname, b in new.named_buffers(recurse=False):
+            if bname == "num_batches_tracked":  # one counter for the pack, shared by every model
+                b.copy_(getattr(mods[0], bname))
+                for m in mods:
+                    setattr(m, bname, b)
+                continue
+            for m, v in zip(mods, _tie(b, [getattr(m, bname) for m in mods], stacked)):
+                setattr(m, bname, v)
+    return net
+
+
+@torch.no_grad()
+def unpack(models: list[nn.Module]) -> None:
+    """Give each model its own storage again (the packed network can then be freed)."""
+    for m in models:
+        for p in m.parameters():
+            p.data = p.data.clone()
+        for mod in m.modules():
+            for bname, b in list(mod.named_buffers(recurse=False)):
+                setattr(mod, bname, b.clone())
+
+
+class PackedPruning:
+    """The pruners of a pack's models, with their per-step hooks run once over the packed tensors.
+
+    Each model keeps its Pruner: refreshes (global top-k over that model's own slices), freezing, history
+    and saving are per model. Their masks and DPF dense weights become slices of packed tensors, so
+    the per-step hooks (mask the gradients, swap dense weights in and out, re-mask) are one foreach call
+    over the packed parameters, the same functions a lone Pruner calls over its own. Every model of a pack
+    follows the same schedule (same method, iterations, target and freeze), so their state agrees."""
+
+    def __init__(self, net: nn.Module, pruners: list):
+        ref = pruners[0]
+        for pr in pruners[1:]:
+            if (pr.method, pr.s_f, pr.freq, pr.target_iter, pr.freeze_iter, pr.frozen) != \
+                    (ref.method, ref.s_f, ref.freq, ref.target_iter, ref.freeze_iter, ref.frozen):
+                raise ValueError("the models of a pack must follow one pruning schedule")
+        self.pruners, k = pruners, len(pruners)
+        named = dict(net.named_parameters())
+        self.params = [named[n] for n in ref.names]
+        self.fmasks, self.dense = [], ([] if ref.dense is not None else None)
+        for i, p in enumerate(self.params):
+            self.fmasks.append(torch.empty_like(p))
+            masks = torch.empty_like(p, dtype=torch.bool)
+            for pr, v in zip(pruners, _tie(self.fmasks[i], [pr.fmask_list[i] for pr in pruners], False)):
+                pr.fmask_list[i] = v
+            for pr, v in zip(pruners, _tie(masks, [pr.mask_list[i] for pr in pruners], False)):
+                pr.mask_list[i] = v
+            if self.dense is not None:
+                self.dense.append(torch.empty_like(p))
+                for pr, v in zip(pruners, _tie(self.dense[i], [pr.dense[i] for pr in pruners], False)):
+                    pr.dense[i] = v
+
+    def before_step(self, it: int) -> None:
+        for pr in self.pruners:
+            pr.before_step(it)
+        if self.pruners[0].frozen:
+            self.dense = None  # DPF's dense weights are dropped at its freeze
+
+    def before_optimizer_step(self) -> None:
+        if self.pruners[0].straight_through:
+            load_dense(self.params, self.dense)
+        else:
+            mask_grads(self.params, self.fmasks)
+
+    def after_optimizer_step(self) -> None:
+        if self.pruners[0].straight_through:
+            store_dense_and_mask(self.params, self.dense, self.fmasks)
+        else:
+            mask_params(self.params, self.fmasks)
+
+
+# -- how many models at once ---------------------------------------------------------------------------
+def activation_elements(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
+    """Elements of every leaf module's output for one image: a bound on what a training step keeps for
+    its backward pass, per image. Shapes only (meta tensors): no memory, no compute."""
+    total = 0
+
+    def hook(_m, _i, out):
+        nonlocal total
+        total += out.numel()
+
+    meta = copy.deepcopy(model).to("meta")
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty((1, *image_shape), device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def auto_pack(cfg, device: torch.device, free_bytes: int | None = None, image_shape=(3, 32, 32)) -> int:
+    """--pack when not given: 1 on CPU (a pack gains little there: docs/packing.md); on CUDA as many models
+    as fit in half the free memory, at most MAX_AUTO_PACK. Per model: twice its activations of one batch
+    (leaf outputs, 4 bytes each: a bound, bf16 halves it) plus 4 copies of its parameters (weights,
+    gradients, momentum, DPF dense weights and masks). image_shape: CIFAR's, the largest input here."""
+    if cfg.pack:
+        return cfg.pack
+    if device.type != "cuda":
+        return 1
+    from models import build_model
+
+    model = build_model(cfg.arch, cfg.layers, cfg.width_factor, 100, image_shape[0])
+    per_model = (2 * 4 * cfg.batch_size * activation_elements(model, image_shape)
+                 + 4 * 4 * sum(p.numel() for p in model.parameters()))
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return max(1, min(MAX_AUTO_PACK, int(0.5 * free_bytes // per_model)))
