@@ -8,6 +8,7 @@ the training loop itself (pruning hooks included with --method), not a synthetic
 
   python benchmarks/pack_throughput.py                                   # ResNet-20, batch 128, CPU, K = 1 2 4 8 16
   python benchmarks/pack_throughput.py --device cuda --iters 100 --compile    # the GPU figure (bf16, channels_last)
+  python benchmarks/pack_throughput.py --data digits --batch-size 32 --packs 1 2 4 8   # the quick preset's workload
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from benchmarks.common import cifar_like, machine, sync
 from configs.config import ExperimentConfig
+from data import load_dataset
 from data.datasets import from_arrays
 from training.trainer import Trainer
 
@@ -62,9 +64,11 @@ def ops_per_step(cfg: ExperimentConfig, ds, k: int) -> int:
 
 def measure(a) -> list[dict]:
     """One row per K: packed and one-by-one aggregate images/s and their ratio."""
-    n = a.batch_size * max(a.iters, a.warmup)
-    x, y, source = cifar_like(n)
-    ds = from_arrays("bench", x, y, x[:64], y[:64])
+    if a.data == "digits":  # the quick preset's images: 8x8, one channel (a step is overhead-bound)
+        ds, source = load_dataset(ExperimentConfig(dataset="digits")), "embedded digits, 1x8x8"
+    else:
+        x, y, source = cifar_like(a.batch_size * max(a.iters, a.warmup))
+        ds = from_arrays("bench", x, y, x[:64], y[:64])
     prune = dict(prune=True, prune_method=a.method, sparsity=0.9) if a.method != "dense" else {}
     cfg = ExperimentConfig(dataset="npz", data_path="-", arch=a.arch, layers=a.layers, width_factor=a.width_factor,
                            batch_size=a.batch_size, epochs=10, device=a.device, amp=a.amp,
@@ -101,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--width-factor", type=int, default=2)
     p.add_argument("--method", default="dense", help="dense or a pruning method (its hooks run every step)")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--data", choices=("cifar", "digits"), default="cifar",
+                   help="cifar: 3x32x32 (CIFAR-10 from ../shared when present, else synthetic); digits: the embedded 1x8x8 set")
     p.add_argument("--iters", type=int, default=5, help="timed training steps per measurement")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each measurement")
     p.add_argument("--rounds", type=int, default=1, help="repeat every K this many times, report the medians")
