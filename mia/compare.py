@@ -55,6 +55,11 @@ class Evaluated:
         return str(self.res["experiment"])
 
     @property
+    def key(self) -> str:
+        """The experiment id (<experiment>_<dataset>), the name of its scores directory."""
+        return self.scores_dir.name
+
+    @property
     def ident(self) -> dict:
         return {k: self.res.get(k) for k in ID_COLS}
 
@@ -195,7 +200,8 @@ def _cols(s: dict, st: Settings) -> dict:
 
 def per_class_rows(ev: Evaluated, scores: dict[str, list[np.ndarray]], members: list[np.ndarray]) -> list[dict]:
     """Each attack's AUC within each true class, mean over targets, and its spread across classes."""
-    labels, c = ev.labels(), int(ev.res.get("num_classes") or ev.labels().max() + 1)
+    labels = ev.labels()
+    c = int(ev.res.get("num_classes") or labels.max() + 1)
     rows = []
     for attack, per_target in scores.items():
         per = np.array([bs.per_class_auc(s, m, labels, c) for s, m in zip(per_target, members)])
@@ -216,10 +222,9 @@ def compare_study(evals: list[Evaluated], pairs: list[tuple[Evaluated, Evaluated
     reps, members, intervals, per_class, failures = {}, {}, [], [], []
     for ev in evals:
         try:
-            members[ev.name, ev.res["dataset"]] = m = ev.members()
+            members[ev.key] = m = ev.members()
             scores = {a: ev.scores(a) for a in ev.attacks}
-            reps[ev.name, ev.res["dataset"]] = r = bs.bootstrap_attacks(scores, m, bs.METRICS, st.n_boot,
-                                                                        st.seed, target_ids=ev.targets)
+            reps[ev.key] = r = bs.bootstrap_attacks(scores, m, bs.METRICS, st.n_boot, st.seed, target_ids=ev.targets)
         except (UsageError, ValueError) as e:
             failures.append(f"{ev.name} ({ev.res['dataset']}): {e}")
             continue
@@ -227,7 +232,7 @@ def compare_study(evals: list[Evaluated], pairs: list[tuple[Evaluated, Evaluated
         per_class += per_class_rows(ev, scores, m)
     paired = []
     for a, b in pairs:
-        ka, kb = (a.name, a.res["dataset"]), (b.name, b.res["dataset"])
+        ka, kb = a.key, b.key
         if ka not in reps or kb not in reps:
             continue  # already reported
         try:
@@ -253,7 +258,7 @@ def run_comparisons(results_dir, pair_specs: list[str] | None = None, st: Settin
     every one there), written beside its tables."""
     unified = paths.mia_results_dir(results_dir, "unified")
     evals = load_evaluations(unified)
-    by_id = {e.scores_dir.name: e for e in evals}
+    by_id = {e.key: e for e in evals}
     if only is None:  # every evaluation there, in the study's order (the wide table's rows), others after
         table = unified / f"{paths.COMPREHENSIVE}.csv"
         rows = pd.read_csv(table) if table.exists() else pd.DataFrame(columns=["experiment", "dataset"])

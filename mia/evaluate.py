@@ -133,16 +133,20 @@ def summarize(name: str, per: dict[int, dict], st: AttackSettings) -> dict:
     }
 
 
-def save_scores(scores: Path, sig: Signals, rows: list[int], name: str, per: dict[int, dict]) -> None:
-    """Each target's per-example scores and membership, so comparisons and the report are rebuilt from
-    results/ alone (mia/compare.py); the scores leave `per` (they are not JSON). float64 as computed:
-    float32 would tie confident examples (p_y = 1 - 1e-9 rounds to 1) and change the AUCs a
-    comparison recomputes from them; the files are small beside the logits they come from."""
+def save_membership(scores: Path, sig: Signals, rows: list[int]) -> None:
+    """The pool labels and each target's membership, once per experiment: what the saved scores are
+    judged by (mia/compare.py rebuilds comparisons and the report from results/ alone)."""
     save_npy(np.asarray(sig.labels, np.int64), scores / paths.LABELS)
     for r in rows:
-        t = sig.indices[r]
-        save_npy(np.asarray(sig.keep[r], bool), paths.members_file(scores, t))
-        save_npy(np.asarray(per[t].pop("scores"), np.float64), paths.score_file(scores, t, name))
+        save_npy(np.asarray(sig.keep[r], bool), paths.members_file(scores, sig.indices[r]))
+
+
+def save_scores(scores: Path, name: str, per: dict[int, dict]) -> None:
+    """Each target's per-example scores of one attack; they leave `per` (they are not JSON). float64 as
+    computed: float32 would tie confident examples (p_y = 1 - 1e-9 rounds to 1) and change the AUCs a
+    comparison recomputes from them; the files are small beside the logits they come from."""
+    for t, p in per.items():
+        save_npy(np.asarray(p.pop("scores"), np.float64), paths.score_file(scores, t, name))
 
 
 def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", settings: AttackSettings | None = None,
@@ -155,14 +159,17 @@ def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", s
     sig = load_experiment(exp_dir)
     rows = target_rows(targets, sig)
     res = {**_header(sig, rows, st), "attacks": {}, "errors": {}}
+    scores = None if suite_dir is None else paths.scores_dir(suite_dir, experiment_id(res))
+    if scores is not None:
+        save_membership(scores, sig, rows)
     for name in attacks:
         try:
             per = {sig.indices[r]: attack_target(name, sig, r, st) for r in rows}
         except UsageError as e:
             res["errors"][name] = str(e)
             continue
-        if suite_dir is not None:
-            save_scores(paths.scores_dir(suite_dir, experiment_id(res)), sig, rows, name, per)
+        if scores is not None:
+            save_scores(scores, name, per)
         res["attacks"][name] = summarize(name, per, st)
     return res
 

@@ -100,16 +100,21 @@ def trained_table(training: pd.DataFrame) -> str:
     return markdown(t)
 
 
+def attack_grid(attacks: pd.Series, columns: pd.Series, cells: pd.Series) -> str:
+    """A pipe table with attacks as rows and `columns` as columns, both in their first-seen order."""
+    grid = pd.DataFrame({"attack": attacks, "col": columns, "cell": cells}).pivot(index="attack", columns="col", values="cell")
+    grid = grid[list(dict.fromkeys(columns))].loc[list(dict.fromkeys(attacks))]
+    grid.columns.name = None
+    return markdown(grid.reset_index())
+
+
 def leakage_table(intervals: pd.DataFrame, metric: str) -> str:
     """Attacks as rows, configurations as columns: value [interval]; '*' = FPR level below the floor."""
     d = intervals[intervals["metric"] == metric]
     if d.empty:
         return ""
     cell = d.apply(lambda r: _ci(r["value"], r["ci_low"], r["ci_high"]) + (" *" if r["below_floor"] else ""), axis=1)
-    col = d["experiment"].astype(str) + (" (" + d["dataset"].astype(str) + ")" if d["dataset"].nunique() > 1 else "")
-    grid = pd.DataFrame({"attack": d["attack"], "col": col, "cell": cell}).pivot(index="attack", columns="col", values="cell")
-    grid = grid[list(dict.fromkeys(col))].loc[list(dict.fromkeys(d["attack"]))]
-    return markdown(grid.reset_index())
+    return attack_grid(d["attack"], plots.config_labels(d), cell)
 
 
 def _mark(r) -> str:
@@ -138,9 +143,7 @@ def paired_grid(paired: pd.DataFrame, metric: str) -> str:
     d = paired[paired["metric"] == metric]
     if d.empty:
         return ""
-    grid = d.assign(cell=d.apply(_mark, axis=1)).pivot(index="attack", columns="pair", values="cell")
-    grid = grid[list(dict.fromkeys(d["pair"]))].loc[list(dict.fromkeys(d["attack"]))]
-    return markdown(grid.reset_index())
+    return attack_grid(d["attack"], d["pair"], d.apply(_mark, axis=1))
 
 
 def per_class_table(per_class: pd.DataFrame, attack: str) -> str:
@@ -246,6 +249,8 @@ def build_from_disk(results_dir: Path, study, commands: list[str]) -> Path:
     unified = paths.mia_results_dir(results_dir, "unified")
     results = [r for f in sorted(unified.glob("*.json")) if "attacks" in (r := load_json(f))]
     df = pd.read_csv(unified / f"{paths.COMPREHENSIVE}.csv")
+    order = {experiment_id(r): i for i, r in enumerate(df.to_dict("records"))}  # the study's order, as train.py wrote it
+    results.sort(key=lambda r: order.get(experiment_id(r), len(order)))
     return build(results_dir, df, pd.read_csv(unified / paths.TRAINING_RESULTS), results, study, commands)
 
 

@@ -22,7 +22,7 @@ from pruning.methods import former_meaning
 from training.membership import keep_matrix
 from training.signals import write_signals
 from training.packing import auto_pack
-from training.trainer import config_steps, train_models
+from training.trainer import train_models
 from utils.device import resolve_device
 from utils.errors import UsageError
 from utils.io import load_json, load_npy, save_json, save_npy, save_text
@@ -92,7 +92,7 @@ def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarra
         (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
         if i:  # the target's config.json is the experiment's
             save_json(_with_index(cfg, i).to_dict(), out / paths.CONFIG)
-    trained = train_models(cfg, ds, keep, list(indices), outs, config_steps(keep, cfg.batch_size))
+    trained = train_models(cfg, ds, keep, list(indices), outs)  # steps: config_steps(keep), the same for every pack
     device = resolve_device(cfg.device)
     summaries = []
     for i, out, (summary, model) in zip(indices, outs, trained):
@@ -101,11 +101,6 @@ def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarra
         save_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n", out / paths.COMPLETE)
         summaries.append(summary)
     return summaries
-
-
-def run_model(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, index: int) -> dict:
-    """Train model `index` alone (a pack of one)."""
-    return run_pack(cfg, ds, exp, keep, [index])[0]
 
 
 def model_indices(cfg: ExperimentConfig) -> list[int]:
@@ -189,8 +184,3 @@ def run_pack_task(pack: Pack) -> list[dict]:
     ds = _dataset(pack.cfg)
     exp, keep = prepare_experiment(pack.cfg, ds)
     return run_pack(pack.cfg, ds, exp, keep, list(pack.indices))
-
-
-def run_task(task: Task) -> dict:
-    """Train one model of one configuration alone."""
-    return run_pack_task(Pack(task.cfg, (task.index,)))[0]

@@ -320,11 +320,11 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
     results = tr.fit()
     out = []
     for m, res, out_dir in zip(tr.members, results, out_dirs):
-        out.append(_write_model(tr, m, res, keep if np.ndim(keep) == 1 else keep[m.index], Path(out_dir)))
+        out.append(_write_model(tr, m, res, Path(out_dir)))
     return out
 
 
-def _write_model(tr: Trainer, m: Member, res: dict, keep_row: np.ndarray, out_dir: Path):
+def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path):
     cfg = m.cfg
     save_torch(tr.checkpoint(m, res["last"]), out_dir / paths.LAST_MODEL)
     save_torch(tr.checkpoint(m, res["best"]), out_dir / paths.BEST_MODEL)
@@ -338,7 +338,7 @@ def _write_model(tr: Trainer, m: Member, res: dict, keep_row: np.ndarray, out_di
     sparsity = measure_sparsity(model)  # on the saved weights
     dev = tr.device
     summary = {
-        "model_index": m.index, "num_train": int(keep_row.sum()), "num_params": count_params(model),
+        "model_index": m.index, "num_train": len(m.train), "num_params": count_params(model),
         "train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss,
         "val_acc": val_acc, "val_loss": val_loss, "best_epoch": res["best"]["epoch"],
         "wall_time_s": res["wall_time_s"], "images_per_s": res["images_per_s"],
@@ -351,12 +351,6 @@ def _write_model(tr: Trainer, m: Member, res: dict, keep_row: np.ndarray, out_di
     }
     save_json(summary, out_dir / paths.SUMMARY)
     return summary, model.eval()
-
-
-def train_model(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, out_dir: Path,
-                index: int = 0, steps: tuple[int, int] | None = None) -> tuple[dict, torch.nn.Module]:
-    """Train model `index` alone on pool[keep] (one keep row); train_models() with a pack of one."""
-    return train_models(cfg, ds, keep, [index], [out_dir], steps)[0]
 
 
 def load_model(checkpoint_path: str | Path, device="cpu") -> tuple[torch.nn.Module, ExperimentConfig]:
