@@ -271,7 +271,7 @@ def find_experiment_dirs(runs_dir) -> list[Path]:
 def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: AttackSettings,
                  suite_dir: str | Path | None = None) -> tuple[list[dict], list[str]]:
     """Evaluate each experiment (scores saved under suite_dir when given); each problem is printed as
-    one line and the rest goes on."""
+    one line and the rest goes on. When none could be evaluated: a UsageError, before anything is written."""
     results, failures = [], []
     for exp in exp_dirs:
         try:
@@ -284,4 +284,7 @@ def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: Att
             failures.append(f"{exp}: {name}: {msg}")
             print(f"error: {exp}: {name}: {msg}", file=sys.stderr)
         results.append(res)
+    if not results:  # writing now would replace earlier tables with empty ones
+        raise UsageError(f"no experiment could be evaluated ({len(failures)} problem(s) listed above); "
+                         f"nothing written, earlier results kept")
     return results, failures

@@ -244,3 +244,15 @@ def test_null_copy_permutes_membership_on_disk_and_catches_a_keep_structure_leak
     rows = {c: (ok, d) for c, ok, d in test_mia.null_rows(exp, AttackSettings(), tmp_path, ["confidence", "loss"])}
     assert rows["null confidence"][0] and not rows["null loss"][0], rows
     assert "AUC 1.000" in rows["null loss"][1]
+
+
+def test_when_no_experiment_can_be_evaluated_earlier_tables_are_kept(runs, tmp_path):
+    """Every experiment refused (a target no experiment has): one line, exit 2, and the tables of an
+    earlier evaluation stay as they were (not replaced by empty ones)."""
+    ok = run("mia_wemem.py", "--runs-dir", runs, "--results-dir", tmp_path, "--attacks", "loss")
+    assert ok.returncode == 0, ok.stderr
+    table = tmp_path / "mia" / "wemem" / "wemem_mia_results.csv"
+    before = table.read_text()
+    bad = run("mia_wemem.py", "--runs-dir", runs, "--results-dir", tmp_path, "--attacks", "loss", "--targets", "0,99")
+    assert bad.returncode == 2 and "nothing written, earlier results kept" in _error_lines(bad)[-1]
+    assert table.read_text() == before and len(pd.read_csv(table)) == 2
