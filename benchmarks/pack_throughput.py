@@ -9,6 +9,10 @@ the training loop itself (pruning hooks included with --method), not a synthetic
   python benchmarks/pack_throughput.py                                   # ResNet-20, batch 128, CPU, K = 1 2 4 8 16
   python benchmarks/pack_throughput.py --device cuda --iters 100 --compile    # the GPU figure (bf16, channels_last)
   python benchmarks/pack_throughput.py --data digits --batch-size 32 --packs 1 2 4 8   # the quick preset's workload
+  python benchmarks/pack_throughput.py --pack-mode grouped     # the packed network where auto would not choose it
+
+How a pack computes (--pack-mode, training/packing.py pack_mode): auto = grouped (one packed network) on CUDA
+and for images of at most 16x16, else sequential (each model in turn, one optimizer step); printed in the header.
 """
 from __future__ import annotations
 
@@ -19,10 +23,12 @@ import time
 import numpy as np
 
 from benchmarks.common import cifar_like, machine, sync
-from configs.config import ExperimentConfig
+from configs.config import PACK_MODES, ExperimentConfig
 from data import load_dataset
 from data.datasets import from_arrays
+from training.packing import pack_mode
 from training.trainer import Trainer
+from utils.device import resolve_device
 
 
 class _Bar:
@@ -71,12 +77,13 @@ def measure(a) -> list[dict]:
         ds = from_arrays("bench", x, y, x[:64], y[:64])
     prune = dict(prune=True, prune_method=a.method, sparsity=0.9) if a.method != "dense" else {}
     cfg = ExperimentConfig(dataset="npz", data_path="-", arch=a.arch, layers=a.layers, width_factor=a.width_factor,
-                           batch_size=a.batch_size, epochs=10, device=a.device, amp=a.amp,
+                           batch_size=a.batch_size, epochs=10, device=a.device, amp=a.amp, pack_mode=a.pack_mode,
                            channels_last=a.channels_last, compile=a.compile, **prune).resolved()
     print(f"machine: {machine()}")
     print(f"load average before: {os.getloadavg()}")
     print(f"data: {source}; {a.arch}-{a.layers}, method {a.method}, batch {a.batch_size} per model, device {a.device}, "
-          f"amp {a.amp}, channels_last {a.channels_last}, compile {a.compile}, {a.iters} timed steps")
+          f"amp {a.amp}, channels_last {a.channels_last}, compile {a.compile}, {a.iters} timed steps, "
+          f"pack mode {pack_mode(cfg, resolve_device(a.device), ds.x_train.shape)} (--pack-mode {a.pack_mode})")
     runs = {k: ([], []) for k in a.packs}
     for r in range(a.rounds):  # rounds over every K: a load that comes and goes spreads over all of them
         for k in a.packs:
@@ -114,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--pack-mode", choices=PACK_MODES, default="auto", help="how a pack computes (training/packing.py)")
     return p
 
 

@@ -59,6 +59,9 @@ class ExperimentConfig:
     compile: bool = _f(False, "torch.compile the model (pays off for long runs)")
     pack: Optional[int] = _f(None, "models of a configuration trained at once as one packed network (docs/packing.md); "
                                    "default: 1 on CPU, on CUDA as many as fit in half the free memory (at most 17); 1 = one by one")
+    pack_mode: str = _f("auto", "how a pack computes: grouped (one packed network) | sequential (each model's forward and "
+                                "backward in turn, one optimizer step) | auto: grouped on CUDA and for images of at most "
+                                "16x16 pixels, sequential otherwise (docs/packing.md)")
     verbose: bool = _f(False, "print a line per training iteration")
     # --- pruning (docs/pruning.md) ---------------------------------------------------------
     prune: bool = _f(False, "train a pruned model (needs --prune-method)")
@@ -139,6 +142,8 @@ class ExperimentConfig:
             raise UsageError(f"--mia-queries must be at most 18, got {self.mia_queries}")
         if self.pack is not None and self.pack < 1:
             raise UsageError(f"--pack must be at least 1, got {self.pack}")
+        if self.pack_mode not in PACK_MODES:
+            raise UsageError(f"unknown --pack-mode '{self.pack_mode}'; valid: {', '.join(PACK_MODES)}")
         if self.num_shadows < 0:
             raise UsageError(f"--num-shadows must be >= 0, got {self.num_shadows}")
         if self.model_index is not None and not 0 <= self.model_index <= self.num_shadows:
@@ -185,7 +190,8 @@ class ExperimentConfig:
 
 # Fields that may differ between runs of the same experiment (where/how it runs, not what it trains).
 NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
-                     "skip_existing", "compile", "pack"}
+                     "skip_existing", "compile", "pack", "pack_mode"}
+PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode()
 
 
 # ---------------------------------------------------------------------------------------------

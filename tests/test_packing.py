@@ -1,6 +1,10 @@
 """Packed training (training/packing.py, docs/packing.md): K models trained as one network are the
 same K models trained one by one, and every artifact is written as without packing."""
 import dataclasses
+import platform
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +14,8 @@ from configs.config import ExperimentConfig
 from data import load_dataset
 from models import build_model
 from training.membership import keep_matrix
-from training.packing import PackedLinear, activation_elements, auto_pack, pack_models, unpack
+from training.packing import PackedLinear, activation_elements, auto_pack, pack_mode, pack_models, unpack
+from utils.errors import UsageError
 from training.trainer import Trainer, config_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,17 +34,19 @@ PRUNED = {"dense": {}, "static": dict(prune=True, prune_method="static", sparsit
           "gmp": dict(prune=True, prune_method="gmp", sparsity=0.8, target_epoch=2)}
 
 
+@pytest.mark.parametrize("mode", ["grouped", "sequential"])
 @pytest.mark.parametrize("method", list(PRUNED))
-def test_packed_equals_one_by_one_in_float64(method, tmp_path):
-    """K = 3 packed against the same 3 models one by one, float64: masks equal, weights, BatchNorm
-    statistics and logits within 1e-9 relative, each model's sparsity exact, the same history.
-    DPF: refreshes every 4 steps over a ramp to step 14, reactivations, freeze at step 21; gmp: the same
-    ramp, the mask only shrinking."""
-    cfg = tiny(tmp_path, **PRUNED[method])
+def test_packed_equals_one_by_one_in_float64(method, mode, tmp_path):
+    """K = 3 packed (either way a pack computes) against the same 3 models one by one, float64: masks
+    equal, weights, BatchNorm statistics and logits within 1e-9 relative, each model's sparsity exact, the
+    same history. DPF: refreshes every 4 steps over a ramp to step 14, reactivations, freeze at step 21;
+    gmp: the same ramp, the mask only shrinking."""
+    cfg = tiny(tmp_path, **PRUNED[method], pack_mode=mode)
     ds = load_dataset(cfg)
     keep = keep_matrix(3, len(ds.y_train), cfg.mia_seed)
     steps = config_steps(keep, cfg.batch_size)
     packed = Trainer(cfg, ds, keep, [0, 1, 2], steps, dtype=torch.float64)
+    assert packed.mode == mode and len(packed.nets) == (1 if mode == "grouped" else 3)
     res_p = packed.fit()
     singles = [Trainer(cfg, ds, keep, [i], steps, dtype=torch.float64) for i in range(3)]
     res_s = [t.fit()[0] for t in singles]
@@ -118,6 +125,19 @@ def test_auto_pack(tmp_path):
     assert activation_elements(build_model("resnet", 20, 1, 10, 3), (3, 32, 32)) > 16 * 32 * 32 * 19
 
 
+def test_pack_mode(tmp_path):
+    """auto: grouped on CUDA and for tiny images (overhead-bound CPU steps), sequential for CIFAR-sized
+    images on a CPU; an explicit mode wins; an unknown one is one line."""
+    cfg, cpu, cuda = tiny(tmp_path), torch.device("cpu"), torch.device("cuda")
+    assert pack_mode(cfg, cpu, (100, 1, 8, 8)) == "grouped"
+    assert pack_mode(cfg, cpu, (100, 3, 32, 32)) == "sequential"
+    assert pack_mode(cfg, cuda, (100, 3, 32, 32)) == "grouped"
+    assert pack_mode(dataclasses.replace(cfg, pack_mode="grouped"), cpu, (100, 3, 32, 32)) == "grouped"
+    assert pack_mode(dataclasses.replace(cfg, pack_mode="sequential"), cuda, (100, 1, 8, 8)) == "sequential"
+    with pytest.raises(UsageError, match="--pack-mode 'fast'; valid: auto, grouped, sequential"):
+        tiny(tmp_path, pack_mode="fast")
+
+
 def test_packs_are_as_few_and_as_even_as_k_allows(tmp_path):
     from training.experiment import Pack, Task, plan_packs
 
@@ -140,8 +160,9 @@ def test_config_steps_from_the_smallest_set():
     assert config_steps(keep[2], 16) == (16, 3)
 
 
-def test_packed_run_writes_every_artifact_and_resumes_per_pack(tmp_path, monkeypatch):
-    """run_experiment.py --pack 3: each model's directory is what a one-by-one run writes (the reader of
+@pytest.mark.parametrize("mode", ["grouped", "sequential"])
+def test_packed_run_writes_every_artifact_and_resumes_per_pack(mode, tmp_path, monkeypatch):
+    """run_experiment.py --pack 3 (either mode): each model's directory is what a one-by-one run writes (the reader of
     mia/ accepts it), every model ran the configuration's steps; a lost model is redone alone."""
     import run_experiment
     from configs import paths
@@ -149,7 +170,7 @@ def test_packed_run_writes_every_artifact_and_resumes_per_pack(tmp_path, monkeyp
     from training import experiment
     from training.trainer import load_model
 
-    cfg = tiny(tmp_path, epochs=1, pack=3, sens_draws=2, prune=True, prune_method="static", sparsity=0.5)
+    cfg = tiny(tmp_path, epochs=1, pack=3, pack_mode=mode, sens_draws=2, prune=True, prune_method="static", sparsity=0.5)
     summaries = run_experiment.run(cfg)
     exp = experiment.experiment_dir(cfg)
     keep = np.load(exp / paths.KEEP_MATRIX)
@@ -160,7 +181,8 @@ def test_packed_run_writes_every_artifact_and_resumes_per_pack(tmp_path, monkeyp
         for f in (paths.BEST_MODEL, paths.LAST_MODEL, paths.SUMMARY, paths.KEEP, paths.LOGITS,
                   paths.SENSITIVITY, paths.COMPLETE):
             assert (d / f).exists(), (i, f)
-        assert (s["model_index"], s["pack_size"], s["iters_per_epoch"], s["batch_used"]) == (i, 3, iters, batch)
+        assert (s["model_index"], s["pack_size"], s["pack_mode"], s["iters_per_epoch"], s["batch_used"]) == \
+            (i, 3, mode, iters, batch)
         assert s["measured_sparsity"] == pytest.approx(0.5, abs=1e-5)
         model, mcfg = load_model(d / paths.BEST_MODEL)
         assert mcfg.model_index == i and not any(isinstance(m, PackedLinear) for m in model.modules())
@@ -205,3 +227,31 @@ def test_each_model_of_a_pack_draws_its_own_stream_as_alone(tmp_path):
         assert x.shape == (tr.batch, 3 * c, 8, 8) and y.shape == (tr.batch, 3)
         assert torch.equal(x[:, c:2 * c], xs) and torch.equal(y[:, 1], ys)
         assert not torch.equal(x[:, :c], xs)
+
+
+_MAPPED_WHILE_ALIVE = """
+import ctypes, sys, torch
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6"); libc.mallinfo2.restype = Info
+if sys.argv[1] == "keep":
+    from utils.device import keep_freed_cpu_memory
+    assert keep_freed_cpu_memory()
+x = torch.ones(64 << 20, dtype=torch.uint8); del x        # a step's large tensor, freed
+x = torch.ones(64 << 20, dtype=torch.uint8)              # and the next step's
+print(libc.mallinfo2().hblkhd >> 20)                      # MiB in mapped blocks while it is alive
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc")
+def test_freed_cpu_blocks_stay_in_the_heap():
+    """utils.device.keep_freed_cpu_memory (called for CPU training): a 64 MiB tensor freed and allocated
+    again comes from the heap, not from freshly mapped pages (glibc's default maps every block above
+    32 MiB anew and unmaps it when freed: page faults for a pack's large tensors every step)."""
+    def mapped(mode):
+        out = subprocess.run([sys.executable, "-c", _MAPPED_WHILE_ALIVE, mode], capture_output=True, text=True,
+                             check=True, cwd=Path(__file__).resolve().parents[1])
+        return int(out.stdout.split()[-1])
+
+    assert mapped("default") >= 64   # control: without it the tensor is a mapped block
+    assert mapped("keep") < 64

@@ -121,21 +121,28 @@ def unpack(models: list[nn.Module]) -> None:
 
 
 class PackedPruning:
-    """The pruners of a pack's models, with their per-step hooks run once over the packed tensors.
+    """The pruners of a pack's models, with their per-step hooks run once for the whole pack.
 
-    Each model keeps its Pruner: refreshes (global top-k over that model's own slices), freezing, history
-    and saving are per model. Their masks and DPF dense weights become slices of packed tensors, so
-    the per-step hooks (mask the gradients, swap dense weights in and out, re-mask) are one foreach call
-    over the packed parameters, the same functions a lone Pruner calls over its own. Every model of a pack
-    follows the same schedule (same method, iterations, target and freeze), so their state agrees."""
+    Each model keeps its Pruner: refreshes (global top-k over that model's own weights), freezing,
+    history and saving are per model. The per-step hooks (mask the gradients, swap dense weights in and
+    out, re-mask) are one foreach call over the pack, the same functions a lone Pruner calls over its own
+    lists. Grouped (net given): the masks and DPF dense weights become slices of packed tensors and the
+    hooks run over the packed parameters. Sequential (net None): the models keep their own tensors and
+    the hooks run over all their lists at once (the pruners update masks in place, so the lists stay
+    valid). Every model of a pack follows one schedule (method, iterations, target, freeze): their state agrees."""
 
-    def __init__(self, net: nn.Module, pruners: list):
+    def __init__(self, pruners: list, net: nn.Module | None = None):
         ref = pruners[0]
         for pr in pruners[1:]:
             if (pr.method, pr.s_f, pr.freq, pr.target_iter, pr.freeze_iter, pr.frozen) != \
                     (ref.method, ref.s_f, ref.freq, ref.target_iter, ref.freeze_iter, ref.frozen):
                 raise ValueError("the models of a pack must follow one pruning schedule")
         self.pruners, k = pruners, len(pruners)
+        if net is None:
+            self.params = [p for pr in pruners for p in pr.params]
+            self.fmasks = [m for pr in pruners for m in pr.fmask_list]
+            self.dense = None if ref.dense is None else [d for pr in pruners for d in pr.dense]
+            return
         named = dict(net.named_parameters())
         self.params = [named[n] for n in ref.names]
         self.fmasks, self.dense = [], ([] if ref.dense is not None else None)
@@ -170,7 +177,22 @@ class PackedPruning:
             mask_params(self.params, self.fmasks)
 
 
-# -- how many models at once ---------------------------------------------------------------------------
+# -- how a pack computes, how many models at once --------------------------------------------------------
+def pack_mode(cfg, device: torch.device, image_shape: tuple[int, ...]) -> str:
+    """'grouped': one packed network (pack_models: a few large kernels a layer instead of K small ones, the
+    lever where a step is bound by kernel launches and per-operator overhead: any GPU, and a CPU on tiny
+    images: 8x8 digits at batch 32, 1.9x at K = 4). 'sequential': each model's forward and backward in
+    turn on its own tensors, then one optimizer step and one set of pruning hooks for the pack (foreach
+    over every model's tensors). On a CPU with CIFAR-sized images a step is bound by arithmetic and memory:
+    oneDNN's grouped convolutions in channels_last are slower than plain ones (0.71x for a 16-channel
+    32x32 layer at K = 4) and a packed layer's output is K times larger, so there the pack computes model
+    by model. Both compute each model's own step (tests/test_packing.py, float64). cfg.pack_mode other
+    than 'auto' decides; auto: grouped on CUDA or for images of at most 16 x 16 pixels, else sequential."""
+    if cfg.pack_mode != "auto":
+        return cfg.pack_mode
+    return "grouped" if device.type == "cuda" or image_shape[-1] * image_shape[-2] <= 256 else "sequential"
+
+
 def activation_elements(model: nn.Module, image_shape: tuple[int, int, int]) -> int:
     """Elements of every leaf module's output for one image: a bound on what a training step keeps for
     its backward pass, per image. Shapes only (meta tensors): no memory, no compute."""

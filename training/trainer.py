@@ -1,6 +1,7 @@
 """Train models (dense or pruned), each on its subset of the pool, and write each one's artifacts: one
-model alone, or K models of a configuration at once as one packed network (training/packing.py,
-docs/packing.md), with one loop for both.
+model alone, or K models of a configuration at once (training/packing.py, docs/packing.md): as one packed
+network ("grouped") or each model's forward and backward in turn with one optimizer step ("sequential"),
+with one loop for all.
 
 The loop is the same on CPU and CUDA; CUDA adds autocast (bf16 from compute capability 8.0, where it is
 native; fp16 with a GradScaler before, where bf16 would be emulated, slowly; BatchNorm stays fp32 under
@@ -27,8 +28,8 @@ from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
 from pruning import measure_sparsity
-from training.packing import PackedPruning, pack_models, unpack
-from utils.device import resolve_device
+from training.packing import PackedPruning, pack_mode, pack_models, unpack
+from utils.device import keep_freed_cpu_memory, resolve_device
 from utils.errors import UsageError
 from utils.io import save_json, save_torch
 
@@ -81,9 +82,12 @@ def grad_scaler(cfg: ExperimentConfig, device: torch.device):
 
 def configure_backends(device: torch.device) -> None:
     """cudnn.benchmark on CUDA: every training step has the same shapes, so the autotuned algorithm
-    is chosen once. (The signal pass runs in fp32 with TF32 off: training/signals.py.)"""
+    is chosen once. (The signal pass runs in fp32 with TF32 off: training/signals.py.) On CPU, freed
+    blocks stay in the heap for the next step (utils.device.keep_freed_cpu_memory: no page faults)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    else:
+        keep_freed_cpu_memory()
 
 
 def to_cpu(state: dict) -> dict:
@@ -161,12 +165,13 @@ class Member:
         return {"epoch": epoch, "state": _clone_state(state), "masks": masks}
 
 
-def pack_batches(members: list[Member], batch: int, iters: int):
-    """One epoch of a pack's training batches: (x [B, K*C, H, W] normalised, y [B, K]), model k's images in
-    channels k*C... Each model draws from its own generator exactly what DeviceData.batches() draws
-    alone (its permutation of its own set, then per batch its crop offsets and flips), so its stream is
-    the one it has alone, cut to the configuration's `iters` batches; the gathers, the crop and the
-    normalisation then run once for the whole pack (a few kernel launches per model, not a dozen)."""
+def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = True):
+    """One epoch of a pack's training batches: (x, y [B, K]); x normalised, [B, K*C, H, W] with model k's
+    images in channels k*C... when `grouped` (the packed network's input), else [K, B, C, H, W]. Each model
+    draws from its own generator exactly what DeviceData.batches() draws alone (its permutation of its own
+    set, then per batch its crop offsets and flips), so its stream is the one it has alone, cut to the
+    configuration's `iters` batches; the gathers, the crop and the normalisation then run once for the
+    whole pack (a few kernel launches per model, not a dozen)."""
     data = [m.train for m in members]
     orders = [torch.randperm(len(d), device=d.x.device, generator=m.gen) for d, m in zip(data, members)]
     d0, k = data[0], len(members)
@@ -177,8 +182,9 @@ def pack_batches(members: list[Member], batch: int, iters: int):
         dy, dx, flip = (None if t[0] is None else torch.cat(t) if k > 1 else t[0] for t in zip(*draws))
         x = d0.normalize(d0.crop(x, dy, dx, flip))
         y = torch.stack([d.y[j] for d, j in zip(data, idx)], 1)  # [B, K]
-        if k > 1:
-            x = x.view(k, batch, *x.shape[1:]).transpose(0, 1).reshape(batch, -1, *x.shape[2:])
+        x = x.view(k, batch, *x.shape[1:])
+        if grouped:
+            x = x.transpose(0, 1).reshape(batch, -1, *x.shape[3:])
         yield x, y
 
 
@@ -207,14 +213,18 @@ class Trainer:
         self.test = DeviceData.build(ds.x_test[test_idx], ds.y_test[test_idx], ds, self.device)
         models = [m.model for m in self.members]
         pruners = [m.pruner for m in self.members if m.pruner]
+        # the networks a step runs: one (a lone model, or the K models packed as one), or the K models in turn
+        self.mode = pack_mode(cfg, self.device, ds.x_train.shape) if len(models) > 1 else None
         if len(models) == 1:  # the pack of one: the model is the network, its pruner the hooks
-            self.net, self.pruning = models[0], (pruners[0] if pruners else None)
-        else:
+            self.nets, self.pruning = models, (pruners[0] if pruners else None)
+        elif self.mode == "grouped":
             fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-            self.net = pack_models(models, memory_format=fmt)
-            self.pruning = PackedPruning(self.net, pruners) if pruners else None
-        self.step_model = torch.compile(self.net) if cfg.compile else self.net
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+            self.nets = [pack_models(models, memory_format=fmt)]
+            self.pruning = PackedPruning(pruners, self.nets[0]) if pruners else None
+        else:
+            self.nets, self.pruning = models, (PackedPruning(pruners) if pruners else None)
+        self.step_models = [torch.compile(n) if cfg.compile else n for n in self.nets]
+        self.opt = torch.optim.SGD([p for n in self.nets for p in n.parameters()], lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=cfg.milestones, gamma=cfg.gamma)
         self.scaler = grad_scaler(cfg, self.device)
@@ -232,32 +242,43 @@ class Trainer:
     def pruner(self):
         return self.members[0].pruner
 
+    def _forward_backward(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every model's forward and backward on its batch: (logits [B, K, classes], mean loss per model [K]).
+        The gradients are each model's own: one network's loss is the sum of its models' mean losses."""
+        dtype, outs, losses = _dtype(self.nets[0]), [], []
+        # one network: all its models at once; sequential: model j's images [B, C, H, W] and labels [B, 1]
+        batches = [(xb, yb)] if len(self.nets) == 1 else zip(xb, yb.T[:, :, None])
+        for net, (x, y) in zip(self.step_models, batches):
+            with autocast(self.cfg, self.device):
+                out = net(x.to(dtype)).view(len(y), -1, self.ds.num_classes)  # [B, models of this net, classes]
+                logits = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 -> fp32
+                loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)  # [models of this net]
+            self.scaler.scale(loss.sum()).backward()
+            outs.append(out)
+            losses.append(loss.detach())
+        return torch.cat(outs, 1), torch.cat(losses)
+
     def train_epoch(self, epoch: int, bar) -> tuple[list[float], list[float], int]:
         """One epoch of every model: (mean loss per model, accuracy per model, images per model)."""
-        self.net.train()
-        k, dtype = len(self.members), _dtype(self.net)
+        for net in self.nets:
+            net.train()
+        k = len(self.members)
         loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)  # on device: no per-step sync
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
         seen = 0
-        for i, (xb, yb) in enumerate(pack_batches(self.members, self.batch, self.iters)):
+        for i, (xb, yb) in enumerate(pack_batches(self.members, self.batch, self.iters, len(self.nets) == 1)):
             it = epoch * self.iters + i
             if self.pruning:
                 self.pruning.before_step(it)
-            with autocast(self.cfg, self.device):
-                out = self.step_model(xb.to(dtype)).view(len(yb), k, -1)  # [B, K, classes]
-                # each model's mean loss, summed: every model's gradient is what it would be alone
-                logits = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 -> fp32
-                losses = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none").mean(0)  # [K]
-                loss = losses.sum()
             self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            out, losses = self._forward_backward(xb, yb)
             if self.pruning:
                 self.pruning.before_optimizer_step()
             self.scaler.step(self.opt)
             self.scaler.update()
             if self.pruning:
                 self.pruning.after_optimizer_step()
-            loss_sum += losses.detach() * len(yb)
+            loss_sum += losses * len(yb)
             correct += (out.argmax(2) == yb).sum(0)
             seen += len(yb)
             bar.update(1)
@@ -296,9 +317,9 @@ class Trainer:
             last = m.snapshot(cfg.epochs)
             results.append({"history": m.history, "best": m.best or last, "last": last,
                             "wall_time_s": time.time() - t0, "images_per_s": images / max(train_time, 1e-9)})
-        if len(self.members) > 1:  # each model a normal model again; the packed tensors can go
+        if self.mode == "grouped":  # each model a normal model again; the packed tensors can go
             unpack([m.model for m in self.members])
-            self.net = self.step_model = self.opt = self.pruning = None
+            self.nets = self.step_models = self.opt = self.pruning = None
         return results
 
     def checkpoint(self, member: Member, entry: dict) -> dict:
@@ -343,6 +364,7 @@ def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path):
         "val_acc": val_acc, "val_loss": val_loss, "best_epoch": res["best"]["epoch"],
         "wall_time_s": res["wall_time_s"], "images_per_s": res["images_per_s"],
         "iters_per_epoch": tr.iters, "batch_used": tr.batch, "pack_size": len(tr.members),
+        "pack_mode": tr.mode,
         "device": str(dev), "device_type": dev.type, "precision": tr.precision,
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch_version": torch.__version__,
