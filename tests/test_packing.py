@@ -255,3 +255,45 @@ def test_freed_cpu_blocks_stay_in_the_heap():
 
     assert mapped("default") >= 64   # control: without it the tensor is a mapped block
     assert mapped("keep") < 64
+
+
+def test_kill_9_mid_study_loses_only_the_pack_in_flight(tmp_path):
+    """A real SIGKILL: run_experiment.py --pack 2 on 4 models (2 packs) is killed as soon as the first
+    pack's models are complete, while the second trains. The first pack's files are untouched by the
+    rerun with --skip-existing, which trains only the models that were not complete, and every model
+    ends complete and readable."""
+    import os
+    import signal
+    import time
+
+    from configs import paths
+    from mia.artifacts import read_model_record
+    from training import experiment
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = tiny(tmp_path, epochs=6, num_shadows=3, pack=2, sens_draws=2)
+    args = [sys.executable, "run_experiment.py", "--dataset", "digits", "--device", "cpu", "--epochs", "6",
+            "--batch-size", "16", "--pool-size", "240", "--num-shadows", "3", "--pack", "2", "--prune-freq", "4",
+            "--sens-draws", "2", "--runs-dir", cfg.runs_dir]
+    exp = experiment.experiment_dir(cfg)
+    done = [paths.model_dir(exp, i) / paths.COMPLETE for i in range(4)]
+    proc = subprocess.Popen(args, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (done[0].exists() and done[1].exists()) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    complete_at_kill = [d.exists() for d in done]
+    assert complete_at_kill[:2] == [True, True] and not all(complete_at_kill)  # killed with pack 2 in flight
+    first = {i: (paths.model_dir(exp, i) / paths.BEST_MODEL).stat().st_mtime_ns for i in range(4) if complete_at_kill[i]}
+    log = subprocess.run(args + ["--skip-existing"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert log.returncode == 0, log.stderr[-2000:]
+    lost = complete_at_kill.count(False)
+    assert f"{lost} model(s) trained, {4 - lost} skipped" in log.stdout + log.stderr
+    assert all(d.exists() for d in done)
+    assert {i: (paths.model_dir(exp, i) / paths.BEST_MODEL).stat().st_mtime_ns for i in first} == first
+    for i in range(4):
+        assert read_model_record(exp, paths.model_dir(exp, i))["model_index"] == i
