@@ -33,9 +33,9 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     progress = Progress(len(todo), f"models of {cfg.name}")
     summaries = []
     for pack in plan_packs([Task(cfg, i) for i in todo]):  # --pack models at once (docs/packing.md)
-        for i, summary in zip(pack.indices, run_pack(cfg, ds, exp, keep, list(pack.indices))):
-            progress.finished(pack.model_label(i), summary)
-            summaries.append(summary)
+        done = run_pack(cfg, ds, exp, keep, list(pack.indices))
+        progress.finished([(pack.model_label(i), s) for i, s in zip(pack.indices, done)])
+        summaries += done
     print(f"{cfg.name}: {len(summaries)} model(s) trained, {len(keep) - len(todo) if cfg.model_index is None else 0} skipped -> {exp}")
     return summaries
 

@@ -200,3 +200,18 @@ def test_ray_not_installed_is_one_line(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err.strip() == ("error: --executor ray needs Ray: pip install 'ray>=2.9' "
                                                "(or use --executor local)")
+
+
+def test_progress_counts_a_pack_as_done_before_estimating(monkeypatch, capsys):
+    """A pack's 9 models finish at one moment: the estimate is the pack's time per model x what is left
+    (700 s / 9 x 18 = 1,400 s), said once after the pack's lines, not extrapolated from its first model."""
+    from training import progress as progress_mod
+
+    clock = iter([0.0, 700.0, 1000.0])
+    monkeypatch.setattr(progress_mod.time, "time", lambda: next(clock))
+    p = progress_mod.Progress(27)
+    lines = p.finished([(f"dense model {i}", {"test_acc": 0.5}) for i in range(9)])
+    assert len(lines) == 9 and lines[0] == "[1/27 models] dense model 0 done test_acc 0.5000"
+    assert lines[-1] == "[9/27 models] dense model 8 done test_acc 0.5000; 18 left, ~23m20s remaining (elapsed 11m40s)"
+    assert sum("remaining" in line for line in lines) == 1
+    assert p.finished([("static model 0", None)]) == ["[10/27 models] static model 0 done; 17 left, ~28m20s remaining (elapsed 16m40s)"]

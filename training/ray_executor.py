@@ -92,8 +92,7 @@ def run_ray(tasks, options) -> list[str]:
         done, _ = ray.wait(list(pending), num_returns=1)
         pack = pending.pop(done[0])
         try:
-            for summary in ray.get(done[0]):
-                progress.finished(pack.model_label(summary["model_index"]), summary)
+            progress.finished([(pack.model_label(s["model_index"]), s) for s in ray.get(done[0])])
         except Exception as e:  # RayTaskError wraps the worker's exception
             cause = getattr(e, "cause", None) or e
             who = f"model {pack.indices[0]}" if len(pack.indices) == 1 else f"models {', '.join(map(str, pack.indices))}"

@@ -77,8 +77,7 @@ def run_local(tasks: list[Task], options) -> list[str]:
     Returns failures (none: errors propagate)."""
     progress = Progress(len(tasks))
     for pack in plan_packs(tasks):
-        for i, summary in zip(pack.indices, run_pack_task(pack)):
-            progress.finished(pack.model_label(i), summary)
+        progress.finished([(pack.model_label(i), s) for i, s in zip(pack.indices, run_pack_task(pack))])
     return []
 
 
