@@ -35,7 +35,7 @@ def keep_freed_cpu_memory(threshold: int = 1 << 30) -> bool:
     32 MiB) with freshly mapped pages that the kernel faults in and zeroes on first touch, and unmaps it
     when freed; so every step pays page faults for every tensor over 32 MiB. A ResNet-20 layer output at
     batch 128 is 8 MiB for one model but 34 MiB for a pack of 4 (docs/packing.md): measured 0.65x of one
-    by one without this, 0.83x with it, and 5x less system time. Raising the mmap and trim thresholds
+    by one without this, 0.83x with it, and 4x less system time. Raising the mmap and trim thresholds
     keeps freed blocks in the heap for the next step; the price is that the process keeps its peak
     heap until it exits, which a training process reaches every step anyway.
     Process-wide and idempotent. Linux with glibc only (elsewhere nothing happens): returns whether it applied."""
