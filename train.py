@@ -30,7 +30,7 @@ PRESETS = {
     # (offline LiRA AUC ~0.7 over targets) so the report it builds shows what the tool measures; three
     # targets per configuration keep every attack, the learned ones included, within the 5-minute budget.
     # pack=9: each configuration's 9 models as one packed network. At 8x8 images and batch 32 a CPU step is
-    # overhead-bound, so packing pays even on a CPU (1.9x at K = 4, docs/benchmarks.md "Packed training").
+    # overhead-bound, so packing pays even on a CPU (2.2x at K = 4, docs/benchmarks.md "Packed training").
     "quick": dict(dataset="digits", arch="resnet", layers=20, pool_size=200, epochs=60, batch_size=32, num_shadows=8,
                   sparsities=[0.9], sens_draws=4, targets="0,1,2", pack=9),
 }

@@ -181,7 +181,7 @@ class PackedPruning:
 def pack_mode(cfg, device: torch.device, image_shape: tuple[int, ...]) -> str:
     """'grouped': one packed network (pack_models: a few large kernels a layer instead of K small ones, the
     lever where a step is bound by kernel launches and per-operator overhead: any GPU, and a CPU on tiny
-    images: 8x8 digits at batch 32, 1.9x at K = 4). 'sequential': each model's forward and backward in
+    images: 8x8 digits at batch 32, 2.2x at K = 4). 'sequential': each model's forward and backward in
     turn on its own tensors, then one optimizer step and one set of pruning hooks for the pack (foreach
     over every model's tensors). On a CPU with CIFAR-sized images a step is bound by arithmetic and memory:
     oneDNN's grouped convolutions in channels_last are slower than plain ones (0.71x for a 16-channel

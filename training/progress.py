@@ -24,7 +24,7 @@ class Progress:
             lines.append(f"[{self.done}/{self.total} {self.label}] {what} done{acc}")
         elapsed = time.time() - self.t0
         left = self.total - self.done
-        eta = elapsed / max(self.done, 1) * left
+        eta = elapsed / self.done * left
         lines[-1] += f"; {left} left, ~{_fmt(eta)} remaining (elapsed {_fmt(elapsed)})"
         for line in lines:
             tqdm.write(line)

@@ -1,5 +1,8 @@
-"""The one device resolution shared by training (models) and mia/ (attack models)."""
+"""The one device resolution shared by training (models) and mia/ (attack models), and the CPU allocator setting
+for training (keep_freed_cpu_memory)."""
 from __future__ import annotations
+
+import functools
 
 import torch
 
@@ -27,6 +30,7 @@ def resolve_device(name: str) -> torch.device:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
+@functools.cache  # once per process: platform.libc_ver() reads the interpreter's binary
 def keep_freed_cpu_memory(threshold: int = 1 << 30) -> bool:
     """Let glibc's malloc reuse freed blocks up to `threshold` bytes instead of returning them to the system.
 
