@@ -297,3 +297,13 @@ def test_kill_9_mid_study_loses_only_the_pack_in_flight(tmp_path):
     assert {i: (paths.model_dir(exp, i) / paths.BEST_MODEL).stat().st_mtime_ns for i in first} == first
     for i in range(4):
         assert read_model_record(exp, paths.model_dir(exp, i))["model_index"] == i
+
+
+def test_grouped_conv_benchmark_runs(capsys):
+    """benchmarks/grouped_conv.py (the figure behind pack_mode's CPU rule) cannot rot: tiny sizes, every
+    stage and layout printed with its ratio."""
+    from benchmarks import grouped_conv
+
+    grouped_conv.main(["--batch-size", "2", "--k", "2", "--iters", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if "grouped / plain speed" in line]
+    assert len(rows) == 6 and all(line.rstrip().endswith("x") for line in rows)

@@ -184,7 +184,7 @@ def pack_mode(cfg, device: torch.device, image_shape: tuple[int, ...]) -> str:
     images: 8x8 digits at batch 32, 2.2x at K = 4). 'sequential': each model's forward and backward in
     turn on its own tensors, then one optimizer step and one set of pruning hooks for the pack (foreach
     over every model's tensors). On a CPU with CIFAR-sized images a step is bound by arithmetic and memory:
-    oneDNN's grouped convolutions in channels_last are slower than plain ones (0.71x for a 16-channel
+    oneDNN's grouped convolutions in channels_last are slower than plain ones (0.70x for a 16-channel
     32x32 layer at K = 4) and a packed layer's output is K times larger, so there the pack computes model
     by model. Both compute each model's own step (tests/test_packing.py, float64). cfg.pack_mode other
     than 'auto' decides; auto: grouped on CUDA or for images of at most 16 x 16 pixels, else sequential."""
