@@ -1,6 +1,7 @@
 """Every output path of the pipeline comes from this module (one place to change the layout).
 
-runs/<method>/sparsity_<s>/<dataset>/          experiment directory (dense: runs/dense/<dataset>/)
+runs/<method>/sparsity_<s>/<dataset>/          experiment directory (dense: runs/dense/<dataset>/;
+                                                 defended: runs/<method>+<defense>/..., e.g. runs/dense+ppb/<dataset>/)
     config.json  keep_matrix.npy  labels.npy     experiment-wide: recipe, [M, pool] membership, pool labels
     best_model.pth  last_model.pth  experiment_summary.json  keep.npy  logits.npy  sensitivity.npy  COMPLETE
                                                  model 0 (the default target) lives at the root
@@ -25,6 +26,7 @@ KEEP = "keep.npy"                # bool [pool]: the membership this model's trai
 LOGITS = "logits.npy"            # float32 [pool, queries, classes], eval mode
 SENSITIVITY = "sensitivity.npy"  # float32 [pool, classes], SAMIA sensitivity
 COMPLETE = "COMPLETE"            # written last: the model directory is finished
+RESUME = "resume.pth"            # a model's resumable state mid-run (training/resume.py); gone once COMPLETE
 KEEP_MATRIX = "keep_matrix.npy"  # bool [num_models, pool], experiment directory only
 LABELS = "labels.npy"            # int64 [pool], experiment directory only
 SHADOWS = "shadows"
@@ -43,18 +45,25 @@ def sparsity_tag(sparsity: float) -> str:
     return repr(float(sparsity))
 
 
-def config_name(method: str, sparsity: float) -> str:
+def method_label(method: str, defense: str = "none") -> str:
+    """'dpf', or 'dpf+ppb' for a defended configuration: its name, directory and the tables' method column."""
+    return method if defense == "none" else f"{method}+{defense}"
+
+
+def config_name(method: str, sparsity: float, defense: str = "none") -> str:
     """A configuration's default name: 'dense', or '<method>_<tag>' with the directory's tag, so two
-    configurations share a name exactly when they share a directory (0.9 and 0.9000001 do not)."""
-    return method if method == "dense" else f"{method}_{sparsity_tag(sparsity)}"
+    configurations share a name exactly when they share a directory (0.9 and 0.9000001 do not);
+    '+<defense>' after it when defended ('dense+ppb', 'dpf_0.9+ppb')."""
+    base = method if method == "dense" else f"{method}_{sparsity_tag(sparsity)}"
+    return method_label(base, defense)
 
 
-def experiment_dir(runs_dir: str | Path, method: str, sparsity: float, dataset: str) -> Path:
-    """Directory of one configuration (target + shadows)."""
-    runs_dir = Path(runs_dir)
+def experiment_dir(runs_dir: str | Path, method: str, sparsity: float, dataset: str, defense: str = "none") -> Path:
+    """Directory of one configuration (target + shadows); a defended one under '<method>+<defense>/'."""
+    runs_dir, label = Path(runs_dir), method_label(method, defense)
     if method == "dense":
-        return runs_dir / "dense" / dataset
-    return runs_dir / method / f"sparsity_{sparsity_tag(sparsity)}" / dataset
+        return runs_dir / label / dataset
+    return runs_dir / label / f"sparsity_{sparsity_tag(sparsity)}" / dataset
 
 
 def model_dir(exp_dir: str | Path, index: int) -> Path:
