@@ -40,7 +40,8 @@ class ExperimentConfig:
     # --- model ---------------------------------------------------------------------------
     arch: str = _f("resnet", "{archs}")
     layers: Optional[int] = _f(None, "depth (default: {default_layers})")
-    width_factor: int = _f(2, "WideResNet width multiplier k (ignored by resnet)")
+    width_factor: Optional[int] = _f(None, "width multiplier, an integer: WideResNet k, MobileNetV2's multiplier, the MLP's "
+                                           "hidden widths x k; ignored by resnet, vgg, densenet (default: {default_widths})")
     # --- optimisation --------------------------------------------------------------------
     epochs: int = _f(200, "training epochs")
     batch_size: int = _f(128, "mini-batch size (images)")
@@ -74,7 +75,8 @@ class ExperimentConfig:
     num_shadows: int = _f(0, "shadow models besides the target (model 0)")
     model_index: Optional[int] = _f(None, "train only model i (0 = target); default: all models")
     mia_seed: int = _f(0, "seed of the keep matrix (keep it fixed across configurations: paired comparisons)")
-    mia_queries: int = _f(2, "query augmentations per example for logits.npy (1..18: identity, flip, shifts)")
+    mia_queries: Optional[int] = _f(None, "query augmentations per example for logits.npy (1..18: identity, flip, shifts; "
+                                          "default 2; feature vectors have 1, the record itself)")
     sens_draws: int = _f(10, "SAMIA: Gaussian draws per example for sensitivity.npy")
     sens_eps: float = _f(1e-3, "SAMIA: perturbation scale eps")
     skip_existing: bool = _f(False, "skip models already complete; redo partial ones")
@@ -86,12 +88,17 @@ class ExperimentConfig:
 
     def resolved(self) -> "ExperimentConfig":
         """Fill the defaults that depend on other fields, validate, and return a new config."""
+        from data.datasets import holds_feature_vectors
         from models import ARCHS  # imported here: models and pruning load torch, this module stays light
         from pruning import PRUNING_METHODS
 
         c = dataclasses.replace(self)
         if c.layers is None and c.arch in ARCHS:  # an unknown arch is named by validate()
             c.layers = ARCHS[c.arch].default_layers
+        if c.width_factor is None and c.arch in ARCHS:
+            c.width_factor = ARCHS[c.arch].default_width
+        if c.mia_queries is None:  # tabular data has one query view (training/signals.py)
+            c.mia_queries = 1 if holds_feature_vectors(c) else 2
         if c.milestones is None:
             c.milestones = [c.epochs // 2, (c.epochs * 3) // 4]
         if c.prune and c.prune_method in PRUNING_METHODS:  # an unknown method is named by validate()
@@ -120,6 +127,7 @@ class ExperimentConfig:
 
     def validate(self) -> None:
         from data import DATASETS
+        from data.datasets import holds_feature_vectors
         from models import check_arch
         from pruning import PRUNING_METHODS
 
@@ -140,6 +148,9 @@ class ExperimentConfig:
             raise UsageError(f"--pool-size must be at least 2, got {self.pool_size}")
         if self.mia_queries > 18:
             raise UsageError(f"--mia-queries must be at most 18, got {self.mia_queries}")
+        if self.mia_queries > 1 and holds_feature_vectors(self):
+            raise UsageError(f"--dataset {self.dataset} holds feature vectors: one query view (a record has no pixels "
+                             f"to flip or shift), so --mia-queries must be 1, got {self.mia_queries}")
         if self.pack is not None and self.pack < 1:
             raise UsageError(f"--pack must be at least 1, got {self.pack}")
         if self.pack_mode not in PACK_MODES:
@@ -218,6 +229,7 @@ def registry_names() -> dict[str, str]:
 
     return {"datasets": " | ".join(DATASETS), "archs": " | ".join(ARCHS),
             "default_layers": ", ".join(f"{a} {spec.default_layers}" for a, spec in ARCHS.items()),
+            "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
             "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
             "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze)}
 
@@ -251,7 +263,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 # Fields resolved() derives from others: a command repeats them only where they differ from what it would derive.
-DERIVED_FIELDS = ("name", "layers", "milestones", "target_epoch", "freeze_epoch")
+DERIVED_FIELDS = ("name", "layers", "width_factor", "mia_queries", "milestones", "target_epoch", "freeze_epoch")
 # Fields of one invocation, not of the configuration.
 _NOT_IN_COMMAND = ("model_index", "skip_existing", "verbose")
 

@@ -11,7 +11,7 @@ from typing import Callable, Optional, Union
 
 import torch.nn as nn
 
-from models import resnet, wideresnet
+from models import densenet, mlp, mobilenetv2, resnet, vgg, wideresnet
 from utils.errors import UsageError
 
 
@@ -21,11 +21,19 @@ class ArchSpec:
     valid: Callable[[int], bool]                      # is `layers` a depth this arch builds
     valid_layers: Union[tuple, str]                   # those depths, for messages and --help
     default_layers: int                               # --layers when not given
+    # --width-factor when not given: the published width where the arch has a multiplier (WRN-28-2, MobileNetV2
+    # x1, the MLP x1); 2 for the archs that ignore it, the value their configs have always recorded
+    default_width: int = 2
 
 
 ARCHS: dict[str, ArchSpec] = {
     "resnet": ArchSpec(resnet.build, resnet.valid, resnet.VALID_LAYERS, default_layers=20),
     "wideresnet": ArchSpec(wideresnet.build, wideresnet.valid, wideresnet.VALID_LAYERS, default_layers=28),
+    "vgg": ArchSpec(vgg.build, vgg.valid, vgg.VALID_LAYERS, default_layers=16),
+    "densenet": ArchSpec(densenet.build, densenet.valid, densenet.VALID_LAYERS, default_layers=121),
+    "mobilenetv2": ArchSpec(mobilenetv2.build, mobilenetv2.valid, mobilenetv2.VALID_LAYERS, default_layers=53,
+                            default_width=1),
+    "mlp": ArchSpec(mlp.build, mlp.valid, mlp.VALID_LAYERS, default_layers=2, default_width=1),
 }
 
 

@@ -1,4 +1,5 @@
-"""Global magnitude pruning of every Conv2d weight (docs/pruning.md: methods, schedule, papers).
+"""Global magnitude pruning of the prunable weights: every Conv2d and every Linear but the classifier
+(pruning/masks.py; docs/pruning.md: methods, schedule, papers).
 
 Every method computes the forward pass with w * m, m a global magnitude mask, and differs in when the
 mask is made and what the gradient and the mask may do (pruning/methods.py):

@@ -1,7 +1,9 @@
 """The prunable set, the global magnitude threshold and sparsity measurement (docs/pruning.md).
 
-Prunable: every Conv2d weight, the first conv and the 1x1 projection shortcuts included. BatchNorm
-and the final Linear stay dense, as in the DPF re-implementations. Sparsity is global over that set.
+Prunable (prunable_parameters, the one place that says it): every Conv2d weight (the first conv, the 1x1
+projection shortcuts and depthwise convolutions included) and every Linear weight but the classifier,
+the model's last Linear (an MLP's hidden layers). BatchNorm, biases and the classifier stay dense, as in
+the DPF re-implementations. Sparsity is global over that set.
 """
 from __future__ import annotations
 
@@ -12,9 +14,14 @@ _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def prunable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, weight) of every Conv2d in module order; names are model.state_dict() keys."""
-    return [(f"{name}.weight" if name else "weight", m.weight) for name, m in model.named_modules()
-            if isinstance(m, nn.Conv2d)]
+    """(name, weight) of every Conv2d and every Linear but the last, in module order; names are
+    model.state_dict() keys. The classifier is the last Linear registered: every arch here defines it last
+    (models/), and the CNNs have no other Linear, so for them this is every Conv2d."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    linear = [i for i, (_, m) in enumerate(layers) if isinstance(m, nn.Linear)]
+    if linear:
+        del layers[linear[-1]]
+    return [(f"{name}.weight" if name else "weight", m.weight) for name, m in layers]
 
 
 def kth_smallest(flat: torch.Tensor, k: int, by_sort: bool | None = None) -> torch.Tensor:
@@ -60,13 +67,18 @@ def global_magnitude_masks(weights, sparsity: float):
 
 def _named_tensors(obj) -> tuple[list, list]:
     """(prunable, all parameters) as (name, tensor) lists, from a model or from its state_dict.
-    In a state_dict, Conv2d weights are the 4-D '*weight' entries (BatchNorm and Linear have none)
-    and BatchNorm running statistics are buffers, not parameters."""
+    In a state_dict, prunable_parameters' rule reads: Conv2d weights are the 4-D '*weight' entries,
+    Linear weights the 2-D ones (BatchNorm's are 1-D), the last 2-D one the classifier; BatchNorm
+    running statistics are buffers, not parameters."""
     if isinstance(obj, nn.Module):
         return prunable_parameters(obj), list(obj.named_parameters())
     params = [(k, v) for k, v in obj.items()
               if torch.is_tensor(v) and v.is_floating_point() and not k.endswith(_BUFFER_SUFFIXES)]
-    return [(k, v) for k, v in params if k.endswith("weight") and v.dim() == 4], params
+    weights = [(k, v) for k, v in params if k.endswith("weight") and v.dim() in (2, 4)]
+    linear = [i for i, (_, v) in enumerate(weights) if v.dim() == 2]
+    if linear:
+        del weights[linear[-1]]
+    return weights, params
 
 
 @torch.no_grad()

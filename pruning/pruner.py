@@ -101,7 +101,7 @@ class Pruner:
         self.model = model
         named = prunable_parameters(model)
         if not named:
-            raise UsageError("the model has no Conv2d weights to prune")
+            raise UsageError("the model has no prunable weights (Conv2d, or a Linear before the classifier) to prune")
         self.names, self.params = [n for n, _ in named], [p for _, p in named]
         self.numel = sum(p.numel() for p in self.params)
         self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]

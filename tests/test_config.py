@@ -52,7 +52,7 @@ def test_json_round_trip():
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--arch", "vgg"], "unknown arch 'vgg'"),
+    (["--arch", "vit"], "unknown arch 'vit'"),
     (["--layers", "21"], "21"),
     (["--dataset", "mnist"], f"unknown dataset 'mnist'; valid: {', '.join(DATASETS)}"),
     (["--epochs", "0"], "--epochs must be positive"),

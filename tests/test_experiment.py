@@ -172,7 +172,7 @@ def _cli(*args, cwd=None):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--arch", "vgg"], "unknown arch"),
+    (["--arch", "vit"], "unknown arch"),
     (["--dataset", "imagenet"], "unknown dataset"),
     (["--dataset", "digits", "--layers", "7"], "7"),
     (["--dataset", "digits", "--epochs", "0"], "--epochs must be positive"),

@@ -71,6 +71,15 @@ def _tie(packed: torch.Tensor, singles: list[torch.Tensor], stacked: bool) -> li
     return views
 
 
+def hidden_linear(model: nn.Module) -> str | None:
+    """The name of the first Linear layer before the model's last one (an MLP's hidden layer), else None.
+    One network cannot hold it: its PackedLinear stacks the K models' weights [K, out, in], while the
+    per-model pruners' masks are tied to packed tensors by concatenation (PackedPruning), and a hidden
+    Linear is prunable (pruning/masks.py). Such a model packs sequentially (pack_mode)."""
+    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[0] if len(names) > 1 else None
+
+
 def pack_models(models: list[nn.Module], memory_format=torch.contiguous_format) -> nn.Module:
     """One network computing `models` side by side (module docstring); their parameters and buffers become
     slices of its tensors from here on. Every model has the same architecture, dtype and device; the forward
@@ -79,6 +88,9 @@ def pack_models(models: list[nn.Module], memory_format=torch.contiguous_format) 
     if k < 2:
         raise ValueError("pack_models needs at least two models")
     ref = models[0]
+    if hidden_linear(ref):
+        raise UsageError(f"cannot pack the hidden Linear layer '{hidden_linear(ref)}' of a {type(ref).__name__} into "
+                         f"one grouped network; use --pack-mode sequential (auto chooses it)")
     p0 = next(ref.parameters())
     net = copy.deepcopy(ref)
     singles = [dict(m.named_modules()) for m in models]
@@ -178,7 +190,7 @@ class PackedPruning:
 
 
 # -- how a pack computes, how many models at once --------------------------------------------------------
-def pack_mode(cfg, device: torch.device, image_shape: tuple[int, ...]) -> str:
+def pack_mode(cfg, device: torch.device, image_shape: tuple[int, ...], model: nn.Module | None = None) -> str:
     """'grouped': one packed network (pack_models: a few large kernels a layer instead of K small ones, the
     lever where a step is bound by kernel launches and per-operator overhead: any GPU, and a CPU on tiny
     images: 8x8 digits at batch 32, 2.2x at K = 4). 'sequential': each model's forward and backward in
@@ -187,9 +199,12 @@ def pack_mode(cfg, device: torch.device, image_shape: tuple[int, ...]) -> str:
     oneDNN's grouped convolutions in channels_last are slower than plain ones (0.70x for a 16-channel
     32x32 layer at K = 4) and a packed layer's output is K times larger, so there the pack computes model
     by model. Both compute each model's own step (tests/test_packing.py, float64). cfg.pack_mode other
-    than 'auto' decides; auto: grouped on CUDA or for images of at most 16 x 16 pixels, else sequential."""
+    than 'auto' decides; auto: sequential for a model with a hidden Linear layer (hidden_linear: an MLP), else
+    grouped on CUDA or for images of at most 16 x 16 pixels, else sequential."""
     if cfg.pack_mode != "auto":
         return cfg.pack_mode
+    if model is not None and hidden_linear(model):
+        return "sequential"
     return "grouped" if device.type == "cuda" or image_shape[-1] * image_shape[-2] <= 256 else "sequential"
 
 

@@ -3,7 +3,8 @@
 logits.npy      float32 [pool, queries, classes]: eval mode, no gradients. Query q is an augmented view
                 of each image: identity, horizontal flip, then 1-pixel shifts (with and without flip),
                 18 in all, as in the LiRA reference code. Datasets trained without flips (digits)
-                use shifts only (9 queries at most).
+                use shifts only (9 queries at most); feature vectors (tabular data) have one query,
+                the record itself (--mia-queries 1).
 sensitivity.npy float32 [pool, classes]: SAMIA (Yuan & Zhang): for m = 1..draws, u ~ N(0, I) in the
                 model's (normalised) input space, sens = mean_m |softmax(f(x + eps u)) - softmax(f(x))| / eps.
 
@@ -33,8 +34,11 @@ from utils.io import save_npy
 _SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]
 
 
-def query_list(flip: bool) -> list[tuple[bool, int, int]]:
-    """(flip, dx, dy) per query, in the fixed order queries are stored in."""
+def query_list(flip: bool, features: bool = False) -> list[tuple[bool, int, int]]:
+    """(flip, dx, dy) per query, in the fixed order queries are stored in; feature vectors: the identity only
+    (a record has no pixels to shift)."""
+    if features:
+        return [(False, 0, 0)]
     if not flip:
         return [(False, dx, dy) for dx, dy in _SHIFTS]
     return [(f, dx, dy) for dx, dy in _SHIFTS for f in (False, True)]
@@ -99,7 +103,7 @@ def fp32_pass(device: torch.device):
 
 @torch.no_grad()
 def compute_logits(model, data: DeviceData, num_queries: int, num_classes: int) -> np.ndarray:
-    queries = query_list(data.flip)
+    queries = query_list(data.flip, features=data.x.shape[-2:] == (1, 1))  # [N, F, 1, 1]: data/datasets.py
     if num_queries > len(queries):
         raise UsageError(f"--mia-queries {num_queries} exceeds the {len(queries)} queries available for this dataset")
     model.eval()  # fragile: BatchNorm must use running statistics and not update them

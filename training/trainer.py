@@ -214,7 +214,7 @@ class Trainer:
         models = [m.model for m in self.members]
         pruners = [m.pruner for m in self.members if m.pruner]
         # the networks a step runs: one (a lone model, or the K models packed as one), or the K models in turn
-        self.mode = pack_mode(cfg, self.device, ds.x_train.shape) if len(models) > 1 else None
+        self.mode = pack_mode(cfg, self.device, ds.x_train.shape, models[0]) if len(models) > 1 else None
         if len(models) == 1:  # the pack of one: the model is the network, its pruner the hooks
             self.nets, self.pruning = models, (pruners[0] if pruners else None)
         elif self.mode == "grouped":
