@@ -10,13 +10,16 @@ Outputs (see configs/paths.py and README): <runs-dir>/<method>/sparsity_<s>/<dat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from configs.config import ExperimentConfig, add_config_args, config_from_args
 from data import load_dataset
-from training.experiment import Task, pending_models, plan_packs, prepare_experiment, run_pack
+from training.experiment import (Task, experiment_dir, model_indices, pending_models, plan_packs, prepare_experiment,
+                                 run_pack)
+from training.sources import missing_sources, source_config
 from training.progress import Progress
-from utils.errors import cli_main
+from utils.errors import UsageError, cli_main
 
 
 def parse_config(argv=None) -> ExperimentConfig:
@@ -25,11 +28,28 @@ def parse_config(argv=None) -> ExperimentConfig:
     return config_from_args(parser.parse_args(argv)).resolved()
 
 
+def train_sources(cfg: ExperimentConfig) -> frozenset:
+    """A fine-tuned configuration starts from dense model i of its study: train the missing ones first
+    (--no-train-source: refuse, naming them). Returns the source models trained here."""
+    src, missing = source_config(cfg), missing_sources(cfg, model_indices(cfg))
+    if not missing:
+        return frozenset()
+    if not cfg.train_source:
+        raise UsageError(f"{cfg.name} starts from {src.name} model(s) {', '.join(map(str, missing))} in "
+                         f"{experiment_dir(src)}, not trained; train them first or drop --no-train-source")
+    print(f"{cfg.name} starts from {src.name} model(s) {', '.join(map(str, missing))}: training them first")
+    # the source configuration's own run, over the same models (complete ones skipped), packed as asked
+    run(dataclasses.replace(src, model_index=cfg.model_index, skip_existing=True, pack=cfg.pack,
+                            pack_mode=cfg.pack_mode, device=cfg.device, compile=cfg.compile, verbose=cfg.verbose))
+    return frozenset(missing)
+
+
 def run(cfg: ExperimentConfig) -> list[dict]:
     """Train every pending model of one configuration; returns their summaries."""
+    retrained = train_sources(cfg)
     ds = load_dataset(cfg)
     exp, keep = prepare_experiment(cfg, ds)
-    todo = pending_models(cfg)
+    todo = pending_models(cfg, retrained)
     progress = Progress(len(todo), f"models of {cfg.name}")
     summaries = []
     for pack in plan_packs([Task(cfg, i) for i in todo]):  # --pack models at once (docs/packing.md)

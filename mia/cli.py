@@ -26,6 +26,10 @@ def mia_parser(description: str, default_attacks: list[str], results_help: str, 
     p.add_argument("--targets", default="0", help="target model(s): an index, a comma-separated list (0,1,2) or 'all' (leave-one-out; several: mean and std over targets)")
     p.add_argument("--device", default="auto", help="device for attack models: auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the attacks' random choices (shadow selection, attack models)")
+    p.add_argument("--shadows-from", default=None, metavar="CONFIG",
+                   help="attack every configuration with the shadows of configuration CONFIG of the same study (a name, "
+                        "e.g. dense, or an experiment directory): the attacker who does not mirror the target's "
+                        "pipeline; results are named '<experiment>@CONFIG' (default: each configuration's own models)")
     if summary_dir:
         p.add_argument("--summary-dir", default=None,
                        help="also leave training_results.csv and comprehensive_mia_results.csv here")
@@ -52,7 +56,7 @@ def suite_main(suite: str, argv=None, description: str = "") -> None:
     args, st = parse(parser, argv)
     exps = find_experiment_dirs(args.runs_dir)
     out = paths.mia_results_dir(args.results_dir, suite)
-    results, failures = evaluate_all(exps, args.attacks, args.targets, st, suite_dir=out)
+    results, failures = evaluate_all(exps, args.attacks, args.targets, st, suite_dir=out, shadows_from=args.shadows_from)
     df = write_results(results, out, f"{suite}_mia_results")
     print_table(df, args.attacks)
     print(f"\n{len(results)} experiment(s) written to {out}")

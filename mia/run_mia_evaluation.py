@@ -23,7 +23,8 @@ def main(argv=None) -> None:
     if not (exp / paths.KEEP_MATRIX).exists():
         raise UsageError(f"{exp} is not an experiment directory (no {paths.KEEP_MATRIX}); see docs/run_directory.md")
     _, failures = run_unified([exp], args.results_dir, args.attacks, args.targets, st,
-                              commands=[shlex.join(["python", "mia/run_mia_evaluation.py", *(argv or [])])])
+                              commands=[shlex.join(["python", "mia/run_mia_evaluation.py", *(argv or [])])],
+                              shadows_from=args.shadows_from)
     if failures:
         raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written")
 

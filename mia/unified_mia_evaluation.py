@@ -54,13 +54,13 @@ def copy_tables(src: Path, dst: Path, names: list[str]) -> None:
 
 def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: str, st: AttackSettings,
                 summary_dir=None, logger=None, commands: list[str] = (), compare: Settings | None = None,
-                pair_specs: list[str] | None = None) -> tuple[pd.DataFrame, list[str]]:
+                pair_specs: list[str] | None = None, shadows_from: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Evaluate, write CSVs/JSON/scores, compare the configurations (mia/compare.py), draw the figures and
     write report.md (mia/report.py); returns the wide table and the problems met (already printed).
     `commands` (what was run) go into the report's "Reproduce" section."""
     results_dir = Path(results_dir)
     unified = paths.mia_results_dir(results_dir, "unified")
-    results, failures = evaluate_all(exp_dirs, attacks, targets, st, suite_dir=unified)
+    results, failures = evaluate_all(exp_dirs, attacks, targets, st, suite_dir=unified, shadows_from=shadows_from)
     df = write_results(results, unified, paths.COMPREHENSIVE)
     training = training_results(exp_dirs)
     save_text(training.to_csv(index=False), unified / paths.TRAINING_RESULTS)
@@ -87,7 +87,7 @@ def evaluate_study(exp_dirs: list[Path], args, logger=None, command: str = "pyth
     """train.py's last stage: every attack on the configurations it trained (args: train.py's flags)."""
     _, failures = run_unified(exp_dirs, args.results_dir, args.attacks or list(ATTACKS), args.targets,
                               settings_for(args.device, args.seed), summary_dir=args.summary_dir, logger=logger,
-                              commands=[command])
+                              commands=[command], shadows_from=args.shadows_from)
     if failures:
         raise UsageError(f"{len(failures)} evaluation problem(s), listed above; the other results were written")
 
@@ -99,7 +99,7 @@ def main(argv=None) -> None:
     args, st = parse(parser, argv)
     _, failures = run_unified(find_experiment_dirs(args.runs_dir), args.results_dir, args.attacks, args.targets, st,
                               args.summary_dir, commands=[shlex.join(["python", "mia/unified_mia_evaluation.py", *(argv or [])])],
-                              compare=settings_from(args), pair_specs=args.pairs)
+                              compare=settings_from(args), pair_specs=args.pairs, shadows_from=args.shadows_from)
     if failures:
         raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written to {args.results_dir}")
 

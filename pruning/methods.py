@@ -19,6 +19,10 @@ class MethodSpec:
     revision: int           # bumped when the method's meaning changes (recorded in config.json)
     description: str
     extra: bool = False     # not in train.py's default --methods (the study compares dense, static, dpf)
+    criterion: str = "magnitude"  # how a one-shot method ranks what it prunes (pruning/criteria.py CRITERIA)
+    scoped: bool = False    # --prune-scope (global | layer) applies: one-shot magnitude pruning
+    source: str | None = None  # None: trained from scratch; "dense": prune dense model i of the same study, then fine-tune it
+    pairs_with: tuple[str, ...] = ()  # methods it is compared with at the same sparsity (mia/compare.py default pairs)
 
     @property
     def uses_target(self) -> bool:
@@ -29,11 +33,30 @@ class MethodSpec:
 PRUNING_METHODS: dict[str, MethodSpec] = {
     # revision 1 of "static" (until 2026-11-29) was gradual magnitude pruning: that is "gmp" now
     "static": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=2,
-                         description="one-shot global magnitude pruning at initialisation, fixed mask"),
+                         description="one-shot global magnitude pruning at initialisation, fixed mask", scoped=True),
     "dpf": MethodSpec(one_shot=False, regrow=True, straight_through=True, uses_freeze=True, revision=1,
-                      description="Dynamic Pruning with Feedback (Lin et al., ICLR 2020)"),
+                      description="Dynamic Pruning with Feedback (Lin et al., ICLR 2020)", pairs_with=("static",)),
     "gmp": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
                       description="gradual magnitude pruning (Zhu & Gupta 2017); the mask only shrinks", extra=True),
+    # Prune a trained model, then fine-tune it (mia_prune, USENIX Security 2022; WeMeM, NDSS 2025): model i
+    # starts from dense model i of the same study, is pruned once, and is fine-tuned with the mask fixed
+    # (--finetune-epochs, --finetune-lr). docs/pruning.md, "Prune, then fine-tune".
+    "finetune": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                           description="magnitude pruning of the trained dense model (--prune-scope global | layer: "
+                                       "mia_prune's l1unstructure), then fine-tuning",
+                           extra=True, scoped=True, source="dense", pairs_with=("static",)),
+    "filter_l1": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                            description="each conv's output filters with the smallest L1 norm removed (per layer; "
+                                        "mia_prune's l1structure), then fine-tuning",
+                            extra=True, criterion="filter_l1", source="dense", pairs_with=("finetune",)),
+    "filter_l2": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                            description="each conv's output filters with the smallest L2 norm removed (per layer; "
+                                        "mia_prune's l2structure), then fine-tuning",
+                            extra=True, criterion="filter_l2", source="dense", pairs_with=("finetune",)),
+    "slim": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                       description="network slimming: channels with the smallest BatchNorm |gamma| removed (global; "
+                                   "Liu et al. ICCV 2017, mia_prune's slim), then fine-tuning",
+                       extra=True, criterion="bn_gamma", source="dense", pairs_with=("finetune",)),
 }
 
 

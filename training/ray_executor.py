@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from training.experiment import plan_packs, run_pack_task
+from training.experiment import experiment_dir, plan_packs, run_pack_task
+from training.sources import source_config, source_dir
 from training.progress import Progress
 from utils.errors import UsageError
 
@@ -73,11 +74,17 @@ def worker_device(device: str) -> str:
     return device
 
 
-def _train(pack):
+def _train(pack, *after):
     """Runs inside a Ray worker: the repo root must be importable there (runtime_env working_dir
-    or a shared checkout on every node, see README)."""
+    or a shared checkout on every node, see README). `after`: the results of the packs that train the
+    models this pack fine-tunes from; Ray starts this task only once they are done (their values unused)."""
     pack = dataclasses.replace(pack, cfg=dataclasses.replace(pack.cfg, device=worker_device(pack.cfg.device)))
     return [{k: s[k] for k in ("model_index", "test_acc", "train_acc", "wall_time_s")} for s in run_pack_task(pack)]
+
+
+def source_models(pack) -> list[tuple]:
+    """(experiment dir, model index) of every model the pack's models start from (none when trained from scratch)."""
+    return [(source_dir(pack.cfg), i) for i in pack.indices] if source_config(pack.cfg) else []
 
 
 def run_ray(tasks, options) -> list[str]:
@@ -86,7 +93,12 @@ def run_ray(tasks, options) -> list[str]:
     ray = _init_ray(options.ray_address)
     cpus, gpus = _resources(ray, options)
     remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(_train)
-    pending = {remote.remote(p): p for p in plan_packs(tasks)}
+    pending, made = {}, {}  # made: (experiment dir, model index) -> the task training that model
+    for p in plan_packs(tasks):  # sources come first (training/study.py), so their tasks exist already
+        after = {made[k] for k in source_models(p) if k in made}
+        ref = remote.remote(p, *after)
+        made.update({(experiment_dir(p.cfg), i): ref for i in p.indices})
+        pending[ref] = p
     progress, failures = Progress(len(tasks)), []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
