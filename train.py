@@ -17,6 +17,7 @@ import time
 
 from configs import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
+from defenses import DEFENSES, NONE
 from mia.attacks import ATTACKS, check_attacks
 from mia.evaluate import check_targets
 from mia.unified_mia_evaluation import evaluate_study
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"methods to train, of {', '.join(all_methods())} (default: {' '.join(default_methods())})")
     g.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.7, 0.8, 0.9, 0.95],
                    help="sparsities of the pruned methods (dense is trained once)")
+    g.add_argument("--defenses", nargs="+", default=None,
+                   help=f"defenses, each a configuration beside its undefended one when 'none' is listed, of "
+                        f"{', '.join(DEFENSES)} (default: --defense, i.e. none; docs/defenses.md)")
     g.add_argument("--results-dir", default="./results", help="attack results, CSVs and plots")
     g.add_argument("--summary-dir", default=".", help="where copies of training_results.csv and "
                    "comprehensive_mia_results.csv are left (the project root, as in the original layout)")
@@ -80,7 +84,9 @@ def parse(argv=None):
 def main(argv=None) -> None:
     args = parse(argv)
     base = config_from_args(args)
-    configs = plan_study(base, args.methods, args.sparsities)
+    if args.defenses and base.defense != NONE:
+        raise UsageError("give --defense (one defense) or --defenses (a study axis), not both")
+    configs = plan_study(base, args.methods, args.sparsities, args.defenses or [base.defense])
     check_attacks(args.attacks or [])  # a misspelt attack or target is refused now, not after hours of training
     check_targets(args.targets)
     check_recipes(configs)

@@ -80,6 +80,13 @@ class ExperimentConfig:
     sens_draws: int = _f(10, "SAMIA: Gaussian draws per example for sensitivity.npy")
     sens_eps: float = _f(1e-3, "SAMIA: perturbation scale eps")
     skip_existing: bool = _f(False, "skip models already complete; redo partial ones")
+    # --- defense against membership inference (docs/defenses.md) ----------------------------
+    # A defense's parameters stay None unless it is asked for; resolved() fills their defaults (defenses/).
+    defense: str = _f("none", "{defenses}: the training loss of the target and its shadows (the adaptive attacker; docs/defenses.md)")
+    ppb_weight: Optional[float] = _f(None, "ppb: weight lambda of the KL term between the sorted posteriors of the batch's two halves, >= 0 (default with --defense ppb: {ppb_weight})")
+    relaxloss_alpha: Optional[float] = _f(None, "relaxloss: target loss level alpha, > 0 (default with --defense relaxloss: {relaxloss_alpha}, the authors' CIFAR-10 ResNet-20 value)")
+    relaxloss_upper: Optional[float] = _f(None, "relaxloss: cap on the true-class probability of the flattened soft labels, in (0, 1] (default with --defense relaxloss: {relaxloss_upper})")
+    label_smoothing_eps: Optional[float] = _f(None, "label_smoothing: weight of the uniform distribution in the labels, in [0, 1) (default with --defense label_smoothing: {label_smoothing_eps})")
 
     # ----------------------------------------------------------------------------------
     @property
@@ -90,9 +97,10 @@ class ExperimentConfig:
         """Fill the defaults that depend on other fields, validate, and return a new config."""
         from data.datasets import holds_feature_vectors
         from models import ARCHS  # imported here: models and pruning load torch, this module stays light
+        from defenses import with_defaults
         from pruning import PRUNING_METHODS
 
-        c = dataclasses.replace(self)
+        c = with_defaults(dataclasses.replace(self))
         if c.layers is None and c.arch in ARCHS:  # an unknown arch is named by validate()
             c.layers = ARCHS[c.arch].default_layers
         if c.width_factor is None and c.arch in ARCHS:
@@ -111,7 +119,7 @@ class ExperimentConfig:
         else:
             c.sparsity = 0.0
         if c.name is None:
-            c.name = paths.config_name(c.method, c.sparsity)
+            c.name = paths.config_name(c.method, c.sparsity, c.defense)
         c.validate()
         return c
 
@@ -128,6 +136,7 @@ class ExperimentConfig:
     def validate(self) -> None:
         from data import DATASETS
         from data.datasets import holds_feature_vectors
+        from defenses import check_defense
         from models import check_arch
         from pruning import PRUNING_METHODS
 
@@ -136,6 +145,7 @@ class ExperimentConfig:
         if self.dataset == "npz" and not self.data_path:
             raise UsageError("--dataset npz needs --data-path FILE.npz (x_train, y_train, x_test, y_test)")
         check_arch(self.arch, self.layers, self.width_factor)
+        check_defense(self)
         for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
@@ -221,6 +231,7 @@ def registry_names() -> dict[str, str]:
     """The registries' entries, for the {placeholders} of the help texts and messages. Read at call
     time (not import time): the registries load torch, and a test's toy entry must show too."""
     from data import DATASETS
+    from defenses import DEFENSES
     from models import ARCHS
     from pruning import PRUNING_METHODS
 
@@ -231,7 +242,8 @@ def registry_names() -> dict[str, str]:
             "default_layers": ", ".join(f"{a} {spec.default_layers}" for a, spec in ARCHS.items()),
             "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
             "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
-            "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze)}
+            "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze),
+            "defenses": " | ".join(DEFENSES), **{p.field: p.default for d in DEFENSES.values() for p in d.params}}
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset()) -> None:
@@ -273,12 +285,15 @@ def command_line(cfg: ExperimentConfig, script: str = "run_experiment.py") -> st
     field that differs from its default, derived fields only where they differ from their derivation."""
     import shlex
 
-    derived = dataclasses.replace(cfg, **{k: None for k in DERIVED_FIELDS}).resolved()
+    from defenses import param_fields
+
+    derived_fields = (*DERIVED_FIELDS, *param_fields())  # a defense's parameters at their defaults are derived too
+    derived = dataclasses.replace(cfg, **{k: None for k in derived_fields}).resolved()
     out = [f"python {script}"]
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name in _NOT_IN_COMMAND or v == default or (f.name in DERIVED_FIELDS and v == getattr(derived, f.name)):
+        if f.name in _NOT_IN_COMMAND or v == default or (f.name in derived_fields and v == getattr(derived, f.name)):
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(v, bool):

@@ -8,15 +8,22 @@ each configuration's own intervals and its per-class leakage, from the scores th
 Reads <results-dir>/mia/unified/<experiment>_<dataset>.json and the scores/ beside them (written by
 mia/unified_mia_evaluation.py, which train.py runs, and which also runs this step). Writes into
 --results-dir:
-  attack_intervals.csv    experiment, method, sparsity, dataset, attack, metric, value, ci_low, ci_high,
-                          level, n_boot, num_targets, below_floor
+  attack_intervals.csv    experiment, method, sparsity, dataset, attack, metric, value, ci_low, ci_high, se,
+                          df, level, n_boot, num_targets, covers, below_floor, coarse
   paired_comparisons.csv  pair, a, b, dataset, attack, metric, a_value, b_value, difference, ci_low, ci_high,
-                          excludes_zero, level, n_boot, num_targets (attack empty for test_acc)
-  per_class_auc.csv       experiment, method, sparsity, dataset, attack, num_targets, auc_min, auc_max,
-                          auc_std, auc_range, auc_class_0 ... auc_class_<C-1> (mean over targets)
+                          se, df, p_value, excludes_zero (raw), below_floor, coarse, family, p_adjusted,
+                          significant (corrected), level, n_boot, num_targets, covers (attack empty for test_acc)
+  per_class_auc.csv       experiment, method, sparsity, dataset, attack, num_targets, classes_ranked,
+                          heterogeneity_p, heterogeneity_p_adjusted, most_exposed, least_exposed, auc_min,
+                          auc_max, auc_std, auc_range (over the ranked classes), then per class c:
+                          auc_class_c (mean over targets), ci_low_class_c, ci_high_class_c, members_class_c,
+                          nonmembers_class_c (the smallest count over the targets)
   report.md, plots/
 Default pairs, within each dataset: every pruned configuration against dense, and dpf against static at
 each sparsity. Differences are A - B (the first named minus the second): positive = A leaks more.
+Families (docs/attacks.md, "Multiplicity"): the headline attack's AUC over the pairs and test accuracy
+over the pairs, each Holm-adjusted; every other measured cell of the grid, Benjamini-Hochberg; a cell
+below the FPR floor is in no family and never significant.
 """
 from __future__ import annotations
 
@@ -38,10 +45,16 @@ from utils.errors import UsageError, cli_main
 from utils.io import load_json, load_npy, save_text
 
 INTERVAL_COLS = ["experiment", "method", "sparsity", "dataset", "attack", "metric", "value", "ci_low", "ci_high",
-                 "level", "n_boot", "num_targets", "below_floor"]
+                 "se", "df", "level", "n_boot", "num_targets", "covers", "below_floor", "coarse"]
 PAIRED_COLS = ["pair", "a", "b", "dataset", "attack", "metric", "a_value", "b_value", "difference", "ci_low",
-               "ci_high", "excludes_zero", "level", "n_boot", "num_targets"]
+               "ci_high", "se", "df", "p_value", "excludes_zero", "below_floor", "coarse", "family", "p_adjusted",
+               "significant", "level", "n_boot", "num_targets", "covers"]
 ID_COLS = ["experiment", "method", "sparsity", "dataset"]
+# A TPR resting on fewer allowed false positives than this moves in steps of a whole example and is
+# biased upward (the best of a few noisy points; at 1-2 false positives about 1.7x the population
+# value, issue 25): flagged "coarse", still measured.
+COARSE_FALSE_POSITIVES = 5
+FAMILIES = {"headline": bs.holm, "accuracy": bs.holm, "grid": bs.benjamini_hochberg}
 
 
 @dataclass
@@ -149,7 +162,8 @@ def check_paired(a: Evaluated, b: Evaluated, ma: list[np.ndarray], mb: list[np.n
 class Settings:
     n_boot: int = 1000  # bootstrap resamples
     seed: int = 0  # seed of the resamples (the same for every configuration: that pairs them)
-    level: float = 0.95  # confidence level of the percentile intervals
+    level: float = 0.95  # confidence level of the intervals; 1 - level is the corrected significance level
+    min_class_count: int = 10  # a class with fewer members or non-members (some target) is not ranked
 
 
 @dataclass
@@ -158,61 +172,130 @@ class Study:
     paired: pd.DataFrame
     per_class: pd.DataFrame
     failures: list[str] = field(default_factory=list)
+    settings: Settings = field(default_factory=Settings)
 
 
-def below_floor(metric: str, members: list[np.ndarray]) -> bool:
-    """A TPR at an FPR level under 1/#non-members of some target: not measured (docs/attacks.md)."""
-    return metric in FPR_LEVELS and any(FPR_LEVELS[metric] < 1 / max(1, int((~m).sum())) for m in members)
+def floor_flags(metric: str, members: list[np.ndarray]) -> dict[str, bool]:
+    """below_floor: a TPR at an FPR level under 1/#non-members of some target (not measured: the TPR
+    with no false positive at all); coarse: measured, but on fewer than COARSE_FALSE_POSITIVES allowed
+    false positives for some target (docs/attacks.md)."""
+    if metric not in FPR_LEVELS:
+        return {"below_floor": False, "coarse": False}
+    n_out = np.array([max(1, int((~m).sum())) for m in members])
+    below = bool(np.any(FPR_LEVELS[metric] < 1 / n_out))
+    fp = int(bs._max_false_positives(FPR_LEVELS[metric], n_out).min())
+    return {"below_floor": below, "coarse": not below and fp < COARSE_FALSE_POSITIVES}
+
+
+def _stats(s: dict) -> dict:
+    return {k: s[k] for k in ("ci_low", "ci_high", "se", "df", "level", "num_targets", "covers")}
 
 
 def interval_rows(ev: Evaluated, reps: dict, members: list[np.ndarray], st: Settings) -> list[dict]:
     rows = []
     for attack, per_metric in reps.items():
         for metric, r in per_metric.items():
-            s = bs.interval(r, st.seed, st.level)
-            rows.append({**ev.ident, "attack": attack, "metric": metric, "value": s["difference"],
-                         "ci_low": s["ci_low"], "ci_high": s["ci_high"], "level": st.level, "n_boot": st.n_boot,
-                         "num_targets": s["num_targets"], "below_floor": below_floor(metric, members)})
+            s = bs.interval(r, st.level)
+            rows.append({**ev.ident, "attack": attack, "metric": metric, "value": s["difference"], **_stats(s),
+                         "n_boot": st.n_boot, **floor_flags(metric, members)})
     return rows
 
 
-def paired_rows(a: Evaluated, b: Evaluated, ra: dict, rb: dict, common: list[int], st: Settings) -> list[dict]:
-    """A - B for every attack both ran and every metric, on the common targets; then test accuracy."""
+def paired_rows(a: Evaluated, b: Evaluated, ra: dict, rb: dict, common: list[int], members: list[np.ndarray],
+                st: Settings) -> list[dict]:
+    """A - B for every attack both ran and every metric, on the common targets; then test accuracy.
+    members: the common targets' membership (the same for A and B: checked)."""
     head = {"pair": f"{a.name} - {b.name}", "a": a.name, "b": b.name, "dataset": a.res["dataset"]}
     ia, ib = [a.targets.index(t) for t in common], [b.targets.index(t) for t in common]
     rows = []
     for attack in [k for k in ra if k in rb]:
         for metric in ra[attack]:
-            s = bs.difference(ra[attack][metric].select(ia), rb[attack][metric].select(ib), st.seed, st.level)
-            rows.append({**head, "attack": attack, "metric": metric, **_cols(s, st)})
+            s = bs.difference(ra[attack][metric].select(ia), rb[attack][metric].select(ib), st.level)
+            rows.append({**head, "attack": attack, "metric": metric, **_cols(s, st), **floor_flags(metric, members)})
     acc_a, acc_b = [a.test_acc(t) for t in common], [b.test_acc(t) for t in common]
     if all(isinstance(v, (int, float)) for v in acc_a + acc_b):
-        s = bs.accuracy_difference(acc_a, acc_b, st.n_boot, st.seed, st.level)
-        rows.append({**head, "attack": "", "metric": "test_acc", **_cols(s, st)})
+        s = bs.accuracy_difference(acc_a, acc_b, st.level)
+        rows.append({**head, "attack": "", "metric": "test_acc", **_cols(s, st), "below_floor": False, "coarse": False})
     return rows
 
 
 def _cols(s: dict, st: Settings) -> dict:
-    return {"a_value": s["a"], "b_value": s["b"], "difference": s["difference"], "ci_low": s["ci_low"],
-            "ci_high": s["ci_high"], "excludes_zero": s["excludes_zero"], "level": st.level, "n_boot": st.n_boot,
-            "num_targets": s["num_targets"]}
+    return {"a_value": s["a"], "b_value": s["b"], "difference": s["difference"], **_stats(s),
+            "p_value": s["p_value"], "excludes_zero": s["excludes_zero"], "n_boot": st.n_boot}
 
 
-def per_class_rows(ev: Evaluated, scores: dict[str, list[np.ndarray]], members: list[np.ndarray]) -> list[dict]:
-    """Each attack's AUC within each true class, mean over targets, and its spread across classes."""
+def headline_attack(intervals: pd.DataFrame) -> str:
+    """The attack the report singles out: report.HEADLINE when run, else the highest mean AUC."""
+    from mia.report import pick_headline
+
+    auc = intervals[intervals["metric"] == "auc"]
+    return pick_headline(auc.groupby("attack", sort=False)["value"].mean().to_dict())
+
+
+def mark_significance(paired: pd.DataFrame, headline: str, level: float) -> pd.DataFrame:
+    """Adds family, p_adjusted and significant (p_adjusted < 1 - level) to the paired rows. Families:
+    "headline" (the headline attack's AUC, one row per pair) and "accuracy" (test accuracy per pair),
+    Holm-adjusted (family-wise error); "grid" (every other measured cell), Benjamini-Hochberg (false
+    discovery rate). Below-floor cells and cells without a p-value are in no family, never significant."""
+    d = paired.copy()
+    fam = np.where(d["metric"] == "test_acc", "accuracy",
+                   np.where((d["attack"] == headline) & (d["metric"] == "auc"), "headline", "grid"))
+    d["family"] = np.where(d["below_floor"].astype(bool) | d["p_value"].isna(), "", fam)
+    d["p_adjusted"] = np.nan
+    for name, adjust in FAMILIES.items():
+        rows = d["family"] == name
+        if rows.any():
+            d.loc[rows, "p_adjusted"] = adjust(d.loc[rows, "p_value"].to_numpy(np.float64))
+    d["significant"] = d["p_adjusted"] < 1 - level  # NaN compares False
+    return d
+
+
+def per_class_rows(ev: Evaluated, scores: dict[str, list[np.ndarray]], members: list[np.ndarray],
+                   st: Settings) -> list[dict]:
+    """Each attack's AUC within each true class (mean over targets) with its counts; for the classes
+    with at least st.min_class_count members and non-members in every target ("ranked"): a crossed
+    interval each, their spread, and a permutation test of heterogeneity. Most / least exposed are
+    filled in later (mark_exposed), once the tests are corrected across configurations."""
     labels = ev.labels()
     c = int(ev.res.get("num_classes") or labels.max() + 1)
+    counts = np.min([bs.class_counts(m, labels, c) for m in members], axis=0)  # [2, C], smallest over targets
+    ranked = [k for k in range(c) if counts[:, k].min() >= st.min_class_count]
     rows = []
     for attack, per_target in scores.items():
         per = np.array([bs.per_class_auc(s, m, labels, c) for s, m in zip(per_target, members)])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a class never defined for any target stays NaN
             mean = np.nanmean(per, axis=0)
-        spread = bs.auc_spread(mean)
-        rows.append({**ev.ident, "attack": attack, "num_targets": len(per_target),
-                     **{f"auc_{k}": spread[k] for k in ("min", "max", "std", "range")},
-                     **{f"auc_class_{k}": float(v) for k, v in enumerate(mean)}})
+        ci = {k: bs.interval(r, st.level) for k, r in
+              bs.bootstrap_classes(per_target, members, labels, ranked, st.n_boot, st.seed).items()}
+        spread = bs.auc_spread(mean[ranked] if len(ranked) > 1 else [])  # one class has no spread
+        het = bs.class_heterogeneity(per_target, members, labels, ranked, seed=st.seed) if len(ranked) > 1 else np.nan
+        row = {**ev.ident, "attack": attack, "num_targets": len(per_target), "classes_ranked": len(ranked),
+               "heterogeneity_p": het, "heterogeneity_p_adjusted": np.nan, "most_exposed": "", "least_exposed": "",
+               **{f"auc_{k}": spread[k] for k in ("min", "max", "std", "range")}}
+        for k in range(c):
+            row |= {f"auc_class_{k}": float(mean[k]), f"ci_low_class_{k}": ci[k]["ci_low"] if k in ci else np.nan,
+                    f"ci_high_class_{k}": ci[k]["ci_high"] if k in ci else np.nan,
+                    f"members_class_{k}": int(counts[0, k]), f"nonmembers_class_{k}": int(counts[1, k])}
+        rows.append(row)
     return rows
+
+
+def mark_exposed(per_class: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Holm-adjusts the heterogeneity p-values over the configurations (per attack: one family per attack,
+    as the report shows one attack) and names the most / least exposed ranked class only where the
+    classes differ beyond noise (adjusted p < 1 - level); elsewhere they stay empty."""
+    d = per_class.copy()
+    if d.empty:
+        return d
+    for _, idx in d.groupby("attack", sort=False).groups.items():
+        d.loc[idx, "heterogeneity_p_adjusted"] = bs.holm(d.loc[idx, "heterogeneity_p"].to_numpy(np.float64))
+    for i, r in d.iterrows():
+        if r["heterogeneity_p_adjusted"] < 1 - level:
+            ranked = {int(c.rsplit("_", 1)[1]): r[c] for c in d.columns if c.startswith("ci_low_class_") and pd.notna(r[c])}
+            auc = {k: r[f"auc_class_{k}"] for k in ranked}
+            d.loc[i, ["most_exposed", "least_exposed"]] = str(max(auc, key=auc.get)), str(min(auc, key=auc.get))
+    return d
 
 
 def compare_study(evals: list[Evaluated], pairs: list[tuple[Evaluated, Evaluated]], st: Settings) -> Study:
@@ -224,12 +307,12 @@ def compare_study(evals: list[Evaluated], pairs: list[tuple[Evaluated, Evaluated
         try:
             members[ev.key] = m = ev.members()
             scores = {a: ev.scores(a) for a in ev.attacks}
-            reps[ev.key] = r = bs.bootstrap_attacks(scores, m, bs.METRICS, st.n_boot, st.seed, target_ids=ev.targets)
+            reps[ev.key] = r = bs.bootstrap_attacks(scores, m, bs.METRICS, st.n_boot, st.seed)
         except (UsageError, ValueError) as e:
             failures.append(f"{ev.name} ({ev.res['dataset']}): {e}")
             continue
         intervals += interval_rows(ev, r, m, st)
-        per_class += per_class_rows(ev, scores, m)
+        per_class += per_class_rows(ev, scores, m, st)
     paired = []
     for a, b in pairs:
         ka, kb = a.key, b.key
@@ -240,11 +323,14 @@ def compare_study(evals: list[Evaluated], pairs: list[tuple[Evaluated, Evaluated
         except UsageError as e:
             failures.append(str(e))
             continue
-        paired += paired_rows(a, b, reps[ka], reps[kb], common, st)
+        paired += paired_rows(a, b, reps[ka], reps[kb], common, [members[ka][a.targets.index(t)] for t in common], st)
     for f in failures:
         print(f"error: comparisons: {f}", file=sys.stderr)
-    return Study(pd.DataFrame(intervals, columns=INTERVAL_COLS), pd.DataFrame(paired, columns=PAIRED_COLS),
-                 pd.DataFrame(per_class), failures)
+    intervals = pd.DataFrame(intervals, columns=INTERVAL_COLS)
+    paired = mark_significance(pd.DataFrame(paired, columns=[c for c in PAIRED_COLS if c not in
+                                                             ("family", "p_adjusted", "significant")]),
+                               headline_attack(intervals), st.level)[PAIRED_COLS]
+    return Study(intervals, paired, mark_exposed(pd.DataFrame(per_class), st.level), failures, st)
 
 
 def write_study(study: Study, results_dir: Path) -> None:
@@ -272,15 +358,19 @@ def run_comparisons(results_dir, pair_specs: list[str] | None = None, st: Settin
 
 def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-boot", type=int, default=Settings.n_boot, help="bootstrap resamples (default: 1000)")
-    p.add_argument("--level", type=float, default=Settings.level, help="confidence level of the intervals (default: 0.95)")
+    p.add_argument("--level", type=float, default=Settings.level,
+                   help="confidence level of the intervals; 1 - level is the corrected significance level (default: 0.95)")
+    p.add_argument("--min-class-count", type=int, default=Settings.min_class_count,
+                   help="members and non-members a class needs (every target) to be ranked in the per-class table (default: 10)")
     p.add_argument("--pairs", nargs="+", default=None, metavar="A:B",
                    help="pairs of experiment names, difference A - B (default: each pruned - dense, dpf - static per sparsity)")
 
 
 def settings_from(args) -> Settings:
-    if args.n_boot < 1 or not 0 < args.level < 1:
-        raise UsageError(f"--n-boot must be >= 1 and --level in (0, 1), got {args.n_boot} and {args.level}")
-    return Settings(args.n_boot, args.seed, args.level)
+    if args.n_boot < 2 or not 0 < args.level < 1 or args.min_class_count < 1:
+        raise UsageError(f"--n-boot must be >= 2, --level in (0, 1) and --min-class-count >= 1, got {args.n_boot}, "
+                         f"{args.level} and {args.min_class_count}")
+    return Settings(args.n_boot, args.seed, args.level, args.min_class_count)
 
 
 @cli_main

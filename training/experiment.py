@@ -29,7 +29,7 @@ from utils.io import load_json, load_npy, save_json, save_npy, save_text
 
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
-    return paths.experiment_dir(cfg.runs_dir, cfg.method, cfg.sparsity, cfg.dataset)
+    return paths.experiment_dir(cfg.runs_dir, cfg.method, cfg.sparsity, cfg.dataset, cfg.defense)
 
 
 def stored_recipe(cfg_file: Path) -> dict:

@@ -1,4 +1,4 @@
-"""A study = every (method, sparsity) configuration x every model index, then the evaluation.
+"""A study = every (method, sparsity, defense) configuration x every model index, then the evaluation.
 
 plan_study() expands the study flags into resolved ExperimentConfigs; each (config, model index)
 is one task (training/experiment.py); an executor from EXECUTORS (local loop here, Ray in
@@ -11,6 +11,7 @@ import dataclasses
 from typing import Callable
 
 from configs.config import ExperimentConfig
+from defenses import DEFENSES, NONE
 from pruning import PRUNING_METHODS
 from training.experiment import Task, check_recipe, experiment_dir, plan_packs, run_pack_task
 from training.progress import Progress
@@ -30,8 +31,10 @@ def default_methods() -> tuple[str, ...]:
     return ("dense", *(m for m, spec in PRUNING_METHODS.items() if not spec.extra))
 
 
-def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[float]) -> list[ExperimentConfig]:
-    """One resolved config per configuration: dense once, each pruning method at each sparsity."""
+def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[float],
+               defenses: list[str] = (NONE,)) -> list[ExperimentConfig]:
+    """One resolved config per configuration: dense once, each pruning method at each sparsity, each
+    of them with every defense (a defense's parameters reach only its own configurations)."""
     valid = all_methods()
     bad = [m for m in methods if m not in valid]
     if bad:
@@ -49,9 +52,25 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
                          freeze_epoch=base.freeze_epoch if spec.uses_freeze else None)
             configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
                         for s in dict.fromkeys(sparsities)]
-    configs = [c.resolved() for c in configs]
+    configs = [c.resolved() for c in with_defenses(configs, defenses)]
     check_distinct(configs)
     return configs
+
+
+def with_defenses(configs: list[ExperimentConfig], defenses: list[str]) -> list[ExperimentConfig]:
+    """Each configuration once per defense, in the order given; a defense parameter of the study (e.g.
+    --ppb-weight 2) reaches the configurations of its defense and is refused when that defense is not studied."""
+    bad = [d for d in defenses if d not in DEFENSES]
+    if bad:
+        raise UsageError(f"unknown defense {bad[0]!r}; valid: {', '.join(DEFENSES)}")
+    for name, spec in DEFENSES.items():
+        given = [p.field for p in spec.params if getattr(configs[0], p.field) is not None] if configs else []
+        if given and name not in defenses:
+            raise UsageError(f"--{given[0].replace('_', '-')} applies to defense {name}, which is not in --defenses {' '.join(defenses)}")
+    own = {d: {p.field for p in DEFENSES[d].params} for d in defenses}
+    unset = {p.field: None for spec in DEFENSES.values() for p in spec.params}
+    return [dataclasses.replace(c, defense=d, **{f: v for f, v in unset.items() if f not in own[d]})
+            for c in configs for d in dict.fromkeys(defenses)]
 
 
 def check_distinct(configs: list[ExperimentConfig]) -> None:

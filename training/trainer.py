@@ -27,6 +27,7 @@ from configs import paths
 from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
+from defenses import build_loss
 from pruning import measure_sparsity
 from training.packing import PackedPruning, pack_mode, pack_models, unpack
 from utils.device import keep_freed_cpu_memory, resolve_device
@@ -228,6 +229,7 @@ class Trainer:
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=cfg.milestones, gamma=cfg.gamma)
         self.scaler = grad_scaler(cfg, self.device)
+        self.loss = build_loss(cfg)  # the defense's training loss (defenses/): mean cross-entropy undefended
 
     # one model (benchmarks, the pack of one)
     @property
@@ -242,9 +244,10 @@ class Trainer:
     def pruner(self):
         return self.members[0].pruner
 
-    def _forward_backward(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every model's forward and backward on its batch: (logits [B, K, classes], mean loss per model [K]).
-        The gradients are each model's own: one network's loss is the sum of its models' mean losses."""
+    def _forward_backward(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every model's forward and backward on its batch: (logits [B, K, classes], loss per model [K], the
+        defense's loss: mean cross-entropy undefended; RelaxLoss reads the epoch). The gradients are each
+        model's own: one network's loss is the sum of its models' losses."""
         dtype, outs, losses = _dtype(self.nets[0]), [], []
         # one network: all its models at once; sequential: model j's images [B, C, H, W] and labels [B, 1]
         batches = [(xb, yb)] if len(self.nets) == 1 else zip(xb, yb.T[:, :, None])
@@ -252,7 +255,7 @@ class Trainer:
             with autocast(self.cfg, self.device):
                 out = net(x.to(dtype)).view(len(y), -1, self.ds.num_classes)  # [B, models of this net, classes]
                 logits = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 -> fp32
-                loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(0)  # [models of this net]
+                loss = self.loss(logits, y, epoch)  # [models of this net]
             self.scaler.scale(loss.sum()).backward()
             outs.append(out)
             losses.append(loss.detach())
@@ -271,7 +274,7 @@ class Trainer:
             if self.pruning:
                 self.pruning.before_step(it)
             self.opt.zero_grad(set_to_none=True)
-            out, losses = self._forward_backward(xb, yb)
+            out, losses = self._forward_backward(xb, yb, epoch)
             if self.pruning:
                 self.pruning.before_optimizer_step()
             self.scaler.step(self.opt)
