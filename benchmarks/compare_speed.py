@@ -42,7 +42,7 @@ def synthetic(n: int, attacks: int, targets: int, seed: int = 0):
 def baseline(sa, sb, members, resamples: int, seed: int) -> tuple[float, dict]:
     """compute_metrics on explicitly resampled arrays (target 0, the first `resamples` resamples, the
     first two attacks): seconds per (resample, attack), and the differences for checking."""
-    w = next(resample_weights(members[0], resamples, seed, 0, chunk_elems=resamples * len(members[0])))
+    w = next(resample_weights(len(members[0]), resamples, seed, chunk_elems=resamples * len(members[0])))
     attacks = list(sa)[:2]
     diffs = {}
     t = time.perf_counter()

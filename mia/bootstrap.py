@@ -1,50 +1,44 @@
-"""The statistics of paired comparisons between configurations of the study (e.g. dense vs dpf 0.9):
-the difference of each attack metric, A minus B, with a paired bootstrap confidence interval, and
-each configuration's own interval. mia/compare.py applies them to a study's saved scores.
+"""The statistics of a study's comparisons between configurations (e.g. dense vs dpf 0.9): each attack
+metric's difference A minus B with a paired interval, each configuration's own interval, the multiplicity
+corrections and the per-class statistics. mia/compare.py applies them to a study's saved scores; the
+derivation, and what an interval covers, is in docs/attacks.md ("The interval").
 
-Why paired: model i of every configuration trained on the same pool subset (one keep matrix per study,
-README "paired comparisons"), so for a target index both configurations' attack scores are over the
-same pool examples with the same membership labels. Resampling the SAME examples for A and B cancels
-the variation the two share (which examples are easy to attack) and gives far narrower intervals
-than two independent intervals would.
+The design is crossed: every target (model i of a configuration) is scored on every pool example, and
+model i of every configuration trained on the same pool subset (one keep matrix per study). So the
+variation of a mean-over-targets metric has three parts: which examples were drawn (some shared by
+every target of a configuration: which examples it finds easy), which seeds trained the models, and
+their interaction (each model's own noise on each example). The interval estimates each part once.
 
 API
-- `paired_bootstrap(scores_a, scores_b, members, metrics=METRICS, n_boot=1000, seed=0, level=0.95)`
-  -> {metric: summary}. scores_a, scores_b, members: one array [N] per target (lists of equal length;
-  a bare array means one target). A summary is a dict:
-  difference (mean over targets of A - B on the full data), ci_low, ci_high (percentile interval at
-  `level`), excludes_zero, a, b (mean over targets of each configuration's metric), level, n_boot,
-  num_targets, replicates (float64 [n_boot], the bootstrap differences, for plots or other intervals).
-  Results are plain floats/bools except `replicates`; drop it before writing JSON.
-- `compare_attacks(scores_a, scores_b, members, ...)`: the same for several attacks at once,
-  {attack: [per-target scores]} -> {attack: {metric: summary}}. Every attack is evaluated on the same
-  resamples (drawn once, shared), which is also what makes 12 attacks cost little more than one.
-- For a study with many pairs: `bootstrap_attacks(scores, members, ...)` once per configuration
-  ({attack: {metric: Replicates}}), then `difference(ra, rb)` per pair and `interval(r)` for one
-  configuration's own interval. compare_attacks is exactly these two steps.
-- `accuracy_difference(acc_a, acc_b, ...)`: test accuracy is not a statistic over pool examples: mean
-  over targets of A - B with a bootstrap-over-targets interval (None with a single target).
-- `per_class_auc(scores, is_member, labels, num_classes)` -> [C] (NaN where a class lacks members or
-  non-members) and `auc_spread(per_class)` -> min, max, std, range over the classes.
-- Building blocks: `weighted_metrics(scores, is_member, weights)` (metrics of many resamples at once)
-  and `resample_weights(is_member, n_boot, seed, target)` (the resamples paired_bootstrap uses).
+- `bootstrap_attacks(scores, members, metrics, n_boot, seed)` once per configuration:
+  {attack: {metric: Replicates}} (point [T]: each target's metric; per_target [T, n_boot]: the metric on
+  resample b of the pool examples, the SAME resample b for every target, attack and configuration).
+- `difference(ra, rb, level)` per pair and `interval(r, level)` for one configuration: a summary dict
+  with difference (mean over targets of A - B; the value itself for `interval`), a, b, ci_low, ci_high,
+  se, df, p_value (two-sided, of 0), excludes_zero, covers ("examples" with one target, "examples and
+  training seeds" with several), level, n_boot, num_targets, replicates (float64 [n_boot]: the example
+  resamples of the mean over targets, for plots; drop it before writing JSON).
+- `compare_attacks(scores_a, scores_b, members, ...)` / `paired_bootstrap(...)` (one attack): both steps
+  for one pair.
+- `accuracy_difference(acc_a, acc_b, level)`: paired t interval over targets (none with one target).
+- `holm(p)`, `benjamini_hochberg(p)`: adjusted p-values of a family.
+- Per class: `per_class_auc`, `class_counts`, `bootstrap_classes` (Replicates per class, the same
+  resamples restricted to the class), `class_heterogeneity` (permutation p-value), `auc_spread`.
+- Building blocks: `weighted_metrics(scores, is_member, weights)`, `pool_metrics`, `resample_weights(n,
+  n_boot, seed)` (the example resamples).
 
-The bootstrap (two levels)
-- Examples, stratified: a resample of one target draws n_in members with replacement among its
-  members and n_out non-members among its non-members, so every resample keeps both classes and the
-  same class counts (every metric stays defined; the TPR floor 1/n_out is unchanged). The same
-  draws are applied to A's and B's scores; the metric difference is computed on each resample.
-- Targets (leave-one-out, T > 1): replicate b draws T targets with replacement and averages, over the
-  drawn targets, the difference on an example resample of each. One target is the special case where
-  the target draw is trivial. For speed every target gets n_boot example resamples (copies); slot j of
-  replicate b takes copy (b + j) mod n_boot of its target, so a target drawn twice in one replicate
-  gets two independent example resamples (as a two-stage bootstrap requires) as long as T <= n_boot.
-  Copies are reused across replicates: this correlates replicates a little (Monte Carlo noise), it
-  does not bias them.
-- Interval: percentile (np.quantile, linear interpolation) of the n_boot replicate differences.
-- Deterministic given `seed` and independent of the chunk size: each (target, class) draws from its
-  own stream default_rng([seed, _PURPOSE, 1, target, class]); targets from [seed, _PURPOSE, 0].
-  The same seed for another pair of configurations reuses the same resamples (common random numbers).
+The resamples: row b draws N pool examples with replacement (int multiplicities), from one stream
+default_rng([seed, _PURPOSE, 3]) consumed in order, so rows depend only on (seed, N), not on the chunk
+size, the target, the attack or the configuration. They are not stratified by membership: a target's
+member count is itself random under the balanced keep matrix (each example is IN for exactly half of
+the models, each model's count varies), and no single draw can keep the class counts of every target at
+once. Every metric of a resample uses its own counts (the TPR floor follows n_out row by row); a resample
+without a member or non-member of a pool (only a small class can draw one) gives NaN and is left out.
+
+The interval (crossed_variance, t_interval): var = shared + between, shared = mean covariance of two
+distinct targets' replicates (the examples' part), between = var over targets of the point values / T
+(seeds plus each model's own noise); estimate +- t quantile with Satterthwaite df. One target: the
+example-resampling variance (it covers the examples, not the seed).
 
 Metrics match mia/metrics.py's compute_metrics exactly (tested): `auc` (sklearn's trapezoidal AUC =
 Mann-Whitney U with ties counted 1/2), `advantage` = max(TPR - FPR), `tpr_at_<level>` = the largest
@@ -53,7 +47,7 @@ Non-finite scores are mapped as compute_metrics maps them.
 
 Cost: one sort per (attack, configuration, target), then a few O(N) passes per resample, resamples in
 chunks of CHUNK_ELEMS resample x example entries (memory bounded, ~90 MB peak). 1,000 resamples of a
-50,000-example pool, 12 attacks, one pair, one target: 12.6 s on 2 loaded AMD EPYC cores, x73 faster
+50,000-example pool, 12 attacks, one pair, one target: 6.8 s on 2 idle AMD EPYC cores, x66 faster
 than compute_metrics per resample (benchmarks/compare_speed.py). T targets cost T times as much.
 """
 from __future__ import annotations
@@ -62,6 +56,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import false_discovery_control
+from scipy.stats import t as student_t
 
 from mia.metrics import FPR_LEVELS, MIN_NONMEMBERS, _finite
 
@@ -211,31 +207,34 @@ def _multiplicities(rng: np.random.Generator, n: int, b: int) -> np.ndarray:
     return out
 
 
-def _class_resamples(is_member: np.ndarray, n_boot: int, seed: int, target: int,
-                     chunk_elems: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Stratified resamples of one target as (w_in [B, n_in], w_out [B, n_out]) chunks, B ~ chunk_elems / N.
-    Each class has its own stream, consumed in order, so the rows do not depend on chunk_elems."""
-    m = np.asarray(is_member, bool)
-    sizes, rngs = (int(m.sum()), int((~m).sum())), (_rng(seed, 1, target, 1), _rng(seed, 1, target, 0))
-    step = max(1, chunk_elems // len(m))
+def resample_weights(n: int, n_boot: int, seed: int = 0, chunk_elems: int = CHUNK_ELEMS) -> Iterator[np.ndarray]:
+    """The example resamples of the crossed bootstrap: int32 [B, n] multiplicities (n draws with
+    replacement among the n pool examples), n_boot rows in all, in chunks of ~chunk_elems entries.
+    They depend on (seed, n) only: every target and every configuration of a study gets the same rows,
+    which crosses the targets with the examples and pairs the configurations. One stream consumed in
+    order, so the rows do not depend on chunk_elems."""
+    rng = _rng(seed, 3)
+    step = max(1, chunk_elems // n)
     for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        yield _multiplicities(rngs[0], sizes[0], b), _multiplicities(rngs[1], sizes[1], b)
+        yield _multiplicities(rng, n, min(step, n_boot - start))
 
 
-def resample_weights(is_member: np.ndarray, n_boot: int, seed: int = 0, target: int = 0,
-                     chunk_elems: int = CHUNK_ELEMS) -> Iterator[np.ndarray]:
-    """The stratified example resamples paired_bootstrap uses for target number `target`, as full-pool
-    multiplicities: int32 [B, N] chunks, n_boot rows in all. Row b draws n_in members with replacement
-    among the members and n_out non-members among the non-members: both classes and their counts kept."""
-    m = np.asarray(is_member, bool)
-    for w_in, w_out in _class_resamples(m, n_boot, seed, target, chunk_elems):
-        w = np.empty((len(w_in), len(m)), np.int32)
-        w[:, m], w[:, ~m] = w_in, w_out
-        yield w
+def resampled_metrics(pool: SortedPool, w: np.ndarray, metrics: Sequence[str] = METRICS) -> dict[str, np.ndarray]:
+    """pool_metrics for full-pool weights w [B, N] of this pool's examples; NaN on a row that drew no
+    member or no non-member of this pool (about e^-n for a class of n: only small classes ever do)."""
+    m = pool.member
+    w_in, w_out = w[:, m], w[:, ~m]
+    ok = (w_in.sum(axis=1) > 0) & (w_out.sum(axis=1) > 0)
+    if ok.all():
+        return pool_metrics(pool, w_in, w_out, metrics)
+    out = {k: np.full(len(w), np.nan) for k in metrics}
+    if ok.any():
+        for k, v in pool_metrics(pool, w_in[ok], w_out[ok], metrics).items():
+            out[k][ok] = v
+    return out
 
 
-# -- the paired comparison --------------------------------------------------------------------------------
+# -- one configuration's replicates ----------------------------------------------------------------------
 
 def _as_targets(x) -> list[np.ndarray]:
     """A list of per-target arrays; a bare 1-D array is one target."""
@@ -244,9 +243,13 @@ def _as_targets(x) -> list[np.ndarray]:
 
 def _check(metrics: Sequence[str], n_boot: int, level: float, members: list[np.ndarray]) -> None:
     """Refuse, before any work, what no resample could answer: a target without both classes, a TPR
-    level that compute_metrics would not report for its number of non-members, a bad n_boot or level."""
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
+    level that compute_metrics would not report for its number of non-members, targets over different
+    pools (the design is crossed: one pool), fewer than 2 resamples (no variance), a bad level."""
+    if n_boot < 2 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 2 and 0 < level < 1 (got {n_boot}, {level})")
+    if len({len(m) for m in members}) > 1:
+        raise ValueError(f"targets scored on pools of different sizes {sorted({len(m) for m in members})}: "
+                         "the targets of a configuration share one pool")
     for t, m in enumerate(members):
         n_out = int((~m).sum())
         if m.sum() == 0 or n_out == 0:
@@ -256,21 +259,11 @@ def _check(metrics: Sequence[str], n_boot: int, level: float, members: list[np.n
             raise ValueError(f"target {t}: {short} need at least {MIN_NONMEMBERS[short[0]]} non-members (has {n_out})")
 
 
-def resample_targets(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Upper level of the bootstrap: d [T, K] holds K resampled values per target (K = 1: a fixed value).
-    Replicate b draws T targets with replacement and averages d[t_bj, (b + j) mod K] over its slots j:
-    distinct slots use distinct copies, i.e. independent lower-level resamples. float64 [n_boot]."""
-    t, k = d.shape
-    draws = rng.integers(0, t, (n_boot, t))
-    copies = (np.arange(n_boot)[:, None] + np.arange(t)[None, :]) % k
-    return d[draws, copies].mean(axis=1)
-
-
 class Replicates(NamedTuple):
-    """One configuration's metric under the bootstrap: `point` [T] on each target's full sample,
-    `per_target` [T, n_boot] on each target's example resamples (row t uses target t's resamples,
-    which depend only on the seed, t and the membership: two configurations evaluated with the same
-    seed and targets share them, which is what pairs them)."""
+    """One configuration's metric: `point` [T] on each target's full sample, `per_target` [T, n_boot]
+    on the crossed example resamples (column b: resample b of the pool, the same for every target and,
+    with the same seed and pool, for every configuration: that pairs them; NaN where a resample lacks a
+    class of a small pool)."""
     point: np.ndarray
     per_target: np.ndarray
 
@@ -282,18 +275,13 @@ class Replicates(NamedTuple):
 
 def bootstrap_attacks(scores: Mapping[str, Sequence[np.ndarray]], members: Sequence[np.ndarray],
                       metrics: Sequence[str] = METRICS, n_boot: int = 1000, seed: int = 0,
-                      chunk_elems: int = CHUNK_ELEMS, target_ids: Sequence[int] | None = None) -> dict[str, dict[str, Replicates]]:
-    """Every attack's metrics on every example resample of every target, for ONE configuration:
-    {attack: {metric: Replicates}}. scores[attack] and members hold one array [N_t] per target.
-    Each pool is sorted once; the resamples are drawn once and shared by all attacks. Cost is linear
-    in the configurations: a study computes each once and takes any number of differences.
-    target_ids (default 0..T-1) key each target's resample streams: with the model indices, two
-    configurations evaluated on different target sets share the resamples of the targets they share
-    (Replicates.select picks those rows)."""
+                      chunk_elems: int = CHUNK_ELEMS) -> dict[str, dict[str, Replicates]]:
+    """Every attack's metrics on every crossed example resample, for every target of ONE configuration:
+    {attack: {metric: Replicates}}. scores[attack] and members hold one array [N] per target (one
+    pool). Each pool is sorted once; the resamples are the same for every attack and target (redrawn
+    from their stream per target, so memory stays one chunk). Cost is linear in the configurations: a
+    study computes each once and takes any number of differences."""
     members = [np.asarray(m, bool) for m in _as_targets(members)]
-    ids = list(range(len(members))) if target_ids is None else [int(i) for i in target_ids]
-    if len(ids) != len(members):
-        raise ValueError(f"{len(ids)} target ids for {len(members)} targets")
     sc = {k: _as_targets(v) for k, v in scores.items()}
     _check(metrics, n_boot, 0.5, members)
     for k, v in sc.items():
@@ -309,79 +297,162 @@ def bootstrap_attacks(scores: Mapping[str, Sequence[np.ndarray]], members: Seque
             for m, v in pool_metrics(p, *ones, metrics).items():
                 point[k][m][t] = v[0]
         start = 0
-        for w_in, w_out in _class_resamples(mem, n_boot, seed, ids[t], chunk_elems):  # drawn once, shared by all attacks
-            stop = start + len(w_in)
+        for w in resample_weights(len(mem), n_boot, seed, chunk_elems):  # the same rows for every target
+            stop = start + len(w)
             for k, p in pools.items():
-                for m, v in pool_metrics(p, w_in, w_out, metrics).items():
+                for m, v in resampled_metrics(p, w, metrics).items():
                     boot[k][m][t, start:stop] = v
             start = stop
     return {k: {m: Replicates(point[k][m], boot[k][m]) for m in metrics} for k in sc}
 
 
-def summarize(a: np.ndarray, b: np.ndarray | None, replicates: np.ndarray | None, level: float) -> dict:
-    """Point estimate (mean over targets of A - B, and of each; of A alone when b is None),
-    percentile interval of the replicates (None without replicates), whether it excludes 0."""
-    b_ = np.zeros_like(np.asarray(a, np.float64)) if b is None else np.asarray(b)
-    diff = float(np.mean(np.asarray(a) - b_))
+# -- the interval ------------------------------------------------------------------------------------------
+
+COVERS = {False: "examples", True: "examples and training seeds"}  # keyed by "several targets"
+
+
+def crossed_variance(point: np.ndarray, per_target: np.ndarray) -> tuple[float, float]:
+    """Variance of the mean over targets of a statistic in the crossed design (every target scored on
+    the same pool examples) and its Satterthwaite degrees of freedom (docs/attacks.md, "The interval"):
+      shared  = mean covariance, over pairs of distinct targets, of their replicates under the shared
+                example resamples: the example variation every target sees alike (which examples a
+                configuration finds easy), which averaging over targets does not remove; unbiased, so
+                not clipped at 0 (clipping biased it upward and, through the df, made 3-target
+                intervals too short under independent noise);
+      between = sample variance of the T point values / T: training seeds, plus each target's own
+                example noise, which averaging does reduce (T - 1 degrees of freedom).
+    var = shared + between estimates sigma_ex^2 / N + sigma_seed^2 / T + sigma_noise^2 / (N T), each
+    part once (the pigeonhole bootstrap's replicate variance counts the last three times, Owen 2007;
+    the nested one twice). A replicate variance rests on B resamples: B - 1 df for `shared`. One
+    target: its example-resampling variance with B - 1 df (covers examples only). Resamples with a NaN
+    (a small class drew no member) are left out; (nan, nan) without 2 resamples."""
+    point, d = np.asarray(point, np.float64), np.asarray(per_target, np.float64)
+    d = d[:, np.isfinite(d).all(axis=0)]
+    n_t, b = d.shape
+    if b < 2:
+        return float("nan"), float("nan")
+    dev = d - d.mean(axis=1, keepdims=True)
+    cov = dev @ dev.T / (b - 1)
+    if n_t == 1:
+        return float(cov[0, 0]), float(b - 1)
+    shared = float(cov.sum() - np.trace(cov)) / (n_t * (n_t - 1))
+    between = float(np.var(point, ddof=1)) / n_t
+    if shared + between <= 0:  # a negative shared estimate larger than the spread: keep the spread alone
+        shared = 0.0
+    var = shared + between
+    spread = between ** 2 / (n_t - 1) + shared ** 2 / (b - 1)
+    return var, (float(b - 1) if spread == 0 else var ** 2 / spread)
+
+
+def t_interval(estimate: float, var: float, df: float, level: float) -> dict:
+    """estimate +- t_{df, (1 + level) / 2} sqrt(var) and the two-sided p-value of 0 (the interval
+    excludes 0 exactly when p < 1 - level). A zero variance gives the point itself, p 1 at 0, else 0."""
+    if not np.isfinite(var):
+        return {"ci_low": None, "ci_high": None, "se": None, "df": None, "p_value": None, "excludes_zero": None}
+    se = float(np.sqrt(var))
+    q = float(student_t.ppf((1 + level) / 2, df))
+    if se > 0:
+        p = float(2 * student_t.sf(abs(estimate) / se, df))
+    else:
+        p = 1.0 if estimate == 0 else 0.0
+    low, high = estimate - q * se, estimate + q * se
+    return {"ci_low": float(low), "ci_high": float(high), "se": se, "df": float(df), "p_value": p,
+            "excludes_zero": bool(low > 0 or high < 0)}
+
+
+def summarize(a: np.ndarray, b: np.ndarray | None, per_target: np.ndarray | None, level: float) -> dict:
+    """Point estimate (mean over targets of A - B, and of each; of A alone when b is None) with its
+    crossed t interval from the per-target replicates of A - B (none without replicates)."""
+    a = np.asarray(a, np.float64)
+    point = a - (0.0 if b is None else np.asarray(b, np.float64))
+    diff = float(np.mean(point))
     out = {"difference": diff, "a": float(np.mean(a)), "b": None if b is None else float(np.mean(b)), "level": level,
-           "num_targets": len(a), "ci_low": None, "ci_high": None, "excludes_zero": None}
-    if replicates is not None:
-        low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
-        out.update(ci_low=float(low), ci_high=float(high), excludes_zero=bool(low > 0 or high < 0),
-                   n_boot=len(replicates), replicates=replicates)
+           "num_targets": len(a), "covers": COVERS[len(a) > 1], **t_interval(diff, float("nan"), 0, level)}
+    if per_target is not None:
+        out.update(t_interval(diff, *crossed_variance(point, per_target), level),
+                   n_boot=per_target.shape[1], replicates=np.nanmean(per_target, axis=0))
     return out
 
 
-def interval(r: Replicates, seed: int = 0, level: float = 0.95) -> dict:
-    """One configuration's metric with its two-level percentile interval (mean over targets);
-    `difference` holds the value itself (A minus nothing)."""
-    reps = resample_targets(r.per_target, r.per_target.shape[1], _rng(seed, 0))
-    return summarize(r.point, None, reps, level)
+def interval(r: Replicates, level: float = 0.95) -> dict:
+    """One configuration's metric (mean over targets) with its crossed interval; `difference` holds
+    the value itself (A minus nothing)."""
+    return summarize(r.point, None, r.per_target, level)
 
 
-def difference(ra: Replicates, rb: Replicates, seed: int = 0, level: float = 0.95) -> dict:
-    """A - B for two configurations bootstrapped with the same seed, targets and membership: the
-    replicate differences of the same resamples, averaged over the same target draws (the target
-    level draws from the same stream for every attack, metric and pair)."""
+def difference(ra: Replicates, rb: Replicates, level: float = 0.95) -> dict:
+    """A - B for two configurations bootstrapped with the same seed and pool on the same targets: per
+    target, the difference of the same resamples (paired), then the crossed interval."""
     if ra.per_target.shape != rb.per_target.shape:
         raise ValueError(f"A and B were bootstrapped differently: {ra.per_target.shape} vs {rb.per_target.shape}")
-    d = ra.per_target - rb.per_target
-    return summarize(ra.point, rb.point, resample_targets(d, d.shape[1], _rng(seed, 0)), level)
+    return summarize(ra.point, rb.point, ra.per_target - rb.per_target, level)
 
 
 def compare_attacks(scores_a: Mapping[str, Sequence[np.ndarray]], scores_b: Mapping[str, Sequence[np.ndarray]],
                     members: Sequence[np.ndarray], metrics: Sequence[str] = METRICS, n_boot: int = 1000,
                     seed: int = 0, level: float = 0.95, chunk_elems: int = CHUNK_ELEMS) -> dict[str, dict[str, dict]]:
-    """Paired two-level bootstrap of A - B for every attack and metric (module docstring):
-    {attack: {metric: summary}}. scores_*[attack] and members hold one array [N_t] per target, in the
+    """Paired crossed interval of A - B for every attack and metric (module docstring):
+    {attack: {metric: summary}}. scores_*[attack] and members hold one array [N] per target, in the
     same target order; A and B must share the targets' pool and membership (paired)."""
     if set(scores_a) != set(scores_b):
         raise ValueError(f"attacks differ between A and B: {sorted(set(scores_a) ^ set(scores_b))}")
     _check(metrics, n_boot, level, [np.asarray(m, bool) for m in _as_targets(members)])
     ra, rb = (bootstrap_attacks(s, members, metrics, n_boot, seed, chunk_elems) for s in (scores_a, scores_b))
-    return {k: {m: difference(ra[k][m], rb[k][m], seed, level) for m in metrics} for k in ra}
+    return {k: {m: difference(ra[k][m], rb[k][m], level) for m in metrics} for k in ra}
 
 
 def paired_bootstrap(scores_a, scores_b, members, metrics: Sequence[str] = METRICS, n_boot: int = 1000,
                      seed: int = 0, level: float = 0.95, chunk_elems: int = CHUNK_ELEMS) -> dict[str, dict]:
     """compare_attacks for one attack: {metric: summary}. scores_a, scores_b, members: lists of
-    per-target arrays [N_t] (or single arrays for one target)."""
+    per-target arrays [N] (or single arrays for one target)."""
     return compare_attacks({"": scores_a}, {"": scores_b}, members, metrics, n_boot, seed, level, chunk_elems)[""]
 
 
-def accuracy_difference(acc_a: Sequence[float], acc_b: Sequence[float], n_boot: int = 1000, seed: int = 0,
-                        level: float = 0.95) -> dict:
-    """Test accuracy of A minus B, mean over targets (model i of A vs model i of B), with a percentile
-    interval from resampling targets; ci_low/ci_high None with one target. The interval reflects
-    model-to-model variation only (the test set is fixed); with few targets (< ~10) it is rough."""
+def accuracy_difference(acc_a: Sequence[float], acc_b: Sequence[float], level: float = 0.95) -> dict:
+    """Test accuracy of A minus B, mean over targets (model i of A vs model i of B), with a paired t
+    interval over the targets (T - 1 df: exact for normal per-target differences, valid from 2 targets).
+    It covers training seeds on this test set; the test images are not resampled (only each model's
+    accuracy is saved). None with one target: one pair of models cannot separate the method from the
+    seed, and an interval over test images alone would call seed noise a method effect."""
     a, b = np.asarray(acc_a, np.float64), np.asarray(acc_b, np.float64)
     if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
         raise ValueError(f"need one accuracy per target for A and B (got {a.shape}, {b.shape})")
-    reps = resample_targets((a - b)[:, None], n_boot, _rng(seed, 2)) if len(a) > 1 else None
-    return summarize(a, b, reps, level)
+    out = summarize(a, b, None, level)
+    out["covers"] = "training seeds (this test set)"
+    if len(a) > 1:
+        out.update(t_interval(out["difference"], float(np.var(a - b, ddof=1)) / len(a), len(a) - 1, level))
+    return out
 
 
-# -- per-class AUC ----------------------------------------------------------------------------------------
+# -- multiplicity ------------------------------------------------------------------------------------------
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error at the level you compare them with, under
+    any dependence); NaN entries are not in the family and stay NaN."""
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    m = len(order)
+    out[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    return out
+
+
+def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate; valid under positive dependence,
+    as the cells of one study are: they share examples and models); NaN entries stay NaN."""
+    p = np.asarray(p, np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = false_discovery_control(p[ok], method="bh")
+    return out
+
+
+# -- per-class leakage -------------------------------------------------------------------------------------
+
+HETEROGENEITY_PERMUTATIONS = 200  # permutations of the class labels: p-values in steps of 1/201
+
 
 def per_class_auc(scores: np.ndarray, is_member: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """AUC of the attack within each class: float64 [num_classes], NaN where a class lacks members or
@@ -393,6 +464,88 @@ def per_class_auc(scores: np.ndarray, is_member: np.ndarray, labels: np.ndarray,
         if m[rows].any() and not m[rows].all():
             out[c] = weighted_metrics(s[rows], m[rows], metrics=("auc",))["auc"]
     return out
+
+
+def class_counts(is_member: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 [2, num_classes]: members and non-members of each class."""
+    m, y = np.asarray(is_member, bool), np.asarray(labels)
+    return np.stack([np.bincount(y[m], minlength=num_classes), np.bincount(y[~m], minlength=num_classes)])
+
+
+def bootstrap_classes(scores: Sequence[np.ndarray], members: Sequence[np.ndarray], labels: np.ndarray,
+                      classes: Sequence[int], n_boot: int = 1000, seed: int = 0,
+                      chunk_elems: int = CHUNK_ELEMS) -> dict[int, Replicates]:
+    """One attack's AUC within each of `classes` (each with members and non-members in every target),
+    per target, on the crossed example resamples of bootstrap_attacks restricted to the class: the
+    per-class intervals are then the same crossed intervals (`interval`)."""
+    y = np.asarray(labels)
+    rows = {c: y == c for c in classes}
+    point = {c: np.empty(len(members)) for c in classes}
+    boot = {c: np.empty((len(members), n_boot)) for c in classes}
+    for t, (s, m) in enumerate(zip(scores, members)):
+        s, m = np.asarray(s, np.float64), np.asarray(m, bool)
+        pools = {c: sort_pool(s[r], m[r]) for c, r in rows.items()}
+        for c, p in pools.items():
+            point[c][t] = pool_metrics(p, np.ones((1, p.member.sum()), np.int32),
+                                       np.ones((1, (~p.member).sum()), np.int32), ("auc",))["auc"][0]
+        start = 0
+        for w in resample_weights(len(m), n_boot, seed, chunk_elems):
+            stop = start + len(w)
+            for c, p in pools.items():
+                boot[c][t, start:stop] = resampled_metrics(p, w[:, rows[c]], ("auc",))["auc"]
+            start = stop
+    return {c: Replicates(point[c], boot[c]) for c in classes}
+
+
+def _permuted_class_aucs(scores: np.ndarray, is_member: np.ndarray, cls: np.ndarray, k: int,
+                         perms: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """AUC within each of k classes (cls in 0..k-1, every class with members and non-members) after each
+    relabelling (p_in, p_out) of the members' and non-members' classes: float64 [len(perms), k].
+    Non-members are sorted by score once; a member's within-class count of non-members below it (ties
+    half) is then a search for key class * (n_out + 1) + position among the sorted keys of the relabelled
+    non-members: O(N log N) per relabelling whatever the number of classes."""
+    s, m = np.asarray(scores, np.float64), np.asarray(is_member, bool)
+    order = np.argsort(s[~m], kind="stable")
+    s_out, c_out, c_in = s[~m][order], cls[~m][order], cls[m]
+    lo, hi = np.searchsorted(s_out, s[m], "left"), np.searchsorted(s_out, s[m], "right")
+    span = len(s_out) + 1
+    n_in, n_out = np.bincount(c_in, minlength=k), np.bincount(c_out, minlength=k)
+    out = np.empty((len(perms), k))
+    for i, (p_in, p_out) in enumerate(perms):
+        ci, co = c_in[p_in], c_out[p_out]
+        keys = np.sort(co * span + np.arange(len(co)))
+        start = np.searchsorted(keys, np.arange(k) * span)[ci]
+        below = np.searchsorted(keys, ci * span + lo) - start
+        at_or_below = np.searchsorted(keys, ci * span + hi) - start
+        out[i] = np.bincount(ci, weights=below + at_or_below, minlength=k) / (2.0 * n_in * n_out)
+    return out
+
+
+def class_heterogeneity(scores: Sequence[np.ndarray], members: Sequence[np.ndarray], labels: np.ndarray,
+                        classes: Sequence[int], n_perm: int = HETEROGENEITY_PERMUTATIONS, seed: int = 0) -> float:
+    """Permutation p-value of "the attack leaks the same in every class" over `classes` (at least 2,
+    each with members and non-members in every target). Statistic: sum_c w_c (A_c - A_w)^2, A_c the
+    class's AUC (mean over targets), w_c = n_in n_out / (n_in + n_out + 1) (the inverse of the AUC's
+    null variance up to a constant: small classes weigh less), A_w their w-weighted mean. Null
+    distribution: the class labels permuted among the members and, separately, among the non-members
+    of each target (the membership and every class's counts kept), n_perm times; exact for "the score
+    does not depend on the class given membership". p = (1 + #{Q_perm >= Q}) / (1 + n_perm)."""
+    y = np.asarray(labels)
+    keep = np.isin(y, classes)
+    remap = np.searchsorted(np.sort(classes), y[keep])
+    k, rng = len(classes), _rng(seed, 4)
+    aucs, weights = [], []
+    for s, m in zip(scores, members):
+        s, m = np.asarray(s, np.float64)[keep], np.asarray(m, bool)[keep]
+        n_in, n_out = int(m.sum()), int((~m).sum())
+        perms = [(np.arange(n_in), np.arange(n_out))] + [(rng.permutation(n_in), rng.permutation(n_out))
+                                                         for _ in range(n_perm)]
+        aucs.append(_permuted_class_aucs(s, m, remap, k, perms))
+        cnt = class_counts(m, remap, k).astype(np.float64)
+        weights.append(cnt[0] * cnt[1] / (cnt.sum(axis=0) + 1))
+    a, w = np.mean(aucs, axis=0), np.mean(weights, axis=0)  # [1 + n_perm, k], [k]
+    q = np.sum(w * (a - (a @ w / w.sum())[:, None]) ** 2, axis=1)
+    return float((1 + np.sum(q[1:] >= q[0] * (1 - 1e-12))) / (1 + n_perm))
 
 
 def auc_spread(per_class: np.ndarray) -> dict:

@@ -54,12 +54,15 @@ def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path, study=None
     return out
 
 
-def headline(df: pd.DataFrame) -> str:
-    """LiRA when it ran, else the attack with the highest mean AUC over configurations."""
-    attacks = plots.attacks_in(df, "auc")
-    if HEADLINE in attacks:
+def pick_headline(mean_auc: dict[str, float]) -> str:
+    """LiRA when it ran, else the attack with the highest mean AUC over configurations ({attack: AUC})."""
+    if HEADLINE in mean_auc:
         return HEADLINE
-    return max(attacks, key=lambda a: df[f"{a}_auc"].mean()) if attacks else ""
+    return max(mean_auc, key=mean_auc.get) if mean_auc else ""
+
+
+def headline(df: pd.DataFrame) -> str:
+    return pick_headline({a: df[f"{a}_auc"].mean() for a in plots.attacks_in(df, "auc")})
 
 
 # -- tables ---------------------------------------------------------------------------------------------
@@ -108,35 +111,66 @@ def attack_grid(attacks: pd.Series, columns: pd.Series, cells: pd.Series) -> str
     return markdown(grid.reset_index())
 
 
+def _is(v) -> bool:
+    """A flag cell: True, numpy's True or 1; False for False, NaN, None or a missing column."""
+    return v is not None and not pd.isna(v) and bool(v)
+
+
+def _flags(r) -> str:
+    """' *' below the FPR floor (not measured), ' †' coarse (fewer than 5 allowed false positives)."""
+    return " *" if _is(r.get("below_floor")) else (" †" if _is(r.get("coarse")) else "")
+
+
 def leakage_table(intervals: pd.DataFrame, metric: str) -> str:
-    """Attacks as rows, configurations as columns: value [interval]; '*' = FPR level below the floor."""
+    """Attacks as rows, configurations as columns: value [interval]; '*' below the floor, '†' coarse."""
     d = intervals[intervals["metric"] == metric]
     if d.empty:
         return ""
-    cell = d.apply(lambda r: _ci(r["value"], r["ci_low"], r["ci_high"]) + (" *" if r["below_floor"] else ""), axis=1)
+    cell = d.apply(lambda r: _ci(r["value"], r["ci_low"], r["ci_high"]) + _flags(r), axis=1)
     return attack_grid(d["attack"], plots.config_labels(d), cell)
 
 
 def _mark(r) -> str:
-    return _ci(r["difference"], r["ci_low"], r["ci_high"], signed=True) + (" **✱**" if r["excludes_zero"] else "")
+    """The difference with its raw interval, **✱** when significant after the family's correction."""
+    return (_ci(r["difference"], r["ci_low"], r["ci_high"], signed=True) + _flags(r)
+            + (" **✱**" if _is(r.get("significant")) else ""))
+
+
+def _covers(g: pd.DataFrame) -> str:
+    n = int(g["num_targets"].max())
+    return "examples only (1 target)" if n == 1 else f"examples and training seeds ({n} targets)"
 
 
 def paired_summary(paired: pd.DataFrame, attack: str) -> str:
-    """One row per pair: test accuracy and the headline attack's differences, and how many attacks'
-    AUC differences are significant, in which direction."""
+    """One row per pair: test accuracy and the headline attack's differences, what the intervals cover,
+    and how many attacks' AUC differences are significant after the correction, in which direction."""
     rows = []
     for pair, g in paired.groupby("pair", sort=False):
         def cell(a, m):
             r = g[(g["attack"] == a) & (g["metric"] == m)]
             return _mark(r.iloc[0]) if len(r) else "–"
         auc = g[g["metric"] == "auc"]
-        sig = auc[auc["excludes_zero"] == True]  # noqa: E712 (a column of bools and NaN)
+        sig = auc[auc["significant"] == True]  # noqa: E712 (a column of bools and NaN)
         up, down = sig[sig["difference"] > 0]["attack"].tolist(), sig[sig["difference"] < 0]["attack"].tolist()
-        rows.append({"pair (A - B)": pair, "Δ test acc": cell("", "test_acc"), f"Δ {attack} AUC": cell(attack, "auc"),
-                     f"Δ {attack} TPR@1%FPR": cell(attack, "tpr_at_1pct_fpr"),
-                     "attacks with significant Δ AUC": f"{len(sig)} of {len(auc)}"
+        rows.append({"pair (A - B)": pair, "intervals cover": _covers(g), "Δ test acc": cell("", "test_acc"),
+                     f"Δ {attack} AUC": cell(attack, "auc"), f"Δ {attack} TPR@1%FPR": cell(attack, "tpr_at_1pct_fpr"),
+                     "attacks with significant Δ AUC (corrected)": f"{len(sig)} of {len(auc)}"
                      + (f"; A higher: {', '.join(up)}" if up else "") + (f"; A lower: {', '.join(down)}" if down else "")})
     return markdown(pd.DataFrame(rows))
+
+
+def family_text(paired: pd.DataFrame, attack: str, level: int) -> str:
+    """Which comparisons form each family and how each is corrected: what a **✱** promises."""
+    size = paired["family"].value_counts()
+    n = {k: int(size.get(k, 0)) for k in ("headline", "accuracy", "grid")}
+    none = int((paired["family"] == "").sum())
+    return (f"**✱**: significant after correcting for the number of comparisons, at {100 - level}%: {attack} AUC over "
+            f"the {n['headline']} pair(s) and test accuracy over the {n['accuracy']} pair(s), each Holm-adjusted "
+            f"(chance of any false mark in the family at most {100 - level}%); the {n['grid']} other measured cells "
+            f"(every other attack and metric), Benjamini-Hochberg (expected share of false marks among the marked at "
+            f"most {100 - level}%). {none} cell(s) below the FPR floor (`*`) are in no family and never marked; `†`: "
+            f"coarse, fewer than 5 allowed false positives (a TPR biased upward). Intervals are raw (unadjusted); "
+            f"p-values raw and adjusted are in [{paths.PAIRED}]({paths.PAIRED}).")
 
 
 def paired_grid(paired: pd.DataFrame, metric: str) -> str:
@@ -146,15 +180,29 @@ def paired_grid(paired: pd.DataFrame, metric: str) -> str:
     return attack_grid(d["attack"], d["pair"], d.apply(_mark, axis=1))
 
 
+def _class_cell(r, k: int) -> str:
+    """'0.61 [0.52, 0.70] (48/52)': the class's AUC, interval, members/non-members; no interval unranked."""
+    return (_ci(r[f"auc_class_{k}"], r[f"ci_low_class_{k}"], r[f"ci_high_class_{k}"])
+            + f" ({int(r[f'members_class_{k}'])}/{int(r[f'nonmembers_class_{k}'])})")
+
+
 def per_class_table(per_class: pd.DataFrame, attack: str) -> str:
+    """One row per configuration: classes ranked, spread over them, the heterogeneity test and, only
+    when it rejects, the most / least exposed class with their AUC, interval and counts."""
     d = per_class[per_class["attack"] == attack]
-    cols = [c for c in d.columns if c.startswith("auc_class_")]
-    worst = d[cols].astype(float).idxmax(axis=1).str.replace("auc_class_", "", regex=False)
-    best = d[cols].astype(float).idxmin(axis=1).str.replace("auc_class_", "", regex=False)
-    t = pd.DataFrame({"configuration": d["experiment"], "min": d["auc_min"].map(_num), "max": d["auc_max"].map(_num),
-                      "range": d["auc_range"].map(_num), "std": d["auc_std"].map(_num),
-                      "most exposed class": worst, "least exposed class": best})
-    return markdown(t)
+    num_classes = len([c for c in d.columns if c.startswith("auc_class_")])
+    rows = []
+    for _, r in d.iterrows():
+        if pd.notna(r["most_exposed"]) and str(r["most_exposed"]) != "":
+            most, least = (f"{int(float(r[k]))}: {_class_cell(r, int(float(r[k])))}" for k in ("most_exposed", "least_exposed"))
+        else:
+            why = "fewer than 2 classes ranked" if r["classes_ranked"] < 2 else "no difference beyond noise"
+            most = least = f"– ({why})"
+        rows.append({"configuration": r["experiment"], "classes ranked": f"{int(r['classes_ranked'])} of {num_classes}",
+                     "min": _num(r["auc_min"]), "max": _num(r["auc_max"]), "range": _num(r["auc_range"]),
+                     "heterogeneity p (adjusted)": _num(r["heterogeneity_p_adjusted"]),
+                     "most exposed class": most, "least exposed class": least})
+    return markdown(pd.DataFrame(rows))
 
 
 # -- the page -------------------------------------------------------------------------------------------
@@ -185,6 +233,7 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
     attack = headline(df)
     n_targets = max((len(r["targets"]) for r in results), default=0)
     level = int(round(100 * (study.intervals["level"].iloc[0] if not study.intervals.empty else 0.95)))
+    min_class = study.settings.min_class_count
     n_boot = int(study.intervals["n_boot"].iloc[0]) if not study.intervals.empty else 0
 
     def fig(name: str, alt: str) -> str:
@@ -196,9 +245,11 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
          "(leave-one-out: every other model of the configuration is a shadow).", "",
          "## What was trained", "", trained_table(training), "",
          "## Leakage of each configuration", "",
-         f"Mean over the target(s), with a {level}% percentile bootstrap interval ({n_boot} resamples of the pool's "
-         "members and non-members, and of the targets when there are several). AUC 0.5 is chance. "
-         "`*`: the FPR level is below 1/#non-members, so that TPR was not measured (it is the TPR with no false positive).",
+         f"Mean over the target(s), with a {level}% interval: {n_boot} resamples of the pool's examples, shared by every "
+         "target, and with several targets their spread (a t interval; docs/attacks.md). "
+         + ("With one target it covers the examples only, not the training seed. " if n_targets == 1 else "")
+         + "AUC 0.5 is chance. `*`: the FPR level is below 1/#non-members, so that TPR was not measured (it is the TPR "
+         "with no false positive); `†`: coarse, fewer than 5 false positives allowed at that level.",
          ""]
     for metric in ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
         rows = study.intervals[study.intervals["metric"] == metric]
@@ -215,12 +266,18 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
         s += ["No pair to compare (a study needs two configurations trained on the same keep matrix).", ""]
     else:
         s += ["Model i of every configuration trained on the same examples, so each difference A - B is computed on the "
-              f"same resampled examples (and targets) for both: a paired {level}% interval. **✱**: the interval "
-              "excludes 0. Positive: A leaks more (or is more accurate).", "",
+              f"same resampled examples for both: a paired {level}% interval. Positive: A leaks more (or is more accurate). "
+              + ("With one target an interval covers the examples only: the difference also holds the two models' seeds, "
+                 "so it says nothing about the methods until several targets are evaluated (`--targets all`). "
+                 if n_targets == 1 else ""), "", family_text(study.paired, attack, level), "",
               paired_summary(study.paired, attack), "", "### Δ AUC of every attack", "", paired_grid(study.paired, "auc"), "",
               f"All metrics: [{paths.PAIRED}]({paths.PAIRED}).", ""]
     if not study.per_class.empty:
-        s += ["## Per-class leakage", "", f"{attack} AUC within each true class (mean over the targets).", "",
+        s += ["## Per-class leakage", "", f"{attack} AUC within each true class (mean over the targets). A class is ranked "
+              f"with at least {min_class} members and {min_class} non-members in every target; the most and least exposed "
+              "classes are named only when a permutation test (class labels shuffled within members and within "
+              f"non-members) finds the ranked classes differ, Holm-adjusted over the configurations, at {100 - level}%. "
+              "Cells: AUC [interval] (members/non-members).", "",
               fig("per_class_auc", "per-class AUC"), "", per_class_table(study.per_class, attack), "",
               f"Every attack: [{paths.PER_CLASS}]({paths.PER_CLASS}).", ""]
     s += ["## More figures", "", fig("heatmap_auc", "AUC heatmap"), ""]
@@ -255,6 +312,6 @@ def build_from_disk(results_dir: Path, study, commands: list[str]) -> Path:
 
 
 def summary_line(study, report: Path) -> str:
-    sig = int((study.paired["excludes_zero"] == True).sum()) if not study.paired.empty else 0  # noqa: E712
-    return (f"report: {report} ({len(study.paired)} paired difference(s), {sig} significant; "
+    sig = int((study.paired["significant"] == True).sum()) if not study.paired.empty else 0  # noqa: E712
+    return (f"report: {report} ({len(study.paired)} paired difference(s), {sig} significant after correction; "
             f"{len(study.intervals)} interval(s))")

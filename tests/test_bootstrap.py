@@ -1,6 +1,7 @@
 """mia/bootstrap.py: metrics against sklearn and compute_metrics, the bootstrap against explicit
 resampling, known answers (identical configurations, a shift with a closed-form AUC difference,
-coverage under the null), multi-target and per-class behaviour. ~5 s on a loaded 2-core CPU."""
+coverage under the null, the paired t interval), multi-target and per-class behaviour. ~5 s on a loaded
+2-core CPU. Coverage of the crossed interval, multiplicity and per-class tests: tests/test_intervals.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,11 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from mia.bootstrap import (METRICS, accuracy_difference, auc_spread, compare_attacks, paired_bootstrap, per_class_auc,
-                         resample_weights, weighted_metrics)
+from scipy.stats import ttest_rel
+
+from mia.bootstrap import (METRICS, Replicates, accuracy_difference, auc_spread, benjamini_hochberg, bootstrap_attacks,
+                           compare_attacks, difference, holm, paired_bootstrap, per_class_auc, resample_weights,
+                           weighted_metrics)
 from mia.metrics import FPR_LEVELS, compute_metrics
 
 ALL = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
@@ -82,22 +86,29 @@ def test_resample_metrics_equal_explicit_resampling():
     a, members = _case(rng, 400, ties=True)
     b = np.round(a + rng.normal(0, 0.5, len(a)), 1)
     res = paired_bootstrap(a, b, members, metrics=ALL, n_boot=7, seed=3, chunk_elems=1000)
-    w = np.concatenate(list(resample_weights(members, 7, seed=3, target=0)))
+    w = np.concatenate(list(resample_weights(len(a), 7, seed=3)))
     assert np.array_equal(w.sum(1), np.full(7, len(a)))
+    assert len({w[r, members].sum() for r in range(7)}) > 1  # not stratified: each resample has its own counts
     for r in range(7):
-        assert w[r, members].sum() == members.sum()  # stratified: class counts kept
         idx = np.repeat(np.arange(len(a)), w[r])
         ra, rb = compute_metrics(a[idx], members[idx]), compute_metrics(b[idx], members[idx])
         for k in ALL:
             assert res[k]["replicates"][r] == pytest.approx(ra[k] - rb[k], abs=1e-12), (k, r)
 
 
-def test_class_draws_are_independent():
-    """Members and non-members are drawn from separate streams: the multiplicity of the i-th member
-    says nothing about that of the i-th non-member (one shared stream would make them equal)."""
-    members = np.r_[np.ones(300, bool), np.zeros(300, bool)]
-    w = next(resample_weights(members, 200, seed=1))
-    assert abs(np.corrcoef(w[:, members].ravel(), w[:, ~members].ravel())[0, 1]) < 0.05
+def test_every_target_gets_the_same_example_resamples():
+    """Crossed: resample b of target t is resample b of the pool, whatever the target's membership;
+    with the same scores and membership for two targets, their replicates are identical, and with
+    another membership they are computed from the very same weights (checked by explicit resampling)."""
+    rng = np.random.default_rng(8)
+    a, m0 = _case(rng, 300)
+    m1 = rng.random(300) < 0.5
+    r = bootstrap_attacks({"x": [a, a, a]}, [m0, m0, m1], metrics=("auc",), n_boot=5, seed=4)["x"]["auc"]
+    assert np.array_equal(r.per_target[0], r.per_target[1])
+    w = next(resample_weights(300, 5, seed=4))
+    for b in range(5):
+        idx = np.repeat(np.arange(300), w[b])
+        assert r.per_target[2, b] == pytest.approx(roc_auc_score(m1[idx], a[idx]), abs=1e-12)
 
 
 def test_deterministic_and_independent_of_chunk_size():
@@ -161,7 +172,7 @@ def test_null_intervals_cover_zero_about_95_percent():
 
 def test_multi_target_point_is_mean_of_per_target_differences():
     rng = np.random.default_rng(6)
-    cases = [_case(rng, n, ties=bool(n % 2)) for n in (500, 700, 901)]
+    cases = [_case(rng, 700, ties=bool(t % 2)) for t in range(3)]  # one pool: every target scores the same examples
     a = [s for s, _ in cases]
     b = [s + rng.normal(0, 0.8, len(s)) for s in a]
     mem = [m for _, m in cases]
@@ -175,47 +186,56 @@ def test_multi_target_point_is_mean_of_per_target_differences():
         assert np.allclose(res["x"][k]["replicates"], -res["y"][k]["replicates"], atol=1e-12)
 
 
-def test_target_level_resampling_distribution():
+def test_targets_without_example_variation_give_the_paired_t_interval():
     """Three targets whose difference does not vary with the examples (AUC 1 vs 0, equal, 1 vs 0.5):
-    replicates are means of 3 draws from {1, 0, 0.5}; P(all three draw the 0 target) = 1/27."""
+    the shared (example) part is 0, so the interval is the paired t interval over the three per-target
+    differences (scipy's ttest_rel), not [min, max] of them as the percentile over targets gave."""
     members = np.r_[np.ones(50, bool), np.zeros(50, bool)]
     perfect, const = members.astype(float), np.zeros(100)
-    a = [perfect, perfect, perfect]
-    b = [1 - perfect, perfect, const]
-    r = paired_bootstrap(a, b, [members] * 3, metrics=("auc",), n_boot=4000)["auc"]
+    a, b = [perfect, perfect, perfect], [1 - perfect, perfect, const]
+    r = paired_bootstrap(a, b, [members] * 3, metrics=("auc",), n_boot=300)["auc"]
+    ref = ttest_rel([1.0, 1.0, 1.0], [0.0, 1.0, 0.5])
     assert r["difference"] == pytest.approx(0.5)
-    reps = r["replicates"]
-    assert np.allclose(reps * 6, np.round(reps * 6))  # multiples of 1/6
-    assert abs(reps.mean() - 0.5) < 0.02
-    assert abs(np.mean(reps == 0) - 1 / 27) < 0.012
-    assert (r["ci_low"], r["ci_high"]) == (0.0, 1.0)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)), abs=1e-12)
+    assert r["p_value"] == pytest.approx(ref.pvalue, abs=1e-12) and r["df"] == 2
+    assert r["ci_low"] < 0 < 1 < r["ci_high"] and r["covers"] == "examples and training seeds"
 
 
-def test_target_drawn_twice_gets_two_example_resamples():
-    """Target 1 has A = B (difference 0 on every resample); target 0's replicates alone are d0. With 2
-    targets, replicate b is 0, d0[b] / 2, d0[b + 1] / 2 or, when target 0 fills both slots, the mean of
-    two distinct copies (d0[b] + d0[b + 1]) / 2 (about a quarter of them), never d0[b] itself."""
-    rng = np.random.default_rng(9)
-    a0, m0 = _case(rng, 400)
-    b0 = a0 + rng.normal(0, 1, 400)
-    a1, m1 = _case(rng, 300)
-    n = 400
-    d0 = paired_bootstrap([a0], [b0], [m0], metrics=("auc",), n_boot=n, seed=2)["auc"]["replicates"]
-    reps = paired_bootstrap([a0, a1], [b0, a1], [m0, m1], metrics=("auc",), n_boot=n, seed=2)["auc"]["replicates"]
-    nxt = np.roll(d0, -1)
-    kinds = np.stack([reps == 0, np.isclose(reps, d0 / 2), np.isclose(reps, nxt / 2), np.isclose(reps, (d0 + nxt) / 2)])
-    assert kinds.any(axis=0).all()
-    assert 0.15 < kinds[3].mean() < 0.35 and 0.15 < kinds[0].mean() < 0.35
-    assert not np.isclose(reps, d0).any()
+def test_shared_example_variation_is_counted_once():
+    """Known answer of the variance: per-target replicates d[t, b] = s[b] + e[t, b] (s shared by every
+    target, e each target's own) and points p[t]: var = mean cov(d_t, d_u) over t != u + var(p) / T."""
+    rng = np.random.default_rng(10)
+    s, e = rng.normal(0, 1, 4000), rng.normal(0, 2, (4, 4000))
+    point = np.array([0.1, -0.2, 0.4, 0.3])
+    r = difference(Replicates(point, s + e), Replicates(np.zeros(4), np.zeros((4, 4000))))
+    cov = np.cov(s + e)
+    shared = (cov.sum() - np.trace(cov)) / 12
+    assert shared == pytest.approx(np.var(s, ddof=1), rel=0.05)  # the own parts do not covary
+    assert r["se"] ** 2 == pytest.approx(shared + np.var(point, ddof=1) / 4, rel=1e-12)
+    one = difference(Replicates(point[:1], (s + e)[:1]), Replicates(np.zeros(1), np.zeros((1, 4000))))
+    assert one["se"] ** 2 == pytest.approx(np.var((s + e)[0], ddof=1), rel=1e-12) and one["covers"] == "examples"
 
 
-def test_accuracy_difference():
+def test_accuracy_difference_is_the_paired_t_interval():
     one = accuracy_difference([0.9], [0.85])
     assert one["difference"] == pytest.approx(0.05) and one["ci_low"] is None and one["excludes_zero"] is None
     same = accuracy_difference([0.9, 0.8, 0.7], [0.89, 0.79, 0.69])
     assert (same["ci_low"], same["ci_high"]) == pytest.approx((0.01, 0.01))  # constant difference
-    two = accuracy_difference([1.0, 0.0], [0.0, 0.0], n_boot=2000)  # replicates in {0, .5, 1}, P(0) = 1/4
-    assert (two["difference"], two["ci_low"], two["ci_high"], two["excludes_zero"]) == (0.5, 0.0, 1.0, False)
+    assert same["excludes_zero"] and same["p_value"] == 0.0
+    a, b = [0.81, 0.84, 0.80], [0.80, 0.80, 0.81]  # the same sign twice would have been [min, max] > 0 ... not here
+    got, ref = accuracy_difference(a, b), ttest_rel(a, b)
+    assert (got["ci_low"], got["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.95)), abs=1e-12)
+    assert got["p_value"] == pytest.approx(ref.pvalue, abs=1e-12)
+    share = accuracy_difference([0.82, 0.84, 0.83], [0.80, 0.80, 0.82])  # all three positive: [min, max] excluded 0
+    assert share["ci_low"] < 0 and not share["excludes_zero"]
+
+
+def test_multiplicity_adjustments_known_answers():
+    """Holm and Benjamini-Hochberg by hand; NaN entries are outside the family."""
+    p = [0.01, 0.04, 0.03, np.nan, 0.005]
+    assert np.allclose(holm(p), [0.03, 0.06, 0.06, np.nan, 0.02], equal_nan=True)
+    assert np.allclose(benjamini_hochberg(p), [0.02, 0.04, 0.04, np.nan, 0.02], equal_nan=True)
+    assert list(holm([0.9, 0.01])) == [0.9, 0.02] and holm([0.6, 0.6]).max() == 1.0  # monotone, capped at 1
 
 
 def test_bad_input_is_refused():
@@ -228,6 +248,8 @@ def test_bad_input_is_refused():
         paired_bootstrap(np.ones(3), np.ones(3), m, metrics=("tpr_at_0.01pct_fpr",))
     with pytest.raises(ValueError, match="targets"):
         paired_bootstrap([np.ones(3)], [np.ones(3), np.ones(3)], [m])
+    with pytest.raises(ValueError, match="one pool"):
+        paired_bootstrap([np.ones(3), np.ones(4)], [np.ones(3), np.ones(4)], [m, np.r_[m, False]])
 
 
 # -- 5. per-class AUC ---------------------------------------------------------------------------------------
