@@ -390,3 +390,19 @@ def test_shadows_from_unknown_or_incompatible_is_one_line_and_keeps_the_tables(s
     code, _, err = _main(train.main, [*TINY, "--methods", "finetune", "--runs-dir", str(tmp_path / "x"),
                                       "--shadows-from", "slim_0.5"], capsys)
     assert code == 2 and "not a configuration of this study" in err and not (tmp_path / "x").exists()
+
+
+def test_the_report_pairs_fine_tuned_configurations_by_the_registry():
+    """Default pairs: every pruned configuration - dense, and at each sparsity each method - the methods its
+    registry entry names (dpf - static, finetune - static, filter pruners - finetune); with --shadows-from
+    dense the fine-tuned rows (finetune_0.7@dense) still pair with dense."""
+    from mia.compare import Evaluated, default_pairs
+
+    def ev(name, method, s):
+        return Evaluated({"experiment": name, "method": method, "sparsity": s, "dataset": "d"}, paths.Path("."))
+
+    evals = [ev("dense", "dense", 0.0), ev("static_0.7", "static", 0.7), ev("finetune_0.7", "finetune", 0.7),
+             ev("filter_l1_0.7", "filter_l1", 0.7), ev("slim_0.5@dense", "slim", 0.5)]
+    pairs = {(a.name, b.name) for a, b in default_pairs(evals)}
+    assert pairs == {("static_0.7", "dense"), ("finetune_0.7", "dense"), ("filter_l1_0.7", "dense"),
+                     ("slim_0.5@dense", "dense"), ("finetune_0.7", "static_0.7"), ("filter_l1_0.7", "finetune_0.7")}
