@@ -19,7 +19,8 @@ from mia.metrics import best_threshold, compute_metrics
 from utils.errors import UsageError
 from utils.io import save_json, save_npy, save_text
 
-METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr")
+METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr",
+           "eps_lower_bound")
 ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc")
 LONG_KEYS = ("experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value", "below_floor")
 
@@ -94,7 +95,9 @@ def target_rows(spec: str | int, sig: Signals) -> list[int]:
 
 def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
     cfg = sig.config
-    res = {"experiment": cfg.get("name") or sig.exp_dir.name, "method": cfg.get("method"),
+    # a defended configuration's method is 'dpf+ppb' (paths.method_label): its own line in every table and plot
+    res = {"experiment": cfg.get("name") or sig.exp_dir.name,
+           "method": paths.method_label(cfg.get("method"), cfg.get("defense", "none")), "defense": cfg.get("defense", "none"),
            "sparsity": cfg.get("sparsity"), "dataset": cfg.get("dataset"), "arch": arch_label(cfg),
            "exp_dir": str(sig.exp_dir), "targets": [sig.indices[r] for r in rows],
            "num_models": len(sig.indices), "num_shadows": len(sig.indices) - 1, "pool_size": len(sig.labels),

@@ -9,11 +9,14 @@ Definitions (docs/attacks.md):
   10,000 non-members.
 - `accuracy` = balanced accuracy of the rule `score >= threshold` at a threshold calibrated on
   shadows (never on the target's membership); absent when no threshold could be calibrated.
+- `eps_lower_bound`: the epsilon that rule proves (mia/epsilon.py), with the same threshold.
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from mia.epsilon import epsilon_lower_bound
 
 FPR_LEVELS = {"tpr_at_1pct_fpr": 1e-2, "tpr_at_0.1pct_fpr": 1e-3, "tpr_at_0.01pct_fpr": 1e-4}
 MIN_NONMEMBERS = {"tpr_at_0.01pct_fpr": 10_000}
@@ -82,5 +85,6 @@ def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float 
         pred = scores >= threshold
         out["accuracy"] = float(0.5 * (pred[is_member].mean() + (~pred[~is_member]).mean()))
         out["threshold"] = float(threshold)
+        out.update(epsilon_lower_bound(pred, is_member))
     out["roc"] = roc_points(fpr, tpr)
     return out

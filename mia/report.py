@@ -207,6 +207,26 @@ def per_class_table(per_class: pd.DataFrame, attack: str) -> str:
 
 # -- the page -------------------------------------------------------------------------------------------
 
+def epsilon_section(df: pd.DataFrame) -> list[str]:
+    """What the attacks prove about epsilon (mia/epsilon.py): each attack's bound per configuration, mean
+    over the targets, and the largest per configuration. Empty when the table has no bound."""
+    attacks = plots.attacks_in(df, "eps_lower_bound")
+    if not attacks:
+        return []
+    long = pd.DataFrame([(a, label, _num(v, 2)) for a in attacks
+                         for label, v in zip(plots.config_labels(df), df[f"{a}_eps_lower_bound"])],
+                        columns=["attack", "config", "cell"])
+    bounds = df[[f"{a}_eps_lower_bound" for a in attacks]].astype(float)
+    best = [f"{label} {b:.2f} ({attacks[i]})" for label, b, i in
+            zip(plots.config_labels(df), bounds.max(axis=1), bounds.fillna(-1).to_numpy().argmax(axis=1))]
+    return ["## What the attacks prove about epsilon", "",
+            "An empirical lower bound on epsilon (Jagielski et al. 2020; Nasr et al. 2021) from each attack's rule at its "
+            "shadow-calibrated threshold: max(log((TPR - delta) / FPR), log((1 - FPR - delta) / (1 - TPR))) with 95% "
+            "Clopper-Pearson bounds on TPR (lower) and FPR (upper), delta = 1/#members rounded down to a power of 10; "
+            "mean over the targets. 0: the attack proves nothing. Largest per configuration: " + "; ".join(best) + ".", "",
+            attack_grid(long["attack"], long["config"], long["cell"]), ""]
+
+
 def reproduce_commands(results: list[dict], commands: list[str], results_dir: Path) -> list[str]:
     """The command that built this report, then each configuration's training command (from its
     recorded config.json) and the evaluation and comparison commands that rebuild the rest."""
@@ -280,6 +300,7 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
               "Cells: AUC [interval] (members/non-members).", "",
               fig("per_class_auc", "per-class AUC"), "", per_class_table(study.per_class, attack), "",
               f"Every attack: [{paths.PER_CLASS}]({paths.PER_CLASS}).", ""]
+    s += epsilon_section(df)
     s += ["## More figures", "", fig("heatmap_auc", "AUC heatmap"), ""]
     rocs = [k for k in figures if k.startswith("roc_")]
     if rocs:

@@ -173,8 +173,8 @@ def test_row_builders_for_the_unified_tables(tmp_path):
     assert row["loss_auc_std"] > 0 and row["lira_tpr_at_0.1pct_fpr_below_floor"] is True
     assert row["train_acc"] == pytest.approx(np.mean([0.99 - 0.001 * i for i in range(7)]))
     long = pd.DataFrame(long_rows(res))
-    assert len(long) == 2 * 7 * 5  # attacks x targets x metrics (no 0.01% level with 150 non-members)
-    assert set(long["metric"]) == {"auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"}
+    assert len(long) == 2 * 7 * 6  # attacks x targets x metrics (no 0.01% level with 150 non-members)
+    assert set(long["metric"]) == {"auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "eps_lower_bound"}
 
 
 # -- measurements below the FPR floor, and what the ROC plot draws ---------------------------------------
