@@ -316,9 +316,9 @@ def crossed_variance(point: np.ndarray, per_target: np.ndarray) -> tuple[float, 
     the same pool examples) and its Satterthwaite degrees of freedom (docs/attacks.md, "The interval"):
       shared  = mean covariance, over pairs of distinct targets, of their replicates under the shared
                 example resamples: the example variation every target sees alike (which examples a
-                configuration finds easy), which averaging over targets does not remove; unbiased, so
-                not clipped at 0 (clipping biased it upward and, through the df, made 3-target
-                intervals too short under independent noise);
+                configuration finds easy), which averaging over targets does not remove; clipped at 0
+                (a negative estimate is noise: left in, it can cancel `between` and send the df, hence
+                the t quantile, to absurd values);
       between = sample variance of the T point values / T: training seeds, plus each target's own
                 example noise, which averaging does reduce (T - 1 degrees of freedom).
     var = shared + between estimates sigma_ex^2 / N + sigma_seed^2 / T + sigma_noise^2 / (N T), each
@@ -335,10 +335,8 @@ def crossed_variance(point: np.ndarray, per_target: np.ndarray) -> tuple[float, 
     cov = dev @ dev.T / (b - 1)
     if n_t == 1:
         return float(cov[0, 0]), float(b - 1)
-    shared = float(cov.sum() - np.trace(cov)) / (n_t * (n_t - 1))
+    shared = max(0.0, float(cov.sum() - np.trace(cov)) / (n_t * (n_t - 1)))
     between = float(np.var(point, ddof=1)) / n_t
-    if shared + between <= 0:  # a negative shared estimate larger than the spread: keep the spread alone
-        shared = 0.0
     var = shared + between
     spread = between ** 2 / (n_t - 1) + shared ** 2 / (b - 1)
     return var, (float(b - 1) if spread == 0 else var ** 2 / spread)

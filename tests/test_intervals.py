@@ -24,7 +24,7 @@ from mia import bootstrap as bs
 from mia.compare import Settings, floor_flags, mark_exposed, mark_significance, per_class_rows
 from mia.report import per_class_table
 
-N, B, SIMS = 300, 200, 2000
+N, B, SIMS = 1000, 200, 2000
 SCENARIOS = {  # standard deviations of a (examples, per configuration), b (model seed), e (model x example)
     "independent noise": (0.0, 0.0, 1.0),
     "model-level variation": (0.0, 0.1, 1.0),
