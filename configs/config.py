@@ -55,7 +55,9 @@ class ExperimentConfig:
     # --- execution -----------------------------------------------------------------------
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     workers: int = _f(0, "data-loading workers (the on-device pipeline needs none; used by the baseline benchmark)")
-    amp: bool = _f(True, "bf16 autocast on CUDA (BatchNorm stays fp32); no effect on CPU")
+    amp: bool = _f(True, "autocast the training forward where the hardware computes it natively: bf16 on CUDA from "
+                         "compute capability 8.0 and on CPUs with AMX or AVX512-BF16, fp16 on older GPUs, fp32 on "
+                         "other CPUs (BatchNorm stays fp32; evaluation on a CPU and the signals stay fp32; docs/long_runs.md)")
     channels_last: bool = _f(True, "channels_last (NHWC) memory format for the model, on CPU and CUDA")
     compile: bool = _f(False, "torch.compile the model (pays off for long runs)")
     pack: Optional[int] = _f(None, "models of a configuration trained at once as one packed network (docs/packing.md); "
@@ -64,6 +66,10 @@ class ExperimentConfig:
                                 "backward in turn, one optimizer step) | auto: grouped on CUDA and for images of at most "
                                 "16x16 pixels, sequential otherwise (docs/packing.md)")
     verbose: bool = _f(False, "print a line per training iteration")
+    checkpoint_every: Optional[int] = _f(None, "epochs between a model's resumable states (a killed run rerun with "
+                                               "--skip-existing continues from the last one; docs/long_runs.md); "
+                                               "default: after the first epoch, then as soon as writing has taken at most "
+                                               "5%% of the time since the last write; 0: never")
     # --- pruning (docs/pruning.md) ---------------------------------------------------------
     prune: bool = _f(False, "train a pruned model (needs --prune-method)")
     prune_method: Optional[str] = _f(None, "{methods} (docs/pruning.md)")
@@ -161,6 +167,8 @@ class ExperimentConfig:
         if self.mia_queries > 1 and holds_feature_vectors(self):
             raise UsageError(f"--dataset {self.dataset} holds feature vectors: one query view (a record has no pixels "
                              f"to flip or shift), so --mia-queries must be 1, got {self.mia_queries}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise UsageError(f"--checkpoint-every must be >= 0 (0: never), got {self.checkpoint_every}")
         if self.pack is not None and self.pack < 1:
             raise UsageError(f"--pack must be at least 1, got {self.pack}")
         if self.pack_mode not in PACK_MODES:
@@ -211,7 +219,7 @@ class ExperimentConfig:
 
 # Fields that may differ between runs of the same experiment (where/how it runs, not what it trains).
 NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
-                     "skip_existing", "compile", "pack", "pack_mode"}
+                     "skip_existing", "compile", "pack", "pack_mode", "checkpoint_every"}
 PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode()
 
 

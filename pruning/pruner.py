@@ -23,8 +23,8 @@ Fragile spots:
   * a skipped step (GradScaler on inf) is harmless: after_optimizer_step() re-masks unchanged weights;
   * optimizer state is keyed by parameter object, untouched here: DPF's momentum lives on the dense w
     (as in Lin et al.), static and gmp momentum at pruned positions is ignored by the re-zeroing;
-  * no mid-run resume: the pipeline resumes whole models (a partial one is retrained), so the pruner
-    keeps no restorable state; DPF's dense weights are not in the model's state_dict.
+  * DPF's dense weights are not in the model's state_dict: a resumable state (training/resume.py) saves
+    them with the masks and counters (state_dict()), beside the model's own state_dict.
 Cost per iteration: 2-3 elementwise passes over the conv weights, each one foreach call over every
 conv (a few kernel launches, not one per conv: a ResNet-20 step on a GPU is launch-bound); the global
 threshold runs only at refresh iterations, with no host sync.
@@ -198,6 +198,34 @@ class Pruner:
     def at_target(self, epoch: int) -> bool:
         """True once the schedule has reached the target sparsity by the end of `epoch` (0-based)."""
         return (epoch + 1) * self.iters_per_epoch > self.target_iter
+
+    # -- resuming inside a run (training/resume.py) ---------------------------------------------------
+    def state_dict(self) -> dict:
+        """What the pruner adds to the model's weights to continue exactly where it is, at an epoch's end
+        (end_epoch() has emptied the refresh log): masks, DPF's dense weights (None once frozen), the
+        schedule's position (the sparsity of the current masks and their pruned count) and the counters. The
+        schedule itself is a function of the iteration, which the trainer passes; the masks are named, so a
+        state from another set of prunable tensors is refused. CPU copies."""
+        cpu = lambda ts: [t.detach().to("cpu", copy=True) for t in ts]  # noqa: E731
+        return {"names": list(self.names), "masks": cpu(self.mask_list),
+                "dense": None if self.dense is None else cpu(self.dense), "frozen": self.frozen,
+                "current": self.current, "num_pruned": self.num_pruned, "total_refreshes": self.total_refreshes}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from state_dict()'s state. In place: the masks and dense weights keep their storage (a
+        pack's are slices of its packed tensors). The model's weights (w * m) are loaded by the caller."""
+        if state["names"] != self.names:
+            raise ValueError("the saved masks are not this model's prunable tensors")
+        torch._foreach_copy_(self.mask_list, [m.to(self.mask_list[0].device) for m in state["masks"]])
+        torch._foreach_copy_(self.fmask_list, self.mask_list)
+        if state["dense"] is None:
+            self.dense = None  # dropped at the freeze, as _freeze() does
+        else:
+            torch._foreach_copy_(self.dense, [d.to(self.dense[0].device) for d in state["dense"]])
+        self.frozen, self.current = state["frozen"], state["current"]
+        self.num_pruned, self.total_refreshes = state["num_pruned"], state["total_refreshes"]
+        self._log = []
 
     # -- saving ----------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -49,7 +49,7 @@ def test_no_bf16_before_compute_capability_8(monkeypatch, capsys):
     trainer._capability.cache_clear()
     assert trainer.precision(cfg, cuda) == "bf16"
     assert trainer.precision(ExperimentConfig(amp=False), cuda) == "fp32"
-    assert trainer.precision(cfg, torch.device("cpu")) == "fp32"
+    assert trainer.precision(cfg, torch.device("cpu")) == ("bf16" if trainer.cpu_bf16() else "fp32")  # tests/test_precision.py
     trainer._capability.cache_clear()  # no fake capability left for later tests
 
 

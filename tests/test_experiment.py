@@ -32,7 +32,10 @@ def test_dense_run_writes_a_self_describing_directory(tiny_cfg):
     # measurements only: the recipe is config.json's, and one reader joins them (mia/artifacts.model_record)
     assert not {"name", "method", "sparsity", "dataset", "arch", "layers", "epochs"} & set(s)
     assert len(s["history"]) == 2 and s["measured_sparsity"] == 0.0
-    assert (s["device_type"], s["precision"], s["pack_size"]) == ("cpu", "fp32", 1)  # how it was computed
+    # how it was computed: bf16 autocast on a CPU with native bf16 (training/trainer.cpu_bf16), else fp32
+    from training.trainer import cpu_bf16
+
+    assert (s["device_type"], s["precision"], s["pack_size"]) == ("cpu", "bf16" if cpu_bf16() else "fp32", 1)
     from mia.artifacts import read_model_record
 
     record = read_model_record(exp, exp)

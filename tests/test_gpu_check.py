@@ -16,7 +16,9 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     assert report["passed"] and report["checks"]["csv_complete"] and report["enforced"] == ["csv_complete", "benchmarks_ran"]
     assert [row["k"] for row in report["pack_throughput"]] == [1, 2]
     assert all(row["packed_images_per_s"] > 0 for row in report["pack_throughput"])
-    assert report["train_throughput"][0]["precision"] == "fp32"
+    from training.trainer import cpu_bf16
+
+    assert report["train_throughput"][0]["precision"] == ("bf16" if cpu_bf16() else "fp32")  # --amp on this CPU
     study = report["mini_study"]
     assert study["returncode"] == 0 and study["configurations"] == ["dense", "dpf_0.9", "static_0.9"]
     assert set(study["per_configuration"]["dense"]) >= {"lira_tpr_at_1pct_fpr", "confidence_tpr_at_1pct_fpr"}

@@ -90,6 +90,8 @@ def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarra
     outs = [paths.model_dir(exp, i) for i in indices]
     for i, out in zip(indices, outs):
         (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
+        if not cfg.skip_existing:  # a run without --skip-existing trains from the start; with it, a killed
+            (out / paths.RESUME).unlink(missing_ok=True)  # model resumes from its last state (training/resume.py)
         if i:  # the target's config.json is the experiment's
             save_json(_with_index(cfg, i).to_dict(), out / paths.CONFIG)
     trained = train_models(cfg, ds, keep, list(indices), outs)  # steps: config_steps(keep), the same for every pack
@@ -99,6 +101,7 @@ def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarra
         save_npy(keep[i], out / paths.KEEP)  # the membership this run actually used
         write_signals(model, cfg, ds, out, device, i)
         save_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n", out / paths.COMPLETE)
+        (out / paths.RESUME).unlink(missing_ok=True)  # complete: nothing left to resume
         summaries.append(summary)
     return summaries
 

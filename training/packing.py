@@ -57,15 +57,24 @@ def _packed_module(m: nn.Module, k: int) -> nn.Module | None:
     return None
 
 
+def _slices(packed: torch.Tensor, k: int, stacked: bool) -> list[torch.Tensor]:
+    """The K models' views of a packed tensor: stacked (PackedLinear), else concatenated along dim 0."""
+    if stacked:
+        return [packed[i] for i in range(k)]
+    n = packed.shape[0] // k
+    return [packed[i * n:(i + 1) * n] for i in range(k)]
+
+
+def model_slices(net: nn.Module, name: str, tensor: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """The K models' views of `tensor`, shaped like the packed network's parameter `name` (its gradient, its
+    optimizer state): model i's part of it is what pack_models made model i's parameter of that name."""
+    return _slices(tensor, k, isinstance(net.get_submodule(name.rpartition(".")[0]), PackedLinear))
+
+
 @torch.no_grad()
 def _tie(packed: torch.Tensor, singles: list[torch.Tensor], stacked: bool) -> list[torch.Tensor]:
     """Copy the singles into `packed` (concatenated along dim 0, or stacked) and return their slices."""
-    k = len(singles)
-    if stacked:
-        views = [packed[i] for i in range(k)]
-    else:
-        n = packed.shape[0] // k
-        views = [packed[i * n:(i + 1) * n] for i in range(k)]
+    views = _slices(packed, len(singles), stacked)
     for v, s in zip(views, singles):
         v.copy_(s)
     return views

@@ -3,9 +3,10 @@ model alone, or K models of a configuration at once (training/packing.py, docs/p
 network ("grouped") or each model's forward and backward in turn with one optimizer step ("sequential"),
 with one loop for all.
 
-The loop is the same on CPU and CUDA; CUDA adds autocast (bf16 from compute capability 8.0, where it is
-native; fp16 with a GradScaler before, where bf16 would be emulated, slowly; BatchNorm stays fp32 under
-autocast) and cudnn.benchmark (shapes are fixed); channels_last is used on both. Checkpoints hold CPU
+The loop is the same on CPU and CUDA. The training forward autocasts where the hardware computes the
+narrower type natively: bf16 on CUDA from compute capability 8.0 and on CPUs with AMX or AVX512-BF16; fp16
+with a GradScaler on older GPUs, where bf16 would be emulated, slowly; fp32 on other CPUs (BatchNorm stays
+fp32 under autocast). CUDA adds cudnn.benchmark (shapes are fixed); channels_last is used on both. Checkpoints hold CPU
 tensors, so CPU-only machines load them. Checkpoint selection uses a validation slice of the *test*
 split, never the pool, and only epochs at which a pruned model has reached its target sparsity.
 """
@@ -29,6 +30,7 @@ from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
 from defenses import build_loss
 from pruning import measure_sparsity
+from training import resume
 from training.packing import PackedPruning, pack_mode, pack_models, unpack
 from utils.device import keep_freed_cpu_memory, resolve_device
 from utils.errors import UsageError
@@ -40,13 +42,18 @@ def model_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def precision(cfg: ExperimentConfig, device: torch.device) -> str:
-    """What the training forward runs in: 'bf16' (autocast, CUDA from compute capability 8.0), 'fp16'
-    (autocast + GradScaler, CUDA before 8.0: bf16 is emulated there, correct but slow) or 'fp32'
-    (CPU, or --no-amp). Recorded in each model's summary."""
-    if device.type != "cuda" or not cfg.amp:
+def precision(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """What the training forward runs in: 'bf16' (autocast: CUDA from compute capability 8.0, or a CPU that
+    computes bf16 natively, cpu_bf16()), 'fp16' (autocast + GradScaler, CUDA before 8.0: bf16 is emulated
+    there, correct but slow), 'fp32' (a CPU without native bf16, where autocast would only add casts, or
+    --no-amp) or 'fp64' (a float64 model, the reference tests: never autocast). Recorded in each summary."""
+    if dtype == torch.float64:
+        return "fp64"
+    if not cfg.amp:
         return "fp32"
-    return "bf16" if _capability(device) >= (8, 0) else "fp16"
+    if device.type == "cuda":
+        return "bf16" if _capability(device) >= (8, 0) else "fp16"
+    return "bf16" if device.type == "cpu" and cpu_bf16() else "fp32"
 
 
 @functools.lru_cache(maxsize=None)
@@ -54,26 +61,67 @@ def _capability(device: torch.device) -> tuple[int, int]:
     return torch.cuda.get_device_capability(device)  # asked once per device, not at every step
 
 
+# A CPU's native bf16 instructions, by the flag that names them (the first one present is stated).
+_CPU_BF16 = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_bf16() -> str | None:
+    """This CPU's native bf16 arithmetic, asked once: 'AMX' (Intel Xeon from Sapphire Rapids), 'AVX512-BF16'
+    (Intel Cooper Lake, AMD Zen 4 and later) or None (bf16 would be emulated, slower than fp32)."""
+    flags = _cpu_flags()
+    return next((name for flag, name in _CPU_BF16.items() if flag in flags), None)
+
+
+def _cpu_flags() -> set[str]:
+    """torch's own query (torch.cpu.get_capabilities, from its cpuinfo library: every OS) where this torch
+    has it, else the flags of Linux's /proc/cpuinfo; none known: no flags."""
+    query = getattr(torch.cpu, "get_capabilities", None)
+    if query is not None:
+        return {flag for flag, present in query().items() if present is True}
+    try:
+        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+        return set(line.split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return set()
+
+
 _SAID = set()
 
 
-def say_precision(cfg: ExperimentConfig, device: torch.device) -> str:
-    """precision(), with one line the first time a GPU without native bf16 falls back to fp16."""
-    p = precision(cfg, device)
-    if p == "fp16" and device not in _SAID:
+def say_precision(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """precision(), with one line the first time --amp meets a device whose answer depends on its hardware:
+    a CPU (bf16 autocast, or fp32 and why) and a GPU without native bf16 (fp16)."""
+    p = precision(cfg, device, dtype)
+    line = _precision_line(p, device) if cfg.amp and p != "fp64" else None
+    if line and device not in _SAID:
         _SAID.add(device)
-        major, minor = _capability(device)
-        tqdm.write(f"note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native "
-                   f"bf16: training with fp16 autocast and a GradScaler instead (--no-amp: fp32)")
+        tqdm.write(line)
     return p
 
 
-def autocast(cfg: ExperimentConfig, device: torch.device):
-    """Autocast on CUDA only (bf16, or fp16 before compute capability 8.0): the CPU path runs the same code in fp32."""
-    p = precision(cfg, device)
-    if p == "fp32":
+def _precision_line(p: str, device: torch.device) -> str | None:
+    if device.type == "cpu":
+        if p == "bf16":
+            return f"precision: bf16 autocast (this CPU computes bf16 natively: {cpu_bf16()}; --no-amp: fp32)"
+        return "precision: fp32 (this CPU has no native bf16, neither AMX nor AVX512-BF16: --amp changes nothing here)"
+    if p == "fp16":
+        major, minor = _capability(device)
+        return (f"note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native "
+                f"bf16: training with fp16 autocast and a GradScaler instead (--no-amp: fp32)")
+    return None
+
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32):
+    """The training forward's autocast where precision() says bf16 or fp16 (BatchNorm stays fp32 under it);
+    none in fp32 and fp64."""
+    p = precision(cfg, device, dtype)
+    if p not in _AUTOCAST_DTYPES:
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[p])
 
 
 def grad_scaler(cfg: ExperimentConfig, device: torch.device):
@@ -113,8 +161,11 @@ def evaluate(model, data: DeviceData, cfg: ExperimentConfig, device) -> tuple[fl
     model.eval()
     loss_sum, correct = 0.0, 0
     dtype = _dtype(model)
+    # A CPU evaluates in fp32 even where it trains in bf16: validation (which selects the checkpoint) and test
+    # accuracy are measured as they always were there (about 3% of a CIFAR epoch); CUDA autocasts, as it did.
+    cast = autocast(cfg, device, dtype) if device.type == "cuda" else contextlib.nullcontext()
     for xb, yb in data.batches(max(cfg.batch_size, 512), gen=None, train=False):
-        with autocast(cfg, device):
+        with cast:
             out = model(xb.to(dtype)).float()
         loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
         correct += (out.argmax(1) == yb).sum().item()
@@ -206,7 +257,7 @@ class Trainer:
         self.cfg, self.ds, self.indices = cfg, ds, indices
         self.device = resolve_device(cfg.device)
         configure_backends(self.device)
-        self.precision = say_precision(cfg, self.device)
+        self.precision = say_precision(cfg, self.device, dtype or torch.float32)
         self.batch, self.iters = steps or config_steps(keep, cfg.batch_size)
         self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype) for i in indices]
         val_idx, test_idx = split_test(ds, cfg.val_fraction)  # one validation and test set for the pack
@@ -252,7 +303,7 @@ class Trainer:
         # one network: all its models at once; sequential: model j's images [B, C, H, W] and labels [B, 1]
         batches = [(xb, yb)] if len(self.nets) == 1 else zip(xb, yb.T[:, :, None])
         for net, (x, y) in zip(self.step_models, batches):
-            with autocast(self.cfg, self.device):
+            with autocast(self.cfg, self.device, dtype):
                 out = net(x.to(dtype)).view(len(y), -1, self.ds.num_classes)  # [B, models of this net, classes]
                 logits = out.to(torch.promote_types(out.dtype, torch.float32))  # bf16/fp16 -> fp32
                 loss = self.loss(logits, y, epoch)  # [models of this net]
@@ -290,11 +341,14 @@ class Trainer:
                            f"loss {' '.join(f'{v:.4f}' for v in losses.tolist())}")
         return (loss_sum / max(seen, 1)).tolist(), (correct.double() / max(seen, 1)).tolist(), seen
 
-    def fit(self) -> dict:
+    def fit(self, start: int = 0, after_epoch=None) -> list[dict]:
+        """Train every model from epoch `start` (the epochs a resumed run's state covers: training/resume.py
+        restored it) to cfg.epochs; after_epoch(epochs_done), when given, runs at each epoch's end (the
+        resumable state is written there). Per model: history, best and last snapshots, timings."""
         cfg = self.cfg
         t0, train_time, images = time.time(), 0.0, 0
         who = f"#{self.indices[0]}" if len(self.indices) == 1 else f"#{','.join(map(str, self.indices))} packed"
-        for epoch in range(cfg.epochs):
+        for epoch in range(start, cfg.epochs):
             lr = self.opt.param_groups[0]["lr"]
             with tqdm(total=self.iters, desc=f"[{cfg.name} {who}] epoch {epoch + 1}/{cfg.epochs}",
                       leave=False, disable=None, dynamic_ncols=True) as bar:
@@ -315,6 +369,8 @@ class Trainer:
                 key = (val_acc, -val_loss)
                 if eligible and (m.best_key is None or key > m.best_key):
                     m.best_key, m.best = key, m.snapshot(epoch + 1)
+            if after_epoch:
+                after_epoch(epoch + 1)
         results = []
         for m in self.members:
             last = m.snapshot(cfg.epochs)
@@ -341,7 +397,8 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
     tr = Trainer(cfg, ds, keep, indices, steps)
     for m in tr.members:  # each checkpoint's config names its model
         m.cfg = dataclasses.replace(cfg, model_index=m.index)
-    results = tr.fit()
+    # a killed run's models continue from their resumable states (run_pack removed them unless --skip-existing)
+    results = tr.fit(resume.restore(tr, out_dirs), resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every))
     out = []
     for m, res, out_dir in zip(tr.members, results, out_dirs):
         out.append(_write_model(tr, m, res, Path(out_dir)))
