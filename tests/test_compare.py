@@ -191,3 +191,37 @@ def test_heatmap_labels_never_overlap(tmp_path, n_configs):
         assert len(boxes) in (len(ATTACKS), n_configs)
         assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     plt.close(fig)
+
+
+def test_paired_rows_carry_flags_families_and_corrected_marks(copies):
+    """Every paired row has its raw p-value beside its family's adjusted one; the 0.1% level (~200
+    non-members) is below the floor, in no family and never significant; 1% FPR with ~200 non-members
+    allows 2 false positives: coarse; identical configurations: nothing significant; 5 targets: the
+    intervals cover examples and training seeds. Per class: counts, ranked classes, no class named."""
+    paired = pd.read_csv(copies / "results" / paths.PAIRED, keep_default_na=False, na_values=[""])
+    floor = paired["metric"] == "tpr_at_0.1pct_fpr"
+    assert paired.loc[floor, "below_floor"].all() and paired.loc[floor, "family"].isna().all()
+    assert paired.loc[paired["metric"] == "tpr_at_1pct_fpr", "coarse"].all() and not paired.loc[floor, "coarse"].any()
+    assert set(paired.loc[~floor, "family"]) == {"headline", "grid", "accuracy"}
+    assert (paired.loc[~floor, "p_adjusted"] >= paired.loc[~floor, "p_value"]).all()
+    assert not paired["significant"].any() and (paired["covers"].str.startswith("examples and training seeds")
+                                                 | (paired["metric"] == "test_acc")).all()
+    pc = pd.read_csv(copies / "results" / paths.PER_CLASS)
+    assert (pc["classes_ranked"] == 4).all() and pc["most_exposed"].isna().all()  # the same model twice: no signal
+    assert (pc[[f"members_class_{c}" for c in range(4)]].to_numpy() >= 10).all()
+    assert ((pc["ci_low_class_0"] <= pc["auc_class_0"]) & (pc["auc_class_0"] <= pc["ci_high_class_0"])).all()
+
+
+def test_one_target_report_says_examples_only(tmp_path):
+    """With one target the paired table says its intervals cover examples only; test accuracy has no
+    interval."""
+    runs = tmp_path / "runs"
+    write_experiment(runs, small(0))
+    write_experiment(runs, small(0, gap=1.0), method="static", sparsity=0.9)
+    evaluate(runs, tmp_path / "results", targets="0")
+    text = (tmp_path / "results" / paths.REPORT).read_text()
+    assert "examples only (1 target)" in text and "covers the examples only" in text
+    paired = pd.read_csv(tmp_path / "results" / paths.PAIRED)
+    acc = paired[paired["metric"] == "test_acc"].iloc[0]
+    assert np.isnan(acc["ci_low"]) and acc["family"] != "accuracy" and not acc["significant"]
+    assert (paired.loc[paired["metric"] != "test_acc", "covers"] == "examples").all()
