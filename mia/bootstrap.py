@@ -368,7 +368,7 @@ def summarize(a: np.ndarray, b: np.ndarray | None, per_target: np.ndarray | None
            "num_targets": len(a), "covers": COVERS[len(a) > 1], **t_interval(diff, float("nan"), 0, level)}
     if per_target is not None:
         out.update(t_interval(diff, *crossed_variance(point, per_target), level),
-                   n_boot=per_target.shape[1], replicates=np.nanmean(per_target, axis=0))
+                   n_boot=per_target.shape[1], replicates=per_target.mean(axis=0))
     return out
 
 

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""The A/A check of the report's significance marks on real models (issue 25): the quick preset trained
+twice with different training seeds (--seed) and the same keep matrix (--mia-seed 0), so every
+configuration of run 1 is compared with the same configuration of run 2 (dense - dense, ...): every
+true difference is 0. Each repeat counts the cells mia/compare.py would mark significant after its
+correction (mark_significance) and, for contrast, the raw ones (interval excluding 0). The promise: no
+corrected-significant cell in at least 95% of the repeats.
+
+  python benchmarks/aa_check.py --repeats 20 --out /tmp/aa     # 40 quick presets: ~1 h on 2 idle cores
+  python benchmarks/aa_check.py --repeats 1 --out /tmp/aa      # one repeat, ~4 min
+
+Runs already trained under --out are reused (train.py --skip-existing).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from benchmarks.common import machine
+from configs import paths
+from mia import bootstrap as bs
+from mia.compare import Settings, floor_flags, headline_attack, load_evaluations, mark_significance
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(out: Path, seed: int) -> Path:
+    """The quick preset with training seed `seed` (keep matrix of --mia-seed 0): its results directory."""
+    res = out / f"seed{seed}" / "results"
+    if not (paths.mia_results_dir(res, "unified") / f"{paths.COMPREHENSIVE}.csv").exists():
+        subprocess.run([sys.executable, str(ROOT / "train.py"), "--preset", "quick", "--seed", str(seed),
+                        "--mia-seed", "0", "--runs-dir", str(out / f"seed{seed}" / "runs"), "--results-dir", str(res),
+                        "--summary-dir", str(out / f"seed{seed}"), "--skip-existing"], check=True, cwd=ROOT)
+    return res
+
+
+def aa_rows(res1: Path, res2: Path, st: Settings) -> pd.DataFrame:
+    """Each configuration of run 1 minus the same configuration of run 2: every attack and metric, with
+    the corrected marks of mia/compare.py."""
+    e1, e2 = (load_evaluations(paths.mia_results_dir(r, "unified")) for r in (res1, res2))
+    rows, intervals = [], []
+    for a in e1:
+        b = next(e for e in e2 if e.key == a.key)
+        members = a.members()
+        ra, rb = (bs.bootstrap_attacks({k: e.scores(k) for k in a.attacks}, members, bs.METRICS, st.n_boot, st.seed)
+                  for e in (a, b))
+        for attack in ra:
+            for metric in bs.METRICS:
+                s = bs.difference(ra[attack][metric], rb[attack][metric], st.level)
+                rows.append({"pair": f"{a.name} (seed 1 - seed 2)", "attack": attack, "metric": metric,
+                             "difference": s["difference"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
+                             "p_value": s["p_value"], "excludes_zero": s["excludes_zero"], **floor_flags(metric, members)})
+                intervals.append({"attack": attack, "metric": metric, "value": bs.interval(ra[attack][metric])["difference"]})
+        s = bs.accuracy_difference([a.test_acc(t) for t in a.targets], [b.test_acc(t) for t in b.targets], st.level)
+        rows.append({"pair": f"{a.name} (seed 1 - seed 2)", "attack": "", "metric": "test_acc", "below_floor": False,
+                     "coarse": False, **{k: s[k] for k in ("difference", "ci_low", "ci_high", "p_value", "excludes_zero")}})
+    d = pd.DataFrame(rows)
+    return mark_significance(d, headline_attack(pd.DataFrame(intervals)), st.level)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--out", default="aa_check", help="where the runs and results go")
+    args = p.parse_args()
+    out = Path(args.out)
+    print(machine())
+    clean = 0
+    for r in range(args.repeats):
+        d = aa_rows(train(out, 2 * r + 1), train(out, 2 * r + 2), Settings())
+        measured = d[~d["below_floor"]]
+        clean += not d["significant"].any()
+        print(f"repeat {r}: {int(d['significant'].sum())} corrected-significant of {len(measured)} measured cells, "
+              f"{int(measured['excludes_zero'].sum())} raw", flush=True)
+    print(f"no corrected-significant cell in {clean} of {args.repeats} repeats (promise: >= 95%)")
+
+
+if __name__ == "__main__":
+    main()
