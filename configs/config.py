@@ -93,6 +93,9 @@ class ExperimentConfig:
     relaxloss_alpha: Optional[float] = _f(None, "relaxloss: target loss level alpha, > 0 (default with --defense relaxloss: {relaxloss_alpha}, the authors' CIFAR-10 ResNet-20 value)")
     relaxloss_upper: Optional[float] = _f(None, "relaxloss: cap on the true-class probability of the flattened soft labels, in (0, 1] (default with --defense relaxloss: {relaxloss_upper})")
     label_smoothing_eps: Optional[float] = _f(None, "label_smoothing: weight of the uniform distribution in the labels, in [0, 1) (default with --defense label_smoothing: {label_smoothing_eps})")
+    dp_noise: Optional[float] = _f(None, "dp: noise multiplier sigma (Gaussian noise of std sigma x --dp-clip on the summed clipped gradients), >= 0 (default with --defense dp: {dp_noise})")
+    dp_clip: Optional[float] = _f(None, "dp: per-example gradient norm bound C, > 0 (default with --defense dp: {dp_clip})")
+    dp_delta: Optional[float] = _f(None, "dp: delta of the reported epsilon, in (0, 1) (default: 1 / training-set size rounded down to a power of 10)")
 
     # ----------------------------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+from defenses import dp
 from defenses.base import DefenseSpec, Param, undefended
 from defenses.label_smoothing import label_smoothing_loss
 from defenses.ppb import ppb_loss
@@ -32,6 +33,13 @@ DEFENSES: dict[str, DefenseSpec] = {
     "label_smoothing": DefenseSpec(label_smoothing_loss, "cross-entropy against labels smoothed towards uniform",
                                    "Szegedy et al., CVPR 2016 (a RelaxLoss baseline)",
                                    (Param("label_smoothing_eps", 0.1, lambda v: 0 <= v < 1, "in [0, 1)"),)),
+    "dp": DefenseSpec(undefended, "DP-SGD: per-example clipping and Gaussian noise, epsilon from the RDP accountant; "
+                                  "BatchNorm replaced by GroupNorm", "Abadi et al., CCS 2016; pytorch/opacus",
+                      (Param("dp_noise", 1.0, lambda v: v >= 0, ">= 0", to_loss=False),
+                       Param("dp_clip", 1.0, lambda v: v > 0, "> 0", to_loss=False),
+                       Param("dp_delta", None, lambda v: 0 < v < 1, "in (0, 1)", to_loss=False)),
+                      check=lambda cfg: dp.require_opacus(), model=dp.private_model, loop=dp.make_private,
+                      summary=dp.record, per_example=True),
 }
 
 
@@ -56,7 +64,8 @@ def with_defaults(cfg):
     spec = DEFENSES.get(cfg.defense)
     if spec is None:  # named by check_defense()
         return cfg
-    return dataclasses.replace(cfg, **{p.field: p.default for p in spec.params if getattr(cfg, p.field) is None})
+    fixed = {"pack": cfg.pack or 1, "amp": False, "channels_last": False} if spec.per_example else {}
+    return dataclasses.replace(cfg, **{p.field: p.default for p in spec.params if getattr(cfg, p.field) is None}, **fixed)
 
 
 def check_defense(cfg) -> None:
@@ -70,13 +79,39 @@ def check_defense(cfg) -> None:
                 raise UsageError(f"{_flag(p.field)} applies to --defense {name} only, not --defense {cfg.defense}")
             if name == cfg.defense and v is not None and not p.valid(v):
                 raise UsageError(f"{_flag(p.field)} must be {p.rule}, got {v}")
+    spec = DEFENSES[cfg.defense]
+    if spec.per_example and cfg.pack not in (None, 1):
+        raise UsageError(f"--defense {cfg.defense} trains one model at a time: --pack must be 1, got {cfg.pack}")
+    if spec.check:
+        spec.check(cfg)
 
 
 def build_loss(cfg):
     """The training loss of cfg's defense: (logits [B, K, C], labels [B, K], epoch) -> loss per model [K]."""
     cfg = with_defaults(cfg)
     spec = DEFENSES[cfg.defense]
-    return functools.partial(spec.loss, **{_arg(cfg.defense, p): getattr(cfg, p.field) for p in spec.params})
+    return functools.partial(spec.loss, **{_arg(cfg.defense, p): getattr(cfg, p.field) for p in spec.params if p.to_loss})
 
 
-__all__ = ["DEFENSES", "NONE", "DefenseSpec", "Param", "build_loss", "check_defense", "param_fields", "with_defaults"]
+def defended_model(cfg, model):
+    """The model cfg's defense trains (and load_model rebuilds): the model itself, or dp's GroupNorm version.
+    A config recorded before defenses existed reads as undefended (ExperimentConfig.from_dict)."""
+    spec = DEFENSES[cfg.defense]
+    return spec.model(model) if spec.model else model
+
+
+def prepare_loop(trainer) -> None:
+    """Let cfg's defense change the training step (dp: DP-SGD); nothing for a loss-only defense."""
+    spec = DEFENSES[trainer.cfg.defense]
+    if spec.loop:
+        spec.loop(trainer)
+
+
+def defense_summary(cfg, num_train: int, batch: int, iters: int) -> dict:
+    """Fields the defense adds to each model's summary (dp: epsilon at delta); cfg is the loop's config."""
+    spec = DEFENSES[cfg.defense]
+    return spec.summary(cfg, num_train, batch, iters, cfg.epochs) if spec.summary else {}
+
+
+__all__ = ["DEFENSES", "NONE", "DefenseSpec", "Param", "build_loss", "check_defense", "defended_model", "defense_summary",
+           "param_fields", "prepare_loop", "with_defaults"]

@@ -19,9 +19,10 @@ class Param:
     """One parameter of a defense: an ExperimentConfig field named `<defense>_<name>`, left None unless the
     defense is asked for (a parameter given without its defense is refused: configs/config.py)."""
     field: str
-    default: float
+    default: float | None  # None: derived where it is used (dp_delta: from the training-set size)
     valid: Callable[[float], bool]
     rule: str  # what `valid` accepts, for the one-line message ("> 0", "in [0, 1)")
+    to_loss: bool = True  # passed to the loss function (dp's parameters act on the optimizer step instead)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,14 @@ class DefenseSpec:
     description: str
     source: str = ""                   # paper and public code it follows (docs/defenses.md)
     params: tuple[Param, ...] = ()
+    # A defense that changes more than the loss (dp) says so with these hooks; None: not used.
+    check: Callable | None = None      # (cfg) -> None, raises UsageError (e.g. a missing package)
+    model: Callable | None = None      # (model) -> the model it trains (dp: BatchNorm -> GroupNorm)
+    loop: Callable | None = None       # (trainer) -> None: changes the training step (dp: DP-SGD)
+    summary: Callable | None = None    # (cfg, num_train, batch, iters, epochs) -> fields of each model's summary
+    per_example: bool = False          # per-example gradients: one model at a time (--pack 1), in fp32 (no
+                                       # autocast: the clip bound needs each example's exact norm), contiguous
+                                       # (Opacus's per-example conv gradients are wrong for channels_last inputs)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, **kw) -> torch.Tensor:

@@ -103,7 +103,7 @@ def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
            "num_models": len(sig.indices), "num_shadows": len(sig.indices) - 1, "pool_size": len(sig.labels),
            "num_queries": sig.logits.shape[2], "num_classes": sig.logits.shape[3], "settings": st.to_dict()}
     res["model_test_acc"] = {str(sig.indices[r]): sig.summaries[sig.indices[r]].get("test_acc") for r in rows}
-    for key in ("train_acc", "test_acc", "measured_sparsity"):
+    for key in ("train_acc", "test_acc", "measured_sparsity", "dp_epsilon"):  # dp_epsilon: a DP model's accountant
         vals = [sig.summaries[sig.indices[r]].get(key) for r in rows]
         vals = [v for v in vals if isinstance(v, (int, float))]
         res[key] = float(np.mean(vals)) if vals else None
@@ -208,7 +208,7 @@ def wide_row(res: dict) -> dict:
                     row[f"{name}_{m}_std"] = a["std"][m]
                 if (flag := below_floor(a, m)) is not None:
                     row[f"{name}_{m}_below_floor"] = flag
-    row.update(measured_sparsity=res.get("measured_sparsity"), num_shadows=res.get("num_shadows"),
+    row.update(measured_sparsity=res.get("measured_sparsity"), dp_epsilon=res.get("dp_epsilon"), num_shadows=res.get("num_shadows"),
                num_targets=len(res["targets"]))
     return row
 

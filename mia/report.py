@@ -217,13 +217,17 @@ def epsilon_section(df: pd.DataFrame) -> list[str]:
                          for label, v in zip(plots.config_labels(df), df[f"{a}_eps_lower_bound"])],
                         columns=["attack", "config", "cell"])
     bounds = df[[f"{a}_eps_lower_bound" for a in attacks]].astype(float)
+    dp = df["dp_epsilon"].astype(float) if "dp_epsilon" in df else pd.Series(np.nan, index=df.index)
+    accountant = [f"{label} {e:.2f}" for label, e in zip(plots.config_labels(df), dp) if np.isfinite(e)]
     best = [f"{label} {b:.2f} ({attacks[i]})" for label, b, i in
             zip(plots.config_labels(df), bounds.max(axis=1), bounds.fillna(-1).to_numpy().argmax(axis=1))]
     return ["## What the attacks prove about epsilon", "",
             "An empirical lower bound on epsilon (Jagielski et al. 2020; Nasr et al. 2021) from each attack's rule at its "
             "shadow-calibrated threshold: max(log((TPR - delta) / FPR), log((1 - FPR - delta) / (1 - TPR))) with 95% "
             "Clopper-Pearson bounds on TPR (lower) and FPR (upper), delta = 1/#members rounded down to a power of 10; "
-            "mean over the targets. 0: the attack proves nothing. Largest per configuration: " + "; ".join(best) + ".", "",
+            "mean over the targets. 0: the attack proves nothing. Largest per configuration: " + "; ".join(best) + "."
+            + (" The DP models' accountant epsilon (an upper bound, at their delta): " + "; ".join(accountant) + "."
+               if accountant else ""), "",
             attack_grid(long["attack"], long["config"], long["cell"]), ""]
 
 

@@ -106,7 +106,7 @@ def test_defaults_fill_only_the_chosen_defense():
 
 
 @pytest.mark.parametrize("kw, message", [
-    (dict(defense="dp2"), "unknown --defense 'dp2'; valid: none, ppb, relaxloss, label_smoothing"),
+    (dict(defense="dp2"), "unknown --defense 'dp2'; valid: none, ppb, relaxloss, label_smoothing, dp"),
     (dict(defense="ppb", ppb_weight=-1.0), "--ppb-weight must be >= 0, got -1.0"),
     (dict(defense="relaxloss", relaxloss_alpha=0.0), "--relaxloss-alpha must be > 0, got 0.0"),
     (dict(defense="relaxloss", relaxloss_upper=1.5), "--relaxloss-upper must be in (0, 1], got 1.5"),
@@ -187,7 +187,8 @@ def test_a_static_model_keeps_its_exact_mask_under_every_defense(defense, one_th
     ds = load_dataset(cfg)
     keep = np.zeros((2, 64), bool)
     keep[0, :32], keep[1, 32:] = True, True
-    tr = Trainer(cfg, ds, keep, [0, 1])  # two models packed as one network: the [B, K, C] path
+    # two models packed as one network (the [B, K, C] path), or one for a defense that trains one at a time (dp)
+    tr = Trainer(cfg, ds, keep, [0] if DEFENSES[defense].per_example else [0, 1])
     masks = [{k: v.clone() for k, v in m.pruner.masks.items()} for m in tr.members]
     results = tr.fit()
     for m, mask, res in zip(tr.members, masks, results):

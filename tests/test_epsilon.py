@@ -75,4 +75,7 @@ def test_the_report_gives_each_attacks_bound_and_the_largest_per_configuration()
     text = "\n".join(epsilon_section(df))
     assert "Largest per configuration: dense 1.23 (lira); dense+ppb 0.25 (loss)." in text
     assert "| attack | dense | dense+ppb |" in text and "| lira | 1.23 | 0.00 |" in text
+    assert "accountant" not in text
+    df["dp_epsilon"] = [np.nan, 7.891]  # a DP model: its accountant's epsilon beside what the attacks prove
+    assert "The DP models' accountant epsilon (an upper bound, at their delta): dense+ppb 7.89." in "\n".join(epsilon_section(df))
     assert epsilon_section(df.drop(columns=["lira_eps_lower_bound", "loss_eps_lower_bound"])) == []

@@ -28,7 +28,7 @@ from configs import paths
 from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
-from defenses import build_loss
+from defenses import build_loss, defended_model, defense_summary, prepare_loop
 from pruning import measure_sparsity
 from training import resume
 from training.packing import PackedPruning, pack_mode, pack_models, unpack
@@ -145,7 +145,7 @@ def to_cpu(state: dict) -> dict:
 
 
 def build_for(cfg: ExperimentConfig, ds: ArrayDataset, device: torch.device) -> torch.nn.Module:
-    model = build_model(cfg.arch, cfg.layers, cfg.width_factor, ds.num_classes, ds.in_channels).to(device)
+    model = defended_model(cfg, build_model(cfg.arch, cfg.layers, cfg.width_factor, ds.num_classes, ds.in_channels)).to(device)
     if cfg.channels_last:  # NHWC convolutions: faster with cuDNN and with oneDNN on CPU (~1.5x for ResNet-20)
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -281,6 +281,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=cfg.milestones, gamma=cfg.gamma)
         self.scaler = grad_scaler(cfg, self.device)
         self.loss = build_loss(cfg)  # the defense's training loss (defenses/): mean cross-entropy undefended
+        prepare_loop(self)  # a defense that changes the step itself (dp: per-example clipping and noise)
 
     # one model (benchmarks, the pack of one)
     @property
@@ -429,6 +430,7 @@ def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path):
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
         "torch_version": torch.__version__,
         "measured_sparsity": sparsity.pop("sparsity"), **sparsity,  # over the prunable set, then all params, per layer
+        **defense_summary(tr.cfg, len(m.train), tr.batch, tr.iters),  # dp: epsilon at delta, GroupNorm
         "history": res["history"],
     }
     save_json(summary, out_dir / paths.SUMMARY)
@@ -442,7 +444,7 @@ def load_model(checkpoint_path: str | Path, device="cpu") -> tuple[torch.nn.Modu
     ck = load_torch(checkpoint_path)
     try:
         cfg = ExperimentConfig.from_dict(ck["config"])
-        model = build_model(cfg.arch, cfg.layers, cfg.width_factor, ck["num_classes"], ck["in_channels"])
+        model = defended_model(cfg, build_model(cfg.arch, cfg.layers, cfg.width_factor, ck["num_classes"], ck["in_channels"]))
         model.load_state_dict(ck["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise UsageError(f"checkpoint {checkpoint_path} is not a model of this pipeline: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,93 @@
+"""DP-SGD (Abadi et al., CCS 2016) through Opacus (pytorch/opacus): each example's gradient clipped to norm
+--dp-clip, Gaussian noise of standard deviation --dp-noise x --dp-clip added to their sum, divided by the
+batch size; epsilon at delta from Opacus's RDP accountant (Mironov 2017) over the run's steps.
+
+    g = (sum_i g_i * min(1, C / ||g_i||) + N(0, sigma^2 C^2 I)) / B
+
+What changes in the model and the loop, and why:
+- BatchNorm mixes the examples of a batch, so one example's gradient is not its own: Opacus refuses it, and
+  opacus.validators.ModuleValidator.fix replaces every BatchNorm with a GroupNorm (min(32, C) groups); the
+  run's summary records it (normalization: GroupNorm) and load_model rebuilds the same model.
+- Per-example gradients come from opacus.GradSampleModule hooks; clipping and noise from opacus's
+  DPOptimizer around the run's SGD (same learning rate, momentum, weight decay and schedule).
+- Masks keep their semantics: for static, gmp and frozen DPF a pruned weight has no gradient, so the
+  per-example gradients are masked before clipping (the clip budget goes to live weights) and the pruner
+  re-zeroes pruned weights after every step as without DP: noise never revives one. DPF before its freeze
+  passes the full gradient straight through to its dense weights, noise included, as it does without DP.
+- One model at a time (--pack 1): per-example clipping is of one model's gradient; in fp32 (--no-amp is
+  implied): the clip bound needs each example's exact gradient norm, not a bf16 rounding of it; and in
+  the contiguous memory format (--no-channels-last implied): Opacus 1.6's per-example convolution
+  gradients are wrong for channels_last activations (tests/test_dp.py: the noiseless, unclipped DP step
+  of a residual block's convolution came out ~1e-3 of plain SGD's with channels_last, equal without).
+- The accountant assumes Poisson sampling at rate q = B / n; batches here are a shuffled partition of the
+  training set (fixed size), the usual approximation (Opacus's poisson_sampling=False).
+"""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import torch
+
+from utils.errors import UsageError
+
+NORMALIZATION = "GroupNorm"  # what replaces BatchNorm (ModuleValidator.fix), recorded in the summary
+
+
+def require_opacus() -> None:
+    if importlib.util.find_spec("opacus") is None:
+        raise UsageError("--defense dp needs Opacus, which is not installed: pip install opacus (1.6 needs torch >= 2.6)")
+
+
+def private_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model Opacus can train: every BatchNorm replaced by a GroupNorm."""
+    from opacus.validators import ModuleValidator
+
+    return ModuleValidator.fix(model)
+
+
+def epsilon(noise: float, sample_rate: float, steps: int, delta: float) -> float:
+    """Opacus's RDP accountant after `steps` steps of DP-SGD with noise multiplier `noise` at `sample_rate`."""
+    from opacus.accountants import RDPAccountant
+
+    acc = RDPAccountant()
+    acc.history = [(noise, sample_rate, steps)]  # what `steps` calls of acc.step(...) record
+    return float(acc.get_epsilon(delta)) if noise > 0 else float("inf")
+
+
+def make_private(tr) -> None:
+    """Turn a Trainer's loop into DP-SGD: its network wrapped for per-example gradients, its optimizer in a
+    DPOptimizer (the LR schedule, built on the plain optimizer, still drives it: they share param_groups)."""
+    from opacus import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+
+    class MaskedDPOptimizer(DPOptimizer):
+        def pre_step(self, closure=None):
+            pruner = tr.pruning
+            if pruner is not None and not pruner.straight_through:  # static, gmp, frozen DPF: no gradient at m = 0
+                with torch.no_grad():
+                    for p, m in zip(pruner.params, pruner.fmask_list):
+                        if p.grad_sample is not None:
+                            p.grad_sample.mul_(m)
+            return super().pre_step(closure)
+
+    # Opacus's hooks are full backward hooks on every layer; the first one's input (the images) needs no gradient
+    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
+    cfg = tr.cfg
+    if len(tr.members) != 1:
+        raise UsageError("--defense dp trains one model at a time (per-example clipping of one model's gradient): use --pack 1")
+    m = tr.members[0]
+    tr.step_models = [GradSampleModule(tr.nets[0], batch_first=True, loss_reduction="mean")]
+    noise_gen = torch.Generator(device=tr.device).manual_seed(m.gen.initial_seed() + 1)  # its own stream
+    tr.opt = MaskedDPOptimizer(tr.opt, noise_multiplier=cfg.dp_noise, max_grad_norm=cfg.dp_clip,
+                               expected_batch_size=tr.batch, generator=noise_gen)
+
+
+def record(cfg, num_train: int, batch: int, iters: int, epochs: int) -> dict:
+    """What a DP model's summary says: epsilon at delta from the accountant, and what it rests on."""
+    from mia.epsilon import default_delta
+
+    delta = cfg.dp_delta if cfg.dp_delta is not None else default_delta(num_train)
+    q, steps = batch / num_train, epochs * iters
+    return {"dp_epsilon": epsilon(cfg.dp_noise, q, steps, delta), "dp_delta": delta, "dp_sample_rate": q,
+            "dp_steps": steps, "dp_accountant": "rdp (opacus)", "normalization": NORMALIZATION}
