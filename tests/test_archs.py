@@ -98,3 +98,17 @@ def test_mlp_packs_model_by_model(tmp_path):
     ds = _features()
     keep = np.ones((2, len(ds.y_train)), bool)
     assert Trainer(cfg, ds, keep, [0, 1]).mode == "sequential"
+
+
+def test_static_pruning_at_init_leaves_every_mlp_layer_alive():
+    """Global magnitude at 0.9 on a freshly initialised MLP (the embedded tabular set's 100 features): every
+    hidden layer keeps weights. With PyTorch's default Linear init the second layer was removed whole
+    (models/mlp.py) and static training stayed at chance."""
+    from pruning import global_magnitude_masks
+
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = build_model("mlp", 2, 1, 20, 100)
+        masks = global_magnitude_masks(dict(prunable_parameters(model)), 0.9)
+        kept = {name: float(m.float().mean()) for name, m in masks.items()}
+        assert min(kept.values()) > 0.02, kept
