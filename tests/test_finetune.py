@@ -406,3 +406,27 @@ def test_the_report_pairs_fine_tuned_configurations_by_the_registry():
     pairs = {(a.name, b.name) for a, b in default_pairs(evals)}
     assert pairs == {("static_0.7", "dense"), ("finetune_0.7", "dense"), ("filter_l1_0.7", "dense"),
                      ("slim_0.5@dense", "dense"), ("finetune_0.7", "static_0.7"), ("filter_l1_0.7", "finetune_0.7")}
+
+
+def test_a_resumable_state_of_a_fine_tuning_from_another_source_is_refused(tmp_path, capsys):
+    """A fine-tuning killed mid-run, its dense source retrained since: the state would continue the old
+    fine-tuning, so it is refused (one line) and the model starts again from the new source."""
+    from configs.config import ExperimentConfig
+    from data import load_dataset
+    from training import resume
+    from training.membership import keep_matrix
+    from training.trainer import Trainer
+
+    cfg = ExperimentConfig(dataset="digits", pool_size=64, epochs=2, batch_size=16, device="cpu", num_shadows=1,
+                           prune=True, prune_method="finetune", sparsity=0.5, runs_dir=str(tmp_path)).resolved()
+    ds = load_dataset(cfg)
+    keep = keep_matrix(2, len(ds.y_train), cfg.mia_seed)
+    dense = build_model("resnet", 20, 1, 10, 1).state_dict()
+    tr = Trainer(cfg.fit_config(), ds, keep, [0], init={0: dense})
+    tr.members[0].cfg, tr.members[0].source = cfg, {"sha256": "a"}
+    resume.save(tr, [tmp_path], 1)
+    assert resume.restore(tr, [tmp_path]) == 1  # the same source: resumes
+    tr.members[0].source = {"sha256": "b"}
+    capsys.readouterr()
+    assert resume.restore(tr, [tmp_path]) == 0
+    assert "another source checkpoint" in capsys.readouterr().out

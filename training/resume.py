@@ -14,7 +14,8 @@ One file per model, resume.pth beside its checkpoints (configs/paths.RESUME), wr
                                   (dropout) and CUDA's on a GPU; numpy's global stream is not used by training
   bookkeeping                     epochs done, history, the best-so-far snapshot and its key
 and what made it: the state's format, the model's recipe (ExperimentConfig.recipe(): method revision
-included), its index and its steps per epoch. A state that is unreadable (truncated), or of another format,
+included), its index, its steps per epoch and, for a fine-tuned model, the source checkpoint it started from
+(training/sources.py provenance: a state begun from a dense model since retrained is stale). A state that is unreadable (truncated), or of another format,
 recipe, method revision, model or step count, is refused with one line, and the model trains from the start.
 
 Per model, not per pack: a model's momentum is its own part of a packed network's (packing.model_slices), so
@@ -71,7 +72,7 @@ def member_states(tr, epochs_done: int) -> list[dict]:
     out = []
     for m, mom in zip(tr.members, momentum):
         best = None if m.best is None else {**m.best, "state": {k: _cpu(v) for k, v in m.best["state"].items()}}
-        out.append({"format": FORMAT, "recipe": m.cfg.recipe(), "model_index": m.index,
+        out.append({"format": FORMAT, "recipe": m.cfg.recipe(), "model_index": m.index, "source": m.source,
                     "steps": [tr.batch, tr.iters], "epoch": epochs_done,
                     "model": {k: _cpu(v) for k, v in m.model.state_dict().items()}, "momentum": mom,
                     "pruner": m.pruner.state_dict() if m.pruner else None, "model_rng": m.gen.get_state(),
@@ -97,6 +98,8 @@ def _mismatch(st, tr, m) -> str | None:
     diff = recipe_diff(st["recipe"], m.cfg)
     if diff:
         return f"another recipe: {'; '.join(diff)}"
+    if st.get("source") != m.source:  # a fine-tuned model's dense source retrained since: stale (training/sources.py)
+        return "it continues a fine-tuning of another source checkpoint"
     if list(st["steps"]) != [tr.batch, tr.iters]:
         return f"(batch, steps per epoch) {tuple(st['steps'])} there vs {(tr.batch, tr.iters)} now"
     return None

@@ -30,6 +30,7 @@ from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
 from defenses import build_loss, defended_model, defense_summary, prepare_loop
 from pruning import measure_sparsity
+from pruning.criteria import filter_sparsity
 from training import resume
 from training.packing import PackedPruning, pack_mode, pack_models, unpack
 from utils.device import keep_freed_cpu_memory, resolve_device
@@ -192,13 +193,15 @@ class Member:
     augmentation), its model (initialised from its own seed) and pruner, its history and best state."""
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, index: int,
-                 device: torch.device, batch: int, iters: int, dtype=None):
+                 device: torch.device, batch: int, iters: int, dtype=None, init: dict | None = None):
         self.cfg, self.index, self.batch, self.iters = cfg, index, batch, iters
         torch.manual_seed(model_seed(cfg.seed, index))
         self.gen = torch.Generator(device=device).manual_seed(model_seed(cfg.seed, index))
         members = np.flatnonzero(keep)
         self.train = DeviceData.build(ds.x_train[members], ds.y_train[members], ds, device)
         self.model = build_for(cfg, ds, device)
+        if init is not None:  # fine-tuning: the trained source model's weights (training/sources.py), pruned below
+            self.model.load_state_dict(init)
         if dtype is not None:
             self.model.to(dtype)
         self.pruner = None
@@ -206,8 +209,9 @@ class Member:
             from pruning import build_pruner
 
             self.pruner = build_pruner(cfg.prune_method, self.model, cfg.sparsity, iters, cfg.target_epoch,
-                                       cfg.freeze_epoch, cfg.prune_freq)
+                                       cfg.freeze_epoch, cfg.prune_freq, cfg.prune_scope)
         self.history, self.best, self.best_key = [], None, None
+        self.source = None  # provenance of the trained model it starts from (train_models; training/sources.py)
 
     def snapshot(self, epoch: int) -> dict:
         """Weights as saved (exactly sparse for pruned models: pruned weights stored as zeros) and
@@ -247,10 +251,12 @@ class Trainer:
 
     keep: the configuration's keep matrix bool [models, pool] (or one model's row [pool]); steps:
     (batch, iterations per epoch), by default from the smallest training set of `keep` (config_steps).
-    dtype: the models' dtype (float64 in the packing tests; training runs in float32)."""
+    dtype: the models' dtype (float64 in the packing tests; training runs in float32).
+    init: model index -> state dict each model starts from (fine-tuning a trained model; default: its seed's
+    initialisation). cfg is the loop's config: for fine-tuning, ExperimentConfig.fit_config()."""
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices=0,
-                 steps: tuple[int, int] | None = None, dtype=None):
+                 steps: tuple[int, int] | None = None, dtype=None, init: dict[int, dict] | None = None):
         keep = np.asarray(keep, dtype=bool)
         indices = [indices] if isinstance(indices, int) else list(indices)
         rows = {i: (keep if keep.ndim == 1 else keep[i]) for i in indices}
@@ -259,7 +265,9 @@ class Trainer:
         configure_backends(self.device)
         self.precision = say_precision(cfg, self.device, dtype or torch.float32)
         self.batch, self.iters = steps or config_steps(keep, cfg.batch_size)
-        self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype) for i in indices]
+        init = init or {}
+        self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype, init.get(i))
+                        for i in indices]
         val_idx, test_idx = split_test(ds, cfg.val_fraction)  # one validation and test set for the pack
         self.val = DeviceData.build(ds.x_test[val_idx], ds.y_test[val_idx], ds, self.device)
         self.test = DeviceData.build(ds.x_test[test_idx], ds.y_test[test_idx], ds, self.device)
@@ -390,26 +398,32 @@ class Trainer:
 
 
 def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices: list[int],
-                 out_dirs: list[Path], steps: tuple[int, int] | None = None) -> list[tuple[dict, torch.nn.Module]]:
+                 out_dirs: list[Path], steps: tuple[int, int] | None = None,
+                 sources: dict[int, tuple[dict, dict]] | None = None) -> list[tuple[dict, torch.nn.Module]]:
     """Train models `indices` (pool[keep[i]] each), packed when several; write each one's checkpoints and
     summary into its out_dir, as a model trained alone. keep: the configuration's keep matrix.
+    sources: model index -> (state dict, provenance) of the trained model it is fine-tuned from
+    (training/sources.load_source); the loop then runs the fine-tuning schedule (cfg.fit_config()).
     Returns (summary, selected model as saved, eval mode) per model. Signals and the COMPLETE marker are
     written by the caller."""
-    tr = Trainer(cfg, ds, keep, indices, steps)
-    for m in tr.members:  # each checkpoint's config names its model
+    sources = sources or {}
+    tr = Trainer(cfg.fit_config(), ds, keep, indices, steps, init={i: s for i, (s, _) in sources.items()})
+    for m in tr.members:  # each checkpoint's config names its model (the run's config, not the loop's)
         m.cfg = dataclasses.replace(cfg, model_index=m.index)
+        m.source = sources.get(m.index, (None, None))[1]  # what it is fine-tuned from: its resumable state checks it
     # a killed run's models continue from their resumable states (run_pack removed them unless --skip-existing)
     results = tr.fit(resume.restore(tr, out_dirs), resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every))
     out = []
     for m, res, out_dir in zip(tr.members, results, out_dirs):
-        out.append(_write_model(tr, m, res, Path(out_dir)))
+        out.append(_write_model(tr, m, res, Path(out_dir), sources.get(m.index, (None, None))[1]))
     return out
 
 
-def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path):
+def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path, source: dict | None = None):
     cfg = m.cfg
-    save_torch(tr.checkpoint(m, res["last"]), out_dir / paths.LAST_MODEL)
-    save_torch(tr.checkpoint(m, res["best"]), out_dir / paths.BEST_MODEL)
+    made_from = {"source": source} if source else {}  # a fine-tuned model names the checkpoint it started from
+    save_torch({**tr.checkpoint(m, res["last"]), **made_from}, out_dir / paths.LAST_MODEL)
+    save_torch({**tr.checkpoint(m, res["best"]), **made_from}, out_dir / paths.BEST_MODEL)
     # Evaluate exactly what was saved: a fresh plain model loaded with the best checkpoint's weights.
     model = build_for(cfg, tr.ds, tr.device).to(_dtype(m.model))
     model.load_state_dict(res["best"]["state"])
@@ -431,7 +445,8 @@ def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path):
         "torch_version": torch.__version__,
         "measured_sparsity": sparsity.pop("sparsity"), **sparsity,  # over the prunable set, then all params, per layer
         **defense_summary(tr.cfg, len(m.train), tr.batch, tr.iters),  # dp: epsilon at delta, GroupNorm
-        "history": res["history"],
+        "filter_sparsity": filter_sparsity(model),  # fraction of conv output filters that are entirely zero
+        **made_from, "history": res["history"],
     }
     save_json(summary, out_dir / paths.SUMMARY)
     return summary, model.eval()
