@@ -38,7 +38,7 @@ DEFENSES: dict[str, DefenseSpec] = {
                       (Param("dp_noise", 1.0, lambda v: v >= 0, ">= 0", to_loss=False),
                        Param("dp_clip", 1.0, lambda v: v > 0, "> 0", to_loss=False),
                        Param("dp_delta", None, lambda v: 0 < v < 1, "in (0, 1)", to_loss=False)),
-                      check=lambda cfg: dp.require_opacus(), model=dp.private_model, loop=dp.make_private,
+                      check=dp.check, model=dp.private_model, loop=dp.make_private,
                       summary=dp.record, per_example=True),
 }
 

@@ -39,6 +39,18 @@ def require_opacus() -> None:
         raise UsageError("--defense dp needs Opacus, which is not installed: pip install opacus (1.6 needs torch >= 2.6)")
 
 
+def check(cfg) -> None:
+    """Opacus installed; not a method that fine-tunes a trained model: that model is an undefended BatchNorm
+    model (training/sources.py), and DP-SGD trains a GroupNorm model from its initialisation."""
+    from pruning import PRUNING_METHODS
+
+    require_opacus()
+    spec = PRUNING_METHODS.get(cfg.prune_method) if cfg.prune else None
+    if getattr(spec, "source", None):
+        raise UsageError(f"--defense dp trains a GroupNorm model from scratch; --prune-method {cfg.prune_method} fine-tunes "
+                         f"a trained BatchNorm model: use a method that prunes during training (static, gmp, dpf)")
+
+
 def private_model(model: torch.nn.Module) -> torch.nn.Module:
     """The model Opacus can train: every BatchNorm replaced by a GroupNorm."""
     from opacus.validators import ModuleValidator

@@ -161,6 +161,8 @@ def test_defenses_are_a_study_axis():
         plan_study(base, ["dense"], [0.9], ["none", "relaxloss"])
     with pytest.raises(UsageError, match="unknown defense 'ppd'"):
         plan_study(base, ["dense"], [0.9], ["ppd"])
+    packed = plan_study(dataclasses.replace(base, ppb_weight=None, pack=9), ["dense"], [0.9], ["none", "dp"])
+    assert [(c.name, c.pack) for c in packed] == [("dense", 9), ("dense+dp", 1)]  # dp trains one model at a time
 
 
 def test_train_py_takes_defense_or_defenses_not_both(capsys):

@@ -117,6 +117,8 @@ def test_a_dp_run_records_epsilon_groupnorm_and_reloads(tmp_path, one_thread):
     (dict(dp_delta=1.0), "--dp-delta must be in (0, 1), got 1.0"),
     (dict(pack=4), "--defense dp trains one model at a time: --pack must be 1, got 4"),
     (dict(defense="ppb", dp_noise=1.0), "--dp-noise applies to --defense dp only, not --defense ppb"),
+    (dict(prune=True, prune_method="finetune", sparsity=0.5), "--defense dp trains a GroupNorm model from scratch; "
+     "--prune-method finetune fine-tunes a trained BatchNorm model: use a method that prunes during training (static, gmp, dpf)"),
 ])
 def test_bad_dp_input_is_one_line(kw, message):
     with pytest.raises(UsageError) as e:

@@ -59,7 +59,8 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
 
 def with_defenses(configs: list[ExperimentConfig], defenses: list[str]) -> list[ExperimentConfig]:
     """Each configuration once per defense, in the order given; a defense parameter of the study (e.g.
-    --ppb-weight 2) reaches the configurations of its defense and is refused when that defense is not studied."""
+    --ppb-weight 2) reaches the configurations of its defense and is refused when that defense is not studied;
+    the study's --pack does not reach a defense that trains one model at a time (dp)."""
     bad = [d for d in defenses if d not in DEFENSES]
     if bad:
         raise UsageError(f"unknown defense {bad[0]!r}; valid: {', '.join(DEFENSES)}")
@@ -69,7 +70,8 @@ def with_defenses(configs: list[ExperimentConfig], defenses: list[str]) -> list[
             raise UsageError(f"--{given[0].replace('_', '-')} applies to defense {name}, which is not in --defenses {' '.join(defenses)}")
     own = {d: {p.field for p in DEFENSES[d].params} for d in defenses}
     unset = {p.field: None for spec in DEFENSES.values() for p in spec.params}
-    return [dataclasses.replace(c, defense=d, **{f: v for f, v in unset.items() if f not in own[d]})
+    one_by_one = {d: {"pack": None} if DEFENSES[d].per_example else {} for d in defenses}
+    return [dataclasses.replace(c, defense=d, **{f: v for f, v in unset.items() if f not in own[d]}, **one_by_one[d])
             for c in configs for d in dict.fromkeys(defenses)]
 
 
