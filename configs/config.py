@@ -32,8 +32,8 @@ class ExperimentConfig:
     name: Optional[str] = _f(None, "experiment name (default: '<method>' or '<method>_<sparsity>')")
     runs_dir: str = _f("./runs", "root directory of all runs")
     # --- data ----------------------------------------------------------------------------
-    dataset: str = _f("cifar10", "{datasets} (digits: embedded, offline; npz: --data-path)")
-    data_dir: str = _f("./datasets", "where torchvision datasets are stored / downloaded")
+    dataset: str = _f("cifar10", "{datasets} (digits, tabular: embedded, offline; npz: --data-path; docs/datasets.md)")
+    data_dir: str = _f("./datasets", "where datasets are stored / downloaded (file layouts: docs/datasets.md)")
     data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset npz)")
     pool_size: Optional[int] = _f(None, "use only the first N training images as the membership pool (default: all)")
     val_fraction: float = _f(0.2, "fraction of the test split held out for checkpoint selection (never the pool)")
@@ -73,7 +73,7 @@ class ExperimentConfig:
     # --- pruning (docs/pruning.md) ---------------------------------------------------------
     prune: bool = _f(False, "train a pruned model (needs --prune-method)")
     prune_method: Optional[str] = _f(None, "{methods} (docs/pruning.md)")
-    sparsity: float = _f(0.0, "target fraction of prunable (Conv2d) weights set to zero, in (0, 1)")
+    sparsity: float = _f(0.0, "target fraction of prunable weights (every Conv2d, every Linear but the classifier) set to zero, in (0, 1)")
     prune_freq: int = _f(16, "mask refresh interval (iterations)")
     target_epoch: Optional[int] = _f(None, "{scheduled}: epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs); {one_shot}: none (pruned at init)")
     freeze_epoch: Optional[int] = _f(None, "{frozen} only: epoch from which the mask is fixed (default 0.9 x epochs)")
