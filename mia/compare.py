@@ -120,6 +120,14 @@ def default_pairs(evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
         group = [e for e in evals if e.res["dataset"] == ds]
         dense = [e for e in group if e.res["method"] == "dense"]
         pairs += [(e, dense[0]) for e in group if dense and e.res["method"] != "dense"]
+        # each defended configuration minus its undefended one, same method and sparsity (dense+ppb - dense is
+        # among the pairs above); a defended configuration's method is '<method>+<defense>' (paths.method_label)
+        plain = {(e.res["method"], e.res["sparsity"]): e for e in group if e.res.get("defense", "none") == "none"}
+        for e in group:
+            d = e.res.get("defense", "none")
+            base = e.res["method"].removesuffix(f"+{d}")
+            if d != "none" and base != "dense" and (base, e.res["sparsity"]) in plain:
+                pairs.append((e, plain[base, e.res["sparsity"]]))
         by = {(e.res["method"], e.res["sparsity"]): e for e in group}
         pairs += [(by["dpf", s], by["static", s]) for (m, s) in by if m == "dpf" and ("static", s) in by]
     return pairs

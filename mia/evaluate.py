@@ -208,7 +208,8 @@ def wide_row(res: dict) -> dict:
                     row[f"{name}_{m}_std"] = a["std"][m]
                 if (flag := below_floor(a, m)) is not None:
                     row[f"{name}_{m}_below_floor"] = flag
-    row.update(measured_sparsity=res.get("measured_sparsity"), dp_epsilon=res.get("dp_epsilon"), num_shadows=res.get("num_shadows"),
+    row.update(measured_sparsity=res.get("measured_sparsity"), defense=res.get("defense", "none"),
+               dp_epsilon=res.get("dp_epsilon"), num_shadows=res.get("num_shadows"),
                num_targets=len(res["targets"]))
     return row
 

@@ -61,6 +61,8 @@ def privacy_utility_figure(df: pd.DataFrame, metric: str, intervals: pd.DataFram
         col = f"{attack}_{metric}"
         for method, g in df.sort_values("sparsity").groupby("method", sort=False):
             style = dict(marker="*", markersize=12, linestyle="none") if method == "dense" else dict(marker="o")
+            if "defense" in g and g["defense"].fillna("none").ne("none").any():  # a defense, not a method: apart
+                style = dict(marker="D", markersize=6, linestyle="--")
             below = flagged(g, col)
             (line,) = ax.plot(g.loc[~below, col], g.loc[~below, "test_acc"], label=method, **style)
             _errorbars(ax, g, col, attack, metric, intervals, line.get_color())
@@ -69,7 +71,7 @@ def privacy_utility_figure(df: pd.DataFrame, metric: str, intervals: pd.DataFram
                 ax.plot(g.loc[below, col], g.loc[below, "test_acc"], linestyle="none", marker=style["marker"],
                         markersize=style.get("markersize"), color=line.get_color(), markerfacecolor="none",
                         label="_below_floor")
-            if method != "dense":
+            if g["sparsity"].gt(0).any():  # pruned configurations, defended or not
                 for _, r in g.iterrows():
                     ax.annotate(f"{r['sparsity']:g}", (r[col], r["test_acc"]), fontsize=7,
                                 xytext=(3, 3), textcoords="offset points")
@@ -81,7 +83,7 @@ def privacy_utility_figure(df: pd.DataFrame, metric: str, intervals: pd.DataFram
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     note = "\nhollow: FPR level below 1/#non-members, not measured (TPR with no false positive)" if any_below else ""
-    fig.suptitle(f"privacy-utility: test accuracy vs attack {metric} (labels: sparsity){note}")
+    fig.suptitle(f"privacy-utility: test accuracy vs attack {metric} (labels: sparsity; dashed diamonds: defended){note}")
     fig.tight_layout()
     return fig
 

@@ -221,3 +221,35 @@ def test_every_attack_is_at_chance_on_a_null_copy_of_a_defended_configuration(tm
     rows = test_mia.null_rows(exp, AttackSettings(), tmp_path)
     assert len(rows) == len(ATTACKS)  # every attack ran
     assert all(ok for _, ok, _ in rows), [r for r in rows if not r[1]]
+
+
+def test_the_report_pairs_each_defended_configuration_with_its_undefended_one(tmp_path):
+    from mia.compare import Evaluated, default_pairs
+
+    def ev(method, sparsity, defense="none"):
+        name = paths.config_name(method, sparsity, defense)
+        res = {"experiment": name, "method": paths.method_label(method, defense), "defense": defense,
+               "sparsity": sparsity, "dataset": "digits"}
+        return Evaluated(res, tmp_path / name)
+
+    evals = [ev("dense", 0.0), ev("dense", 0.0, "ppb"), ev("dpf", 0.9), ev("dpf", 0.9, "ppb"), ev("static", 0.9, "dp")]
+    listed = [(a.name, b.name) for a, b in default_pairs(evals)]
+    pairs = set(listed)
+    assert {("dense+ppb", "dense"), ("dpf_0.9+ppb", "dpf_0.9"), ("dpf_0.9", "dense")} <= pairs
+    assert ("static_0.9+dp", "dense") in pairs and not any(b == "static_0.9" for _, b in pairs)  # no undefended static
+    assert listed.count(("dense+ppb", "dense")) == 1 and listed.count(("dpf_0.9+ppb", "dpf_0.9")) == 1
+
+
+def test_the_privacy_utility_plot_draws_defended_configurations_apart():
+    import pandas as pd
+
+    from mia.plots import privacy_utility_figure
+
+    df = pd.DataFrame({"experiment": ["dense", "dense+ppb", "dpf_0.9", "dpf_0.9+ppb"],
+                       "method": ["dense", "dense+ppb", "dpf", "dpf+ppb"], "defense": ["none", "ppb", "none", "ppb"],
+                       "sparsity": [0.0, 0.0, 0.9, 0.9], "test_acc": [0.9, 0.85, 0.8, 0.75],
+                       "lira_auc": [0.7, 0.6, 0.65, 0.55]})
+    lines = {ln.get_label(): ln for ln in privacy_utility_figure(df, "auc").axes[0].get_lines()}
+    assert (lines["dense"].get_marker(), lines["dpf"].get_marker()) == ("*", "o")
+    assert {lines[m].get_marker() for m in ("dense+ppb", "dpf+ppb")} == {"D"}
+    assert {lines[m].get_linestyle() for m in ("dense+ppb", "dpf+ppb")} == {"--"}

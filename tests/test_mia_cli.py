@@ -53,7 +53,7 @@ def test_suite_writes_json_and_csv_with_the_documented_columns(runs, tmp_path, s
     metric_cols = [f"{a}_{m}" for a in attacks for m in METRICS if m != "tpr_at_0.01pct_fpr"]  # < 10,000 non-members
     # each TPR level is followed by its flag; ~150 non-members: 1% is measured, 0.1% is below 1/150
     columns = [c for mc in metric_cols for c in ([mc, f"{mc}_below_floor"] if "_tpr_at_" in mc else [mc])]
-    assert list(df.columns) == [*ROW_KEYS, *columns, "measured_sparsity", "num_shadows", "num_targets"]
+    assert list(df.columns) == [*ROW_KEYS, *columns, "measured_sparsity", "defense", "dp_epsilon", "num_shadows", "num_targets"]
     assert df[[f"{a}_tpr_at_0.1pct_fpr_below_floor" for a in attacks]].eq(True).all().all()
     assert df[[f"{a}_tpr_at_1pct_fpr_below_floor" for a in attacks]].eq(False).all().all()
     assert sorted(df["experiment"]) == ["dense", "static_0.9"] and df["sparsity"].tolist() == [0.0, 0.9]
