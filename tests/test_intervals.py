@@ -54,8 +54,8 @@ def _coverage(scenario: str, targets: int, seed: int) -> float:
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_crossed_interval_covers_95_percent(scenario, targets):
     """2,000 studies a cell: the binomial sd of a 0.95 coverage is 0.005, so [0.93, 0.97] is 4 sd
-    wide each way: the nested scheme this replaced (0.995 with independent noise, 0.85 with example
-    vulnerability at 9 targets, 0.72 with model variation at 1 target) fails it."""
+    wide each way: the nested scheme this replaced fails it (0.995 with independent noise at 9 targets,
+    0.825 with model-level variation at 3; docs/benchmarks.md)."""
     cov = _coverage(scenario, targets, seed=targets * 10 + list(SCENARIOS).index(scenario))
     assert 0.93 <= cov <= 0.97, (scenario, targets, cov)
 
