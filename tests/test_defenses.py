@@ -213,14 +213,20 @@ def test_every_attack_is_at_chance_on_a_null_copy_of_a_defended_configuration(tm
     import train
     from mia.attacks import ATTACKS, AttackSettings
 
+    from mia.evaluate import evaluate_experiment
+
     runs = tmp_path / "runs"
-    train.main(["--dataset", "digits", "--methods", "dense", "--defenses", "relaxloss", "--pool-size", "300",
+    train.main(["--dataset", "digits", "--methods", "dense", "--defenses", "none", "relaxloss", "--pool-size", "300",
                 "--epochs", "3", "--batch-size", "32", "--num-shadows", "4", "--sens-draws", "2", "--pack", "5",
                 "--no-eval", "--runs-dir", str(runs)])
     exp = runs / "dense+relaxloss" / "digits"
     rows = test_mia.null_rows(exp, AttackSettings(), tmp_path)
     assert len(rows) == len(ATTACKS)  # every attack ran
     assert all(ok for _, ok, _ in rows), [r for r in rows if not r[1]]
+    # the non-adaptive attacker: the defended target attacked with the undefended configuration's shadows
+    res = evaluate_experiment(exp, ["loss", "lira"], "0", shadows_from=runs / "dense" / "digits")
+    assert (res["method"], res["defense"], res["shadows"], res["num_shadows"]) == ("dense+relaxloss", "relaxloss", "dense", 4)
+    assert not res["errors"] and 0 <= res["attacks"]["loss"]["mean"]["eps_lower_bound"] < 5
 
 
 def test_the_report_pairs_each_defended_configuration_with_its_undefended_one(tmp_path):
