@@ -4,6 +4,7 @@ baseline (torchvision-style Dataset of PIL images + RandomCrop/RandomHorizontalF
 Normalize + DataLoader), same model, batch size and precision, in the same run.
 
   python benchmarks/train_throughput.py                       # ResNet-20, batch 128, CPU
+  python benchmarks/train_throughput.py --no-amp              # fp32 (a CPU with native bf16 trains in bf16 by default)
   python benchmarks/train_throughput.py --arch wideresnet --layers 28 --device cuda --iters 200
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image
 from benchmarks.common import cifar_like, machine, sync
 from configs.config import ExperimentConfig
 from data.datasets import from_arrays
+from models import ARCHS
 from training.trainer import Trainer, autocast
 
 
@@ -59,7 +61,7 @@ def baseline_images_per_s(tr: Trainer, x_hwc, y, iters: int, workers: int) -> fl
             it = iter(loader)
             xb, yb = next(it)
         xb, yb = xb.to(tr.device, non_blocking=True), yb.to(tr.device, non_blocking=True)
-        with autocast(tr.cfg, tr.device):
+        with autocast(tr.cfg, tr.device):  # the precision ours trains in (fp32 or bf16 on a CPU)
             loss = F.cross_entropy(model(xb).float(), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -89,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet")
     p.add_argument("--layers", type=int, default=20)
+    p.add_argument("--width-factor", type=int, default=None, help="default: the arch's (models.ARCHS)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--iters", type=int, default=30, help="timed iterations per contestant")
     p.add_argument("--device", default="cpu")
@@ -105,7 +108,7 @@ def measure(a) -> dict:
     x, y, source = cifar_like(max(n, 2 * a.batch_size))
     ds = from_arrays("bench", x, y, x[:256], y[:256])
     cfg = ExperimentConfig(dataset="npz", data_path="-", arch=a.arch, layers=a.layers, batch_size=a.batch_size,
-                           epochs=1, device=a.device, amp=a.amp, channels_last=a.channels_last,
+                           width_factor=a.width_factor or ARCHS[a.arch].default_width, epochs=1, device=a.device, amp=a.amp, channels_last=a.channels_last,
                            compile=a.compile, workers=a.workers)
     cfg.milestones, cfg.name = [1], "bench"
     print(f"machine: {machine()}")
@@ -119,9 +122,13 @@ def measure(a) -> dict:
     tr = Trainer(cfg, ds, keep)
     ours = ours_images_per_s(tr, a.iters)
     print(f"baseline (DataLoader + torchvision transforms, {a.workers} workers): {base:9.1f} images/s")
-    print(f"ours (on-device uint8 pipeline):                        {ours:9.1f} images/s")
+    print(f"ours (on-device uint8 pipeline, {tr.precision}):                  {ours:9.1f} images/s")
     print(f"ratio ours / baseline: {ours / base:.2f}x")
-    return {"baseline_images_per_s": base, "ours_images_per_s": ours, "ratio": ours / base,
+    fp32 = None
+    if tr.precision != "fp32":  # what the narrower type buys, in the same run: ours again in fp32 (--no-amp)
+        fp32 = ours_images_per_s(Trainer(dataclasses.replace(cfg, amp=False), ds, keep), a.iters)
+        print(f"ours in fp32 (--no-amp): {fp32:9.1f} images/s; {tr.precision} / fp32: {ours / fp32:.2f}x")
+    return {"baseline_images_per_s": base, "ours_images_per_s": ours, "ratio": ours / base, "ours_fp32_images_per_s": fp32,
             "precision": tr.precision, "compile": a.compile,
             "channels_last": a.channels_last, "batch_size": a.batch_size, "arch": f"{a.arch}-{a.layers}"}
 
