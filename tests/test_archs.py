@@ -112,3 +112,20 @@ def test_static_pruning_at_init_leaves_every_mlp_layer_alive():
         masks = global_magnitude_masks(dict(prunable_parameters(model)), 0.9)
         kept = {name: float(m.float().mean()) for name, m in masks.items()}
         assert min(kept.values()) > 0.02, kept
+
+
+@pytest.mark.parametrize("arch, width", [("resnet", 2), ("wideresnet", 2), ("mobilenetv2", 1), ("mlp", 1), ("vgg", 2)])
+def test_width_factor_defaults_to_the_archs_and_the_command_repeats_only_a_chosen_one(arch, width):
+    """--width-factor unset resolves to ARCHS[arch].default_width (2 where it is ignored: what resnet configs
+    have always recorded, so their recipes still match); command_line() leaves the derived value out and
+    keeps a chosen one, which rebuilds the same config."""
+    import shlex
+
+    from configs.config import command_line
+    from run_experiment import parse_config
+
+    c = ExperimentConfig(arch=arch).resolved()
+    assert c.width_factor == width and "--width-factor" not in command_line(c)
+    wide = ExperimentConfig(arch=arch, width_factor=3).resolved()
+    assert "--width-factor 3" in command_line(wide)
+    assert parse_config(shlex.split(command_line(wide))[2:]).recipe() == wide.recipe()
