@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "comprehensive_mia_results.csv are left (the project root, as in the original layout)")
     g.add_argument("--attacks", nargs="+", default=None, help=f"attacks to run, of {', '.join(ATTACKS)} (default: all)")
     g.add_argument("--targets", default="0", help="target model(s): an index, a comma-separated list (0,1,2) or 'all' (leave-one-out)")
+    g.add_argument("--shadows-from", default=None, metavar="CONFIG",
+                   help="evaluate every configuration with the shadows of configuration CONFIG (e.g. dense: "
+                        "mia_prune's 'original' attacker); default: each configuration's own models (the adaptive attacker)")
     g.add_argument("--dry-run", action="store_true", help="list the planned trainings and exit")
     g.add_argument("--no-eval", action="store_true", help="train only; run mia/unified_mia_evaluation.py later")
     g.add_argument("--wandb", action="store_true", help="log configs, per-model metrics and the attack table to wandb")
@@ -90,6 +93,7 @@ def main(argv=None) -> None:
     check_attacks(args.attacks or [])  # a misspelt attack or target is refused now, not after hours of training
     check_targets(args.targets)
     check_recipes(configs)
+    check_shadows_from(args.shadows_from, configs)
     tasks = plan_tasks(configs)
     skipped = sum(c.num_shadows + 1 for c in configs) - len(tasks)
     print(f"study: {len(configs)} configurations x {base.num_shadows + 1} models = "
@@ -108,6 +112,15 @@ def main(argv=None) -> None:
     if args.no_eval:
         return
     evaluate_study([experiment_dir(c) for c in configs], args, logger, shlex.join(["python", "train.py", *(argv or [])]))
+
+
+def check_shadows_from(spec: str | None, configs: list[ExperimentConfig]) -> None:
+    """--shadows-from names a configuration of this study (or an experiment directory): refused now, not
+    after hours of training."""
+    names = [c.name for c in configs]
+    if spec is not None and spec not in names and not (paths.Path(spec) / paths.KEEP_MATRIX).exists():
+        raise UsageError(f"--shadows-from {spec}: not a configuration of this study ({', '.join(names)}) "
+                         f"nor an experiment directory")
 
 
 def _wandb(args, configs):

@@ -77,6 +77,18 @@ class ExperimentConfig:
     prune_freq: int = _f(16, "mask refresh interval (iterations)")
     target_epoch: Optional[int] = _f(None, "{scheduled}: epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs); {one_shot}: none (pruned at init)")
     freeze_epoch: Optional[int] = _f(None, "{frozen} only: epoch from which the mask is fixed (default 0.9 x epochs)")
+    prune_scope: str = _f("global", "{scoped}: magnitude ranking over every prunable weight at once (global) or each "
+                                    "layer to the sparsity (layer: mia_prune's l1unstructure)")
+    # --- prune a trained model, then fine-tune ({from_dense}; docs/pruning.md) --------------------
+    # Model i starts from dense model i of the same study (same recipe and keep row); these replace
+    # --epochs / --lr / --milestones for its training loop. Defaults: mia_prune's fine-tuning budget.
+    finetune_epochs: Optional[int] = _f(None, "fine-tuning epochs (default: epochs // 2, mia_prune's prune_epochs)")
+    finetune_lr: Optional[float] = _f(None, "fine-tuning SGD learning rate (default: lr x gamma, the rate of the "
+                                            "dense model's middle phase; 0.01 with the defaults)")
+    finetune_milestones: Optional[list[int]] = _f(None, "fine-tuning epochs at which the LR is multiplied by --gamma "
+                                                        "(default: 50%% and 75%% of --finetune-epochs)")
+    train_source: bool = _f(True, "train the missing dense models a fine-tuned configuration starts from "
+                                  "(--no-train-source: refuse, naming them)")
     # --- membership protocol and signals (docs/protocol.md) -------------------------------
     num_shadows: int = _f(0, "shadow models besides the target (model 0)")
     model_index: Optional[int] = _f(None, "train only model i (0 = target); default: all models")
@@ -125,6 +137,11 @@ class ExperimentConfig:
                 c.target_epoch = int(round(0.375 * c.epochs)) if spec.uses_target else 0
             if c.freeze_epoch is None and spec.uses_freeze:
                 c.freeze_epoch = int(round(0.9 * c.epochs))
+            if spec.source:  # fine-tuned from a trained model: its own, shorter schedule
+                c.finetune_epochs = c.finetune_epochs if c.finetune_epochs is not None else max(1, c.epochs // 2)
+                c.finetune_lr = c.finetune_lr if c.finetune_lr is not None else float(f"{c.lr * c.gamma:.12g}")
+                if c.finetune_milestones is None:
+                    c.finetune_milestones = [c.finetune_epochs // 2, (c.finetune_epochs * 3) // 4]
         else:
             c.sparsity = 0.0
         if c.name is None:
@@ -141,6 +158,34 @@ class ExperimentConfig:
         if not spec.uses_freeze and self.freeze_epoch is not None:
             raise UsageError(f"--freeze-epoch applies to --prune-method {registry_names()['frozen']} only, "
                              f"not {self.prune_method}")
+
+    def check_finetune_flags(self, spec) -> None:
+        """Scope and fine-tuning flags only where the method has them (one line naming the flag)."""
+        from pruning.criteria import SCOPES
+
+        if self.prune_scope not in SCOPES:
+            raise UsageError(f"unknown --prune-scope '{self.prune_scope}'; valid: {', '.join(SCOPES)}")
+        if self.prune_scope != "global" and not spec.scoped:
+            raise UsageError(f"--prune-scope {self.prune_scope} applies to {registry_names()['scoped']} only, "
+                             f"not {self.prune_method}")
+        given = [f for f in FINETUNE_FIELDS if getattr(self, f) is not None]
+        if not spec.source and given:
+            raise UsageError(f"--{given[0].replace('_', '-')} applies to {registry_names()['from_dense']} only "
+                             f"(they fine-tune a trained dense model), not {self.prune_method}")
+        if spec.source:
+            if self.finetune_epochs <= 0:
+                raise UsageError(f"--finetune-epochs must be positive, got {self.finetune_epochs}")
+            if not self.finetune_lr > 0:
+                raise UsageError(f"--finetune-lr must be positive, got {self.finetune_lr}")
+
+    def fit_config(self) -> "ExperimentConfig":
+        """The config the training loop runs: for a method that fine-tunes a trained model, its epochs,
+        learning rate and milestones are the fine-tuning ones (the rest of the recipe, the dense model's,
+        is what the run records)."""
+        if not (self.prune and self.finetune_epochs is not None):
+            return self
+        return dataclasses.replace(self, epochs=self.finetune_epochs, lr=self.finetune_lr,
+                                   milestones=list(self.finetune_milestones))
 
     def validate(self) -> None:
         from data import DATASETS
@@ -180,6 +225,8 @@ class ExperimentConfig:
             raise UsageError(f"--num-shadows must be >= 0, got {self.num_shadows}")
         if self.model_index is not None and not 0 <= self.model_index <= self.num_shadows:
             raise UsageError(f"--model-index must be in 0..{self.num_shadows} (the target and {self.num_shadows} shadows), got {self.model_index}")
+        if not self.prune and (self.prune_scope != "global" or any(getattr(self, f) is not None for f in FINETUNE_FIELDS)):
+            raise UsageError("--prune-scope and --finetune-* apply to pruned configurations (--prune --prune-method ...)")
         if self.prune != (self.prune_method is not None):
             raise UsageError("--prune and --prune-method go together (e.g. --prune --prune-method dpf --sparsity 0.9)")
         if self.prune:
@@ -188,6 +235,7 @@ class ExperimentConfig:
             if not 0 < self.sparsity < 1:
                 raise UsageError(f"--sparsity must be in (0, 1), got {self.sparsity}")
             self.check_schedule_flags(PRUNING_METHODS[self.prune_method])
+            self.check_finetune_flags(PRUNING_METHODS[self.prune_method])
             if not 0 <= self.target_epoch < self.epochs:  # the last epoch must train at full sparsity
                 raise UsageError(f"--target-epoch must be in 0..{self.epochs - 1} (before the last epoch), got {self.target_epoch}")
             if self.freeze_epoch is not None:
@@ -222,8 +270,9 @@ class ExperimentConfig:
 
 # Fields that may differ between runs of the same experiment (where/how it runs, not what it trains).
 NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
-                     "skip_existing", "compile", "pack", "pack_mode", "checkpoint_every"}
+                     "skip_existing", "compile", "pack", "pack_mode", "train_source", "checkpoint_every"}
 PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode()
+FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_milestones")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +303,7 @@ def registry_names() -> dict[str, str]:
             "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
             "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
             "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze),
+            "scoped": methods(lambda s: s.scoped), "from_dense": methods(lambda s: s.source),
             "defenses": " | ".join(DEFENSES), **{p.field: p.default for d in DEFENSES.values() for p in d.params}}
 
 
@@ -286,9 +336,10 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 
 # Fields resolved() derives from others: a command repeats them only where they differ from what it would derive.
-DERIVED_FIELDS = ("name", "layers", "width_factor", "mia_queries", "milestones", "target_epoch", "freeze_epoch")
+DERIVED_FIELDS = ("name", "layers", "width_factor", "mia_queries", "milestones", "target_epoch", "freeze_epoch",
+                  "finetune_epochs", "finetune_lr", "finetune_milestones")
 # Fields of one invocation, not of the configuration.
-_NOT_IN_COMMAND = ("model_index", "skip_existing", "verbose")
+_NOT_IN_COMMAND = ("model_index", "skip_existing", "verbose", "train_source")
 
 
 def command_line(cfg: ExperimentConfig, script: str = "run_experiment.py") -> str:

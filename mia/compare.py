@@ -114,7 +114,11 @@ def load_evaluations(suite_dir: Path) -> list[Evaluated]:
 # -- which pairs ---------------------------------------------------------------------------------------
 
 def default_pairs(evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
-    """Within each dataset: each pruned configuration minus dense, then dpf minus static per sparsity."""
+    """Within each dataset: each pruned configuration minus dense, then at each sparsity each method minus
+    the methods its registry entry pairs it with (pruning/methods.py pairs_with: dpf - static,
+    finetune - static, filter pruners - finetune)."""
+    from pruning.methods import PRUNING_METHODS
+
     pairs = []
     for ds in dict.fromkeys(e.res["dataset"] for e in evals):
         group = [e for e in evals if e.res["dataset"] == ds]
@@ -129,7 +133,8 @@ def default_pairs(evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
             if d != "none" and base != "dense" and (base, e.res["sparsity"]) in plain:
                 pairs.append((e, plain[base, e.res["sparsity"]]))
         by = {(e.res["method"], e.res["sparsity"]): e for e in group}
-        pairs += [(by["dpf", s], by["static", s]) for (m, s) in by if m == "dpf" and ("static", s) in by]
+        pairs += [(by[m, s], by[o, s]) for (m, s) in by if m in PRUNING_METHODS
+                  for o in PRUNING_METHODS[m].pairs_with if (o, s) in by]
     return pairs
 
 

@@ -17,48 +17,58 @@ from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, ps
                          suite_attacks)
 from mia.metrics import best_threshold, compute_metrics
 from utils.errors import UsageError
-from utils.io import save_json, save_npy, save_text
+from utils.io import load_json, save_json, save_npy, save_text
 
 METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr",
            "eps_lower_bound")
-ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc")
+ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "shadows", "train_acc", "test_acc")
+OWN = "own"  # the shadows column when each target's shadows are its own configuration's other models
 LONG_KEYS = ("experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value", "below_floor")
 
 
 # -- one attack against one target ------------------------------------------------------------------
 
-def shadow_rows(sig: Signals, target: int) -> list[int]:
-    """Leave-one-out: every other complete model is a shadow of `target` (rows of sig)."""
-    return [r for r in range(len(sig.indices)) if r != target]
+def shadow_rows(sig: Signals, target: int, src: Signals | None = None) -> list[int]:
+    """Leave-one-out: the rows of the shadow source (sig itself, or --shadows-from's configuration) whose
+    model index is not the target's. With another configuration's shadows, its model of the target's index
+    is left out too: it trained on exactly the target's members, which the attacker must not know."""
+    src = sig if src is None else src
+    return [r for r in range(len(src.indices)) if src.indices[r] != sig.indices[target]]
 
 
-def attack_input(sig: Signals, target: int, shadows: list[int]) -> AttackInput:
-    """Rows of sig for one target and its shadows. The target's keep row is deliberately absent."""
-    assert target not in shadows, "a target is never among its own shadows"
-    sens = sig.sensitivity
-    return AttackInput(sig.logits[target], sig.logits[shadows], sig.keep[shadows], sig.labels,
-                       None if sens is None else sens[target], None if sens is None else sens[shadows])
+def attack_input(sig: Signals, target: int, shadows: list[int], src: Signals | None = None) -> AttackInput:
+    """Row `target` of sig and rows `shadows` of the shadow source (default: sig). The target's keep row
+    is deliberately absent."""
+    src = sig if src is None else src
+    assert sig.indices[target] not in [src.indices[r] for r in shadows], "a target is never among its own shadows"
+    sens, ssens = sig.sensitivity, src.sensitivity
+    both = sens is not None and ssens is not None
+    return AttackInput(sig.logits[target], src.logits[shadows], src.keep[shadows], sig.labels,
+                       sens[target] if both else None, ssens[shadows] if both else None)
 
 
-def calibrate_threshold(name: str, sig: Signals, target: int, st: AttackSettings) -> tuple[float | None, str]:
+def calibrate_threshold(name: str, sig: Signals, target: int, st: AttackSettings,
+                        src: Signals | None = None) -> tuple[float | None, str]:
     """For attacks without their own decision rule: run the attack with the target's first shadow as
     a pseudo-target (the other shadows as its shadows; the real target excluded) and take the
     threshold that best separates that shadow's members. Never reads the target's keep or logits.
     The rerun keeps the target's shadow-count-dependent choices (pseudo_target_settings)."""
-    pseudo, *rest = shadow_rows(sig, target)
+    src = sig if src is None else src
+    pseudo, *rest = shadow_rows(sig, target, src)
     try:
-        out = run_attack(name, attack_input(sig, pseudo, rest), pseudo_target_settings(st))
+        out = run_attack(name, attack_input(src, pseudo, rest), pseudo_target_settings(st))
     except UsageError as e:
         return None, f"not calibrated ({e})"
-    return best_threshold(out.scores, sig.keep[pseudo]), f"pseudo-target: model {sig.indices[pseudo]}"
+    return best_threshold(out.scores, src.keep[pseudo]), f"pseudo-target: model {src.indices[pseudo]}"
 
 
-def attack_target(name: str, sig: Signals, target: int, st: AttackSettings) -> dict:
-    """Metrics of one attack against one target (a row of sig), with the calibrated threshold."""
+def attack_target(name: str, sig: Signals, target: int, st: AttackSettings, src: Signals | None = None) -> dict:
+    """Metrics of one attack against one target (a row of sig), with the calibrated threshold; shadows
+    from `src` (another configuration of the same study: --shadows-from), by default from sig."""
     t0 = time.perf_counter()
-    out = run_attack(name, attack_input(sig, target, shadow_rows(sig, target)), st)
+    out = run_attack(name, attack_input(sig, target, shadow_rows(sig, target, src), src), st)
     if out.threshold is None:
-        threshold, how = calibrate_threshold(name, sig, target, st)
+        threshold, how = calibrate_threshold(name, sig, target, st, src)
     else:
         threshold, how = out.threshold, out.calibration
     m = compute_metrics(out.scores, sig.keep[target], threshold)
@@ -93,14 +103,17 @@ def target_rows(spec: str | int, sig: Signals) -> list[int]:
     return [sig.row(k) for k in wanted]
 
 
-def _header(sig: Signals, rows: list[int], st: AttackSettings) -> dict:
-    cfg = sig.config
-    # a defended configuration's method is 'dpf+ppb' (paths.method_label): its own line in every table and plot
-    res = {"experiment": cfg.get("name") or sig.exp_dir.name,
+def _header(sig: Signals, rows: list[int], st: AttackSettings, src: Signals | None = None) -> dict:
+    cfg, shadows = sig.config, OWN if src is None else src.config.get("name")
+    name = cfg.get("name") or sig.exp_dir.name
+    # a defended configuration's method is 'dpf+ppb' (paths.method_label): its own line in every table and plot;
+    # attacked with another configuration's shadows (--shadows-from dense), its experiment is 'finetune_0.7@dense'
+    res = {"experiment": name if src is None else f"{name}@{shadows}", "shadows": shadows,
            "method": paths.method_label(cfg.get("method"), cfg.get("defense", "none")), "defense": cfg.get("defense", "none"),
            "sparsity": cfg.get("sparsity"), "dataset": cfg.get("dataset"), "arch": arch_label(cfg),
-           "exp_dir": str(sig.exp_dir), "targets": [sig.indices[r] for r in rows],
-           "num_models": len(sig.indices), "num_shadows": len(sig.indices) - 1, "pool_size": len(sig.labels),
+           "exp_dir": str(sig.exp_dir), "shadows_dir": str((src or sig).exp_dir), "targets": [sig.indices[r] for r in rows],
+           "num_models": len(sig.indices), "num_shadows": len(shadow_rows(sig, rows[0], src)) if rows else 0,
+           "pool_size": len(sig.labels),
            "num_queries": sig.logits.shape[2], "num_classes": sig.logits.shape[3], "settings": st.to_dict()}
     res["model_test_acc"] = {str(sig.indices[r]): sig.summaries[sig.indices[r]].get("test_acc") for r in rows}
     for key in ("train_acc", "test_acc", "measured_sparsity", "dp_epsilon"):  # dp_epsilon: a DP model's accountant
@@ -152,22 +165,39 @@ def save_scores(scores: Path, name: str, per: dict[int, dict]) -> None:
         save_npy(np.asarray(p.pop("scores"), np.float64), paths.score_file(scores, t, name))
 
 
+def shadow_source(sig: Signals, shadows_dir) -> Signals | None:
+    """--shadows-from: the other configuration's signals, refused in one line unless it is the same study
+    (the same keep matrix and pool labels: model i of both trained on the same examples)."""
+    if shadows_dir is None or Path(shadows_dir).resolve() == Path(sig.exp_dir).resolve():
+        return None
+    src = load_experiment(shadows_dir)
+    same = (np.array_equal(np.load(Path(sig.exp_dir) / paths.KEEP_MATRIX), np.load(Path(shadows_dir) / paths.KEEP_MATRIX))
+            and np.array_equal(sig.labels, src.labels))
+    if not same:
+        raise UsageError(f"--shadows-from {src.config.get('name')}: {shadows_dir} has another keep matrix or pool than "
+                         f"{sig.exp_dir} (not the same study), so its models cannot be this configuration's shadows")
+    return src
+
+
 def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", settings: AttackSettings | None = None,
-                        suite_dir: str | Path | None = None) -> dict:
+                        suite_dir: str | Path | None = None, shadows_from: str | Path | None = None) -> dict:
     """Every requested attack against every chosen target (leave-one-out). An attack that cannot run
     here (too few shadows, no sensitivity) is recorded under 'errors'; the others still run. With
-    suite_dir, every attack's scores are saved under suite_dir/scores/<experiment id>/ (paths.scores_dir)."""
+    suite_dir, every attack's scores are saved under suite_dir/scores/<experiment id>/ (paths.scores_dir).
+    shadows_from: another experiment directory of the same study whose models are the shadows (the
+    attacker who does not mirror the target's pipeline: e.g. dense shadows for a pruned target)."""
     st = settings or AttackSettings()
     check_attacks(attacks)
     sig = load_experiment(exp_dir)
+    src = shadow_source(sig, shadows_from)
     rows = target_rows(targets, sig)
-    res = {**_header(sig, rows, st), "attacks": {}, "errors": {}}
+    res = {**_header(sig, rows, st, src), "attacks": {}, "errors": {}}
     scores = None if suite_dir is None else paths.scores_dir(suite_dir, experiment_id(res))
     if scores is not None:
         save_membership(scores, sig, rows)
     for name in attacks:
         try:
-            per = {sig.indices[r]: attack_target(name, sig, r, st) for r in rows}
+            per = {sig.indices[r]: attack_target(name, sig, r, st, src) for r in rows}
         except UsageError as e:
             res["errors"][name] = str(e)
             continue
@@ -272,14 +302,42 @@ def find_experiment_dirs(runs_dir) -> list[Path]:
     return exps
 
 
+def shadows_dirs(spec: str | None, exp_dirs: list[Path]) -> dict[Path, Path | None]:
+    """--shadows-from, resolved for every experiment before anything runs (a bad one is one line and
+    nothing is written): an experiment directory, or the name of a configuration, looked up among
+    exp_dirs in each experiment's dataset. The experiments of that configuration keep their own shadows."""
+    out = {exp: None for exp in exp_dirs}
+    if spec is None:
+        return out
+    cfgs = {exp: load_json(Path(exp) / paths.CONFIG) for exp in exp_dirs}
+    for exp in exp_dirs:
+        if (Path(spec) / paths.KEEP_MATRIX).exists():
+            src = Path(spec)
+        else:
+            same = [e for e in exp_dirs if cfgs[e].get("name") == spec and cfgs[e].get("dataset") == cfgs[exp].get("dataset")]
+            if not same:
+                names = sorted({c.get("name") for c in cfgs.values()})
+                raise UsageError(f"--shadows-from {spec}: no such configuration for dataset {cfgs[exp].get('dataset')} "
+                                 f"(configurations: {', '.join(names)}; or give an experiment directory)")
+            src = same[0]
+        if Path(src).resolve() != Path(exp).resolve():
+            if not np.array_equal(np.load(Path(src) / paths.KEEP_MATRIX), np.load(Path(exp) / paths.KEEP_MATRIX)):
+                raise UsageError(f"--shadows-from {spec}: {src} and {exp} have different keep matrices (not the same "
+                                 f"study: another --mia-seed, pool or number of models); their models cannot be paired")
+            out[exp] = Path(src)
+    return out
+
+
 def evaluate_all(exp_dirs: list[Path], attacks: list[str], targets: str, st: AttackSettings,
-                 suite_dir: str | Path | None = None) -> tuple[list[dict], list[str]]:
+                 suite_dir: str | Path | None = None, shadows_from: str | None = None) -> tuple[list[dict], list[str]]:
     """Evaluate each experiment (scores saved under suite_dir when given); each problem is printed as
-    one line and the rest goes on. When none could be evaluated: a UsageError, before anything is written."""
+    one line and the rest goes on. When none could be evaluated: a UsageError, before anything is written.
+    shadows_from: --shadows-from (shadows_dirs)."""
     results, failures = [], []
+    shadows = shadows_dirs(shadows_from, exp_dirs)
     for exp in exp_dirs:
         try:
-            res = evaluate_experiment(exp, attacks, targets, settings=st, suite_dir=suite_dir)
+            res = evaluate_experiment(exp, attacks, targets, settings=st, suite_dir=suite_dir, shadows_from=shadows[exp])
         except UsageError as e:
             failures.append(f"{exp}: {e}")
             print(f"error: {exp}: {e}", file=sys.stderr)

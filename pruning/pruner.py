@@ -39,6 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pruning.criteria import CRITERIA, SCOPES
 from pruning.masks import measure_sparsity, prunable_parameters, prune_lowest
 from pruning.methods import PRUNING_METHODS
 from pruning.schedule import scheduled_sparsity
@@ -73,9 +74,14 @@ def mask_params(params: list, fmasks: list) -> None:
     torch._foreach_mul_(params, fmasks)
 
 
-def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq) -> None:
+def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope) -> None:
     if method not in PRUNING_METHODS:
         raise UsageError(f"unknown pruning method '{method}'; valid: {', '.join(PRUNING_METHODS)}")
+    if scope not in SCOPES:
+        raise UsageError(f"unknown pruning scope '{scope}'; valid: {', '.join(SCOPES)}")
+    if scope != "global" and not PRUNING_METHODS[method].scoped:
+        raise UsageError(f"--prune-scope {scope} applies to {', '.join(m for m, s in PRUNING_METHODS.items() if s.scoped)} only, "
+                         f"not {method}")
     if not 0 < sparsity < 1:
         raise UsageError(f"sparsity must be in (0, 1), got {sparsity}")
     if iters_per_epoch <= 0 or prune_freq <= 0:
@@ -88,8 +94,8 @@ def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoc
 
 class Pruner:
     def __init__(self, method: str, model: nn.Module, sparsity: float, iters_per_epoch: int,
-                 target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16):
-        _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq)
+                 target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global"):
+        _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope)
         self.method, self.spec, self.s_f, self.freq = method, PRUNING_METHODS[method], float(sparsity), int(prune_freq)
         # one-shot methods (static) have no schedule: target epoch 0, and no freeze epoch (config.py
         # refuses either flag for them); only DPF uses a freeze epoch
@@ -113,9 +119,8 @@ class Pruner:
         self.num_pruned = 0         # pruned weights in the current masks
         self.total_refreshes = 0
         self._log = []              # (iteration, scheduled sparsity, reactivations tensor) since end_epoch()
-        if self.spec.one_shot:      # static: pruned here, right after the model is built, before any step;
-            self._refresh(0)        # the mask is final, so it is frozen at once (gradients masked)
-            self._freeze()
+        if self.spec.one_shot:      # static, finetune, filter pruners: pruned here, before any step, by the
+            self._prune_once(scope)  # method's criterion; the mask is final, so it is frozen at once
 
     # -- masks ----------------------------------------------------------------------------------
     @property
@@ -147,6 +152,26 @@ class Pruner:
         self.total_refreshes += 1
         self._log.append((it, s, flips))
         self._apply_masks()
+
+    @torch.no_grad()
+    def _prune_once(self, scope: str) -> None:
+        """One-shot pruning by the method's criterion (pruning/criteria.py): global or per-layer magnitude over
+        the prunable weights, or whole channels (then the lists also hold conv biases and BatchNorm scales
+        and shifts, masked like weights). Counted as the one refresh, at iteration 0."""
+        masks = CRITERIA[self.spec.criterion](self.model, self.s_f, scope)
+        params = dict(self.model.named_parameters())
+        self.names, self.params = list(masks), [params[n] for n in masks]
+        self.numel = sum(p.numel() for p in self.params)
+        # allocated like the parameters (memory format: channels_last), then filled
+        self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+        self.fmask_list = [torch.ones_like(p) for p in self.params]
+        new = [masks[n] for n in self.names]
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        self.num_pruned, self.current = sum(int((~m).sum()) for m in new), self.s_f
+        self.total_refreshes = 1
+        self._log.append((0, self.s_f, torch.zeros((), dtype=torch.long, device=self.params[0].device)))
+        self._freeze()
 
     @torch.no_grad()
     def _apply_masks(self) -> None:
@@ -238,7 +263,7 @@ class Pruner:
 
 
 def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch: int, target_epoch: int,
-                 freeze_epoch: int | None = None, prune_freq: int = 16) -> Pruner:
+                 freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global") -> Pruner:
     """The trainer calls, per iteration: before_step(it) -> forward/backward -> before_optimizer_step()
     -> optimizer.step() -> after_optimizer_step(); end_epoch(epoch) and at_target(epoch) per epoch."""
-    return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq)
+    return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope)

@@ -21,6 +21,7 @@ from data import ArrayDataset, load_dataset
 from pruning.methods import former_meaning
 from training.membership import keep_matrix
 from training.signals import write_signals
+from training.sources import load_source, source_config, stale_reason
 from training.packing import auto_pack
 from training.trainer import train_models
 from utils.device import resolve_device
@@ -94,7 +95,8 @@ def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarra
             (out / paths.RESUME).unlink(missing_ok=True)  # model resumes from its last state (training/resume.py)
         if i:  # the target's config.json is the experiment's
             save_json(_with_index(cfg, i).to_dict(), out / paths.CONFIG)
-    trained = train_models(cfg, ds, keep, list(indices), outs)  # steps: config_steps(keep), the same for every pack
+    sources = {i: load_source(cfg, i) for i in indices} if source_config(cfg) else {}  # fine-tuning: dense model i
+    trained = train_models(cfg, ds, keep, list(indices), outs, sources=sources)  # steps: config_steps(keep), the same for every pack
     device = resolve_device(cfg.device)
     summaries = []
     for i, out, (summary, model) in zip(indices, outs, trained):
@@ -110,11 +112,21 @@ def model_indices(cfg: ExperimentConfig) -> list[int]:
     return [cfg.model_index] if cfg.model_index is not None else list(range(cfg.num_shadows + 1))
 
 
-def pending_models(cfg: ExperimentConfig) -> list[int]:
-    """Model indices this run will train (complete ones are skipped with --skip-existing)."""
+def pending_models(cfg: ExperimentConfig, retrained_sources=frozenset()) -> list[int]:
+    """Model indices this run will train: complete ones are skipped with --skip-existing, unless the model
+    they were fine-tuned from changed or is retrained in this run (retrained_sources: its indices), so a
+    stale fine-tuned model is never reused (training/sources.py)."""
     exp = experiment_dir(cfg)
     return [i for i in model_indices(cfg)
-            if not (cfg.skip_existing and is_complete(paths.model_dir(exp, i)))]
+            if not (cfg.skip_existing and is_complete(paths.model_dir(exp, i)) and not stale(cfg, i, retrained_sources))]
+
+
+def stale(cfg: ExperimentConfig, index: int, retrained_sources) -> bool:
+    why = f"its source model {index} is retrained in this run" if index in retrained_sources else \
+        stale_reason(cfg, index, paths.model_dir(experiment_dir(cfg), index))
+    if why:
+        print(f"{cfg.name} model {index} is stale ({why}): fine-tuned again")
+    return why is not None
 
 
 @dataclass(frozen=True)
@@ -129,7 +141,14 @@ class Task:
 
 
 def plan_tasks(configs: list[ExperimentConfig]) -> list[Task]:
-    return [Task(c, i) for c in configs for i in pending_models(c)]
+    """The pending models of every configuration, in the given order (sources first: training/study.py)."""
+    tasks, pending = [], {}
+    for c in configs:
+        src = source_config(c)
+        todo = pending_models(c, pending.get(experiment_dir(src), frozenset()) if src else frozenset())
+        pending[experiment_dir(c)] = frozenset(todo)
+        tasks += [Task(c, i) for i in todo]
+    return tasks
 
 
 @dataclass(frozen=True)

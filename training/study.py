@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from configs.config import ExperimentConfig
+from configs.config import FINETUNE_FIELDS, ExperimentConfig
 from defenses import DEFENSES, NONE
 from pruning import PRUNING_METHODS
 from training.experiment import Task, check_recipe, experiment_dir, plan_packs, run_pack_task
 from training.progress import Progress
 from training.ray_executor import run_ray
+from training.sources import source_config
 from utils.errors import UsageError
 
 
@@ -43,18 +44,37 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
         if not 0 < s < 1:
             raise UsageError(f"sparsity must be in (0, 1), got {s}")
     configs = []
+    finetune_unset = {f: None for f in FINETUNE_FIELDS}
     for m in dict.fromkeys(methods):  # de-duplicated, in the order given
         if m == "dense":
-            configs.append(dataclasses.replace(base, prune=False, prune_method=None, sparsity=0.0, name=None))
-        else:  # the study-wide --target-epoch/--freeze-epoch reach only the methods that have them
+            configs.append(dataclasses.replace(base, prune=False, prune_method=None, sparsity=0.0, name=None,
+                                               target_epoch=None, freeze_epoch=None, prune_scope="global",
+                                               **finetune_unset))
+        else:  # the study-wide schedule, scope and fine-tuning flags reach only the methods that have them
             spec = PRUNING_METHODS[m]
             sched = dict(target_epoch=base.target_epoch if spec.uses_target else None,
-                         freeze_epoch=base.freeze_epoch if spec.uses_freeze else None)
+                         freeze_epoch=base.freeze_epoch if spec.uses_freeze else None,
+                         prune_scope=base.prune_scope if spec.scoped else "global",
+                         **({} if spec.source else finetune_unset))
             configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
                         for s in dict.fromkeys(sparsities)]
-    configs = [c.resolved() for c in with_defenses(configs, defenses)]
+    configs = with_sources([c.resolved() for c in with_defenses(configs, defenses)])
     check_distinct(configs)
     return configs
+
+
+def with_sources(configs: list[ExperimentConfig]) -> list[ExperimentConfig]:
+    """The study as a dependency graph (training/sources.py): every configuration a fine-tuned one starts
+    from is in the study (added when not asked for: `--methods finetune` trains dense first), and comes
+    before every configuration that starts from it, so the local loop trains dense model i before model i is
+    fine-tuned; the Ray executor orders its tasks by the same graph."""
+    have = {experiment_dir(c) for c in configs}
+    for c in list(configs):
+        src = source_config(c)
+        if src is not None and experiment_dir(src) not in have:
+            have.add(experiment_dir(src))
+            configs.append(src)
+    return sorted(configs, key=lambda c: source_config(c) is not None)  # stable: the order given otherwise
 
 
 def with_defenses(configs: list[ExperimentConfig], defenses: list[str]) -> list[ExperimentConfig]:
