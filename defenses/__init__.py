@@ -1,7 +1,8 @@
 """Registry of defenses against membership inference (docs/defenses.md: formulas, papers, code).
 
 A defense is a training loss (defenses/base.py) that composes with every pruning method: the pruner's
-masks and hooks are untouched, only the loss whose gradient they mask changes. Its parameters are
+masks and hooks are untouched, only the loss whose gradient they mask changes. One that changes more says
+so with the spec's hooks (dp: a GroupNorm model, the DP-SGD step, epsilon in the summary). Its parameters are
 ExperimentConfig fields `<defense>_<param>`, None unless that defense is asked for; resolved() fills their
 defaults from here and validate() checks them here, so a new defense is one file, one entry and its
 config fields. The shadows of a defended configuration train with the same defense (the adaptive attacker).
