@@ -97,6 +97,7 @@ CASES = {  # name: (config, epochs after which the run is killed)
     "dpf": (DPF, [1, 3]),  # 1: refreshes, the target and the freeze still ahead; 3: frozen, dense weights dropped
     "pack3-grouped": (dict(DPF, num_shadows=2, pack=3, pack_mode="grouped"), [2]),
     "pack3-sequential": (dict(DPF, num_shadows=2, pack=3, pack_mode="sequential"), [2]),
+    "dp-sgd": (dict(defense="dp"), [2]),  # the optimizer's noise stream carried over, not restarted (repeated)
 }
 
 

@@ -10,8 +10,9 @@ One file per model, resume.pth beside its checkpoints (configs/paths.RESUME), wr
   weights, BatchNorm statistics   the model's state_dict (a pruned model's weights as w * m)
   optimizer, scheduler            the model's SGD momentum, the learning rate, the scheduler's and GradScaler's state
   pruner                          masks, DPF's dense weights, schedule position, counters (Pruner.state_dict)
-  random streams                  the model's generator (data order, crops, flips), torch's global stream
-                                  (dropout) and CUDA's on a GPU; numpy's global stream is not used by training
+  random streams                  the model's generator (data order, crops, flips), the optimizer's own where it
+                                  draws one (DP-SGD's noise), torch's global stream (dropout) and CUDA's on a
+                                  GPU; numpy's global stream is not used by training
   bookkeeping                     epochs done, history, the best-so-far snapshot and its key
 and what made it: the state's format, the model's recipe (ExperimentConfig.recipe(): method revision
 included), its index, its steps per epoch and, for a fine-tuned model, the source checkpoint it started from
@@ -58,6 +59,12 @@ def _slots(tr):
                 yield p, (lambda t, j=j, name=name: [(j, name, t)])
 
 
+def _opt_generator(tr) -> torch.Generator | None:
+    """The optimizer's own random stream where it draws one (DP-SGD's noise, defenses/dp.py): restarted from
+    its seed on resume, it would repeat the noise of the epochs already run."""
+    return getattr(tr.opt, "generator", None)
+
+
 def member_states(tr, epochs_done: int) -> list[dict]:
     """Each member's resumable state at the end of epoch `epochs_done` (module docstring). CPU tensors."""
     momentum = [{} for _ in tr.members]
@@ -68,6 +75,7 @@ def member_states(tr, epochs_done: int) -> list[dict]:
     cuda = tr.device.type == "cuda"
     shared = {"lr": [g["lr"] for g in tr.opt.param_groups], "scheduler": tr.sched.state_dict(),
               "scaler": tr.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+              "opt_rng": None if _opt_generator(tr) is None else _opt_generator(tr).get_state(),
               "cuda_rng": torch.cuda.get_rng_state(tr.device) if cuda else None}
     out = []
     for m, mom in zip(tr.members, momentum):
@@ -154,6 +162,8 @@ def restore(tr, out_dirs: list[Path]) -> int:
     if first["scaler"]:  # empty where no GradScaler runs (every precision but fp16)
         tr.scaler.load_state_dict(first["scaler"])
     torch.set_rng_state(first["torch_rng"])
+    if first.get("opt_rng") is not None and _opt_generator(tr) is not None:
+        _opt_generator(tr).set_state(first["opt_rng"])
     if first["cuda_rng"] is not None:
         torch.cuda.set_rng_state(first["cuda_rng"], tr.device)
     done = first["epoch"]
