@@ -259,3 +259,16 @@ def test_the_privacy_utility_plot_draws_defended_configurations_apart():
     assert (lines["dense"].get_marker(), lines["dpf"].get_marker()) == ("*", "o")
     assert {lines[m].get_marker() for m in ("dense+ppb", "dpf+ppb")} == {"D"}
     assert {lines[m].get_linestyle() for m in ("dense+ppb", "dpf+ppb")} == {"--"}
+
+
+def test_the_defense_overhead_benchmark_runs(monkeypatch, capsys, one_thread):
+    """benchmarks/defense_overhead.py at tiny sizes, so the command in docs/benchmarks.md cannot rot."""
+    import sys
+
+    from benchmarks import defense_overhead
+
+    monkeypatch.setattr(sys, "argv", ["defense_overhead.py", "--pool-size", "64", "--epochs", "1", "--rounds", "1",
+                                      "--batch-size", "16"])
+    defense_overhead.main()
+    out = capsys.readouterr().out
+    assert all(f"  {d} " in out for d in DEFENSES) and "x 1.00 time vs none" in out and "none, as dp" in out
