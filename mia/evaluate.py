@@ -71,7 +71,7 @@ def attack_target(name: str, sig: Signals, target: int, st: AttackSettings, src:
         threshold, how = calibrate_threshold(name, sig, target, st, src)
     else:
         threshold, how = out.threshold, out.calibration
-    m = compute_metrics(out.scores, sig.keep[target], threshold)
+    m = compute_metrics(out.scores, sig.keep[target], threshold, delta=sig.config.get("dp_delta"))  # a DP run's delta
     m.update(time_s=time.perf_counter() - t0, calibration=how, info=out.info, scores=out.scores)
     return m
 

@@ -67,8 +67,10 @@ def _finite(scores: np.ndarray) -> np.ndarray:
     return np.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)
 
 
-def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float | None = None) -> dict:
-    """auc, advantage, tpr_at_*, min_fpr (+ flags), accuracy (when a threshold is given), roc."""
+def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float | None = None,
+                    delta: float | None = None) -> dict:
+    """auc, advantage, tpr_at_*, min_fpr (+ flags), accuracy and eps_lower_bound (when a threshold is given;
+    at `delta`, by default 1/#members rounded down to a power of 10), roc."""
     scores, is_member = _finite(np.asarray(scores, np.float64)), np.asarray(is_member, bool)
     n_out = int((~is_member).sum())
     if n_out == 0 or n_out == len(is_member):
@@ -85,6 +87,6 @@ def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float 
         pred = scores >= threshold
         out["accuracy"] = float(0.5 * (pred[is_member].mean() + (~pred[~is_member]).mean()))
         out["threshold"] = float(threshold)
-        out.update(epsilon_lower_bound(pred, is_member))
+        out.update(epsilon_lower_bound(pred, is_member, delta))
     out["roc"] = roc_points(fpr, tpr)
     return out

@@ -53,6 +53,7 @@ def test_identical_member_and_nonmember_scores_prove_nothing():
         m = compute_metrics(scores, member, threshold)
         assert m["eps_lower_bound"] == 0.0 and m["eps_delta"] == 1e-3
     assert epsilon_lower_bound(np.ones(400, bool), member)["eps_lower_bound"] == 0.0
+    assert compute_metrics(scores, member, 0.5, delta=1e-5)["eps_delta"] == 1e-5  # a DP run's --dp-delta
 
 
 def test_a_perfect_rule_proves_what_its_sample_size_allows():
