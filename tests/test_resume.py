@@ -21,6 +21,7 @@ from run_experiment import run
 from training import resume
 from training.experiment import experiment_dir
 from training.trainer import Trainer
+from utils.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,6 +193,8 @@ def test_a_run_without_skip_existing_starts_afresh(tmp_path, monkeypatch):
 def test_checkpoint_every_is_not_part_of_the_recipe_and_the_default_writes_little():
     a = ExperimentConfig(checkpoint_every=3).resolved()
     assert a.recipe() == ExperimentConfig().resolved().recipe()
+    with pytest.raises(UsageError, match=r"--checkpoint-every must be >= 0 \(0: never\), got -1"):
+        ExperimentConfig(checkpoint_every=-1).resolved()
     written = []
     ck = resume.Checkpointer(None, [], None)
     ck.cost = 0.0
