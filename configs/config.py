@@ -268,6 +268,20 @@ class ExperimentConfig:
         return {k: v for k, v in self.to_dict().items() if k not in NON_RECIPE_FIELDS}
 
 
+def recipe_diff(stored: dict, cfg: ExperimentConfig) -> list[str]:
+    """What differs between a recorded recipe (a config.json's, a resumable state's) and cfg's, one item a
+    field; first, when the method's meaning changed since (pruning/methods.py revisions), that change."""
+    from pruning.methods import former_meaning
+
+    new = cfg.recipe()
+    diff = [f"{k}: {stored.get(k)!r} there vs {new.get(k)!r} asked"
+            for k in sorted(set(stored) | set(new)) if stored.get(k) != new.get(k)]
+    former = former_meaning(cfg.method, stored.get("method_revision"))
+    if former and stored.get("method_revision") != new.get("method_revision"):
+        diff.insert(0, f"its models were trained when '{cfg.method}' meant {former}")
+    return diff
+
+
 # Fields that may differ between runs of the same experiment (where/how it runs, not what it trains).
 NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
                      "skip_existing", "compile", "pack", "pack_mode", "train_source", "checkpoint_every"}

@@ -35,7 +35,8 @@ def _nonmembers(tmp) -> list[int]:
 def test_comprehensive_csv_columns(study):
     tmp, _ = study
     df = pd.read_csv(tmp / "results" / "comprehensive_mia_results.csv")
-    assert list(df.columns[:7]) == ["experiment", "method", "sparsity", "dataset", "arch", "train_acc", "test_acc"]
+    assert list(df.columns[:8]) == ["experiment", "method", "sparsity", "dataset", "arch", "shadows", "train_acc", "test_acc"]
+    assert set(df["shadows"]) == {"own"}  # each configuration attacked with its own models (no --shadows-from)
     assert df["experiment"].tolist() == ["dense", "static_0.9", "dpf_0.9"]
     from mia.attacks import ATTACKS
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from configs import paths
-from configs.config import ExperimentConfig
+from configs.config import ExperimentConfig, recipe_diff
 from data import ArrayDataset, load_dataset
-from pruning.methods import former_meaning
 from training.membership import keep_matrix
 from training.signals import write_signals
 from training.sources import load_source, source_config, stale_reason
@@ -38,16 +37,6 @@ def stored_recipe(cfg_file: Path) -> dict:
     field: they hold revision 1 of their method (for static: gradual magnitude pruning, now gmp)."""
     stored = load_json(cfg_file)
     return {**ExperimentConfig.from_dict(stored).recipe(), "method_revision": stored.get("method_revision", 1)}
-
-
-def recipe_diff(stored: dict, cfg: ExperimentConfig) -> list[str]:
-    new = cfg.recipe()
-    diff = [f"{k}: {stored.get(k)!r} there vs {new.get(k)!r} asked"
-            for k in sorted(set(stored) | set(new)) if stored.get(k) != new.get(k)]
-    former = former_meaning(cfg.method, stored.get("method_revision"))
-    if former and stored.get("method_revision") != new.get("method_revision"):
-        diff.insert(0, f"its models were trained when '{cfg.method}' meant {former}")
-    return diff
 
 
 def check_recipe(cfg: ExperimentConfig) -> None:

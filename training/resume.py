@@ -33,6 +33,7 @@ import torch
 from tqdm import tqdm
 
 from configs import paths
+from configs.config import recipe_diff
 from training.packing import model_slices
 from utils.errors import UsageError
 from utils.io import load_torch, save_torch
@@ -96,7 +97,6 @@ def save(tr, out_dirs: list[Path], epochs_done: int) -> None:
 
 def _mismatch(st, tr, m) -> str | None:
     """Why a state cannot continue member m of trainer tr, or None."""
-    from training.experiment import recipe_diff  # experiment imports the trainer, which imports this module
 
     if not isinstance(st, dict) or st.get("format") != FORMAT:
         got = st.get("format") if isinstance(st, dict) else None
