@@ -52,7 +52,9 @@ PAIRED_COLS = ["pair", "a", "b", "dataset", "attack", "metric", "a_value", "b_va
 ID_COLS = ["experiment", "method", "sparsity", "dataset"]
 # A TPR resting on fewer allowed false positives than this moves in steps of a whole example and is
 # biased upward (the best of a few noisy points; at 1-2 false positives about 1.7x the population
-# value, issue 25): flagged "coarse", still measured.
+# value, issue 25): flagged "coarse", measured and shown with its interval, but never tested: its
+# bootstrap distribution is that of an extreme order statistic, lumpy and too narrow (the A/A check on
+# real models found every corrected false mark in such a cell; docs/attacks.md).
 COARSE_FALSE_POSITIVES = 5
 FAMILIES = {"headline": bs.holm, "accuracy": bs.holm, "grid": bs.benjamini_hochberg}
 
@@ -249,11 +251,13 @@ def mark_significance(paired: pd.DataFrame, headline: str, level: float) -> pd.D
     """Adds family, p_adjusted and significant (p_adjusted < 1 - level) to the paired rows. Families:
     "headline" (the headline attack's AUC, one row per pair) and "accuracy" (test accuracy per pair),
     Holm-adjusted (family-wise error); "grid" (every other measured cell), Benjamini-Hochberg (false
-    discovery rate). Below-floor cells and cells without a p-value are in no family, never significant."""
+    discovery rate). Below-floor and coarse cells and cells without a p-value are in no family, never
+    significant (their raw interval and p-value stay in the CSV)."""
     d = paired.copy()
     fam = np.where(d["metric"] == "test_acc", "accuracy",
                    np.where((d["attack"] == headline) & (d["metric"] == "auc"), "headline", "grid"))
-    d["family"] = np.where(d["below_floor"].astype(bool) | d["p_value"].isna(), "", fam)
+    untested = d["below_floor"].astype(bool) | d["coarse"].astype(bool) | d["p_value"].isna()
+    d["family"] = np.where(untested, "", fam)
     d["p_adjusted"] = np.nan
     for name, adjust in FAMILIES.items():
         rows = d["family"] == name

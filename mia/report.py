@@ -168,8 +168,9 @@ def family_text(paired: pd.DataFrame, attack: str, level: int) -> str:
             f"the {n['headline']} pair(s) and test accuracy over the {n['accuracy']} pair(s), each Holm-adjusted "
             f"(chance of any false mark in the family at most {100 - level}%); the {n['grid']} other measured cells "
             f"(every other attack and metric), Benjamini-Hochberg (expected share of false marks among the marked at "
-            f"most {100 - level}%). {none} cell(s) below the FPR floor (`*`) are in no family and never marked; `†`: "
-            f"coarse, fewer than 5 allowed false positives (a TPR biased upward). Intervals are raw (unadjusted); "
+            f"most {100 - level}%). {none} cell(s) below the FPR floor (`*`) or coarse (`†`: fewer than 5 allowed false "
+            f"positives, a TPR biased upward whose resampled interval is too narrow to test) are in no family and never "
+            f"marked. Intervals are raw (unadjusted); "
             f"p-values raw and adjusted are in [{paths.PAIRED}]({paths.PAIRED}).")
 
 
