@@ -16,6 +16,7 @@ from mia.artifacts import Signals, arch_label, load_experiment
 from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, pseudo_target_settings, run_attack,
                          suite_attacks)
 from mia.metrics import best_threshold, compute_metrics
+from mia.shadows import target_settings
 from utils.errors import UsageError
 from utils.io import load_json, save_json, save_npy, save_text
 
@@ -66,6 +67,7 @@ def attack_target(name: str, sig: Signals, target: int, st: AttackSettings, src:
     """Metrics of one attack against one target (a row of sig), with the calibrated threshold; shadows
     from `src` (another configuration of the same study: --shadows-from), by default from sig."""
     t0 = time.perf_counter()
+    st = target_settings(st, sig.indices[target])  # each target's attack draws its own randomness
     out = run_attack(name, attack_input(sig, target, shadow_rows(sig, target, src), src), st)
     if out.threshold is None:
         threshold, how = calibrate_threshold(name, sig, target, st, src)

@@ -84,6 +84,23 @@ def test_target_is_never_among_its_own_shadows(monkeypatch):
     assert all(s is not target for inp in calls for s in inp.shadow_logits)
 
 
+def test_each_target_draws_its_own_attack_randomness(monkeypatch):
+    """A target's attack runs with a seed of its own (target_settings): the same for model i of every
+    configuration (paired comparisons share it) and different between targets, so the attack's own noise
+    varies over the targets and the interval's between-target part sees it."""
+    seeds = []
+    spec = ATTACKS["confidence"]
+    spy = dataclasses.replace(spec, fn=lambda inp, st: seeds.append(st.seed) or spec.fn(inp, st))
+    monkeypatch.setitem(ATTACKS, "confidence", spy)
+    a, b = (in_memory(synthetic_signals(n=300, num_shadows=4, seed=s)) for s in (2, 3))  # two configurations
+    for sig in (a, b):
+        for t in (0, 1):
+            attack_target("confidence", sig, t, FAST)
+    assert seeds[0] != seeds[1] and seeds[:2] == seeds[2:]
+    attack_target("confidence", a, 0, dataclasses.replace(FAST, seed=FAST.seed + 1))
+    assert seeds[-1] not in seeds[:2]  # the study's --seed still matters
+
+
 # -- LiRA ---------------------------------------------------------------------------------------------
 
 def lira_reference(z_t, z_s, keep_s, labels, fixed: bool, online: bool, seed=0):
