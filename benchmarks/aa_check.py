@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.common import machine
@@ -53,11 +54,11 @@ def aa_rows(res1: Path, res2: Path, st: Settings) -> pd.DataFrame:
                 s = bs.difference(ra[attack][metric], rb[attack][metric], st.level)
                 rows.append({"pair": f"{a.name} (seed 1 - seed 2)", "attack": attack, "metric": metric,
                              "difference": s["difference"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
-                             "p_value": s["p_value"], "excludes_zero": s["excludes_zero"], **floor_flags(metric, members)})
+                             "se": s["se"], "df": s["df"], "p_value": s["p_value"], "excludes_zero": s["excludes_zero"], **floor_flags(metric, members)})
                 intervals.append({"attack": attack, "metric": metric, "value": bs.interval(ra[attack][metric])["difference"]})
         s = bs.accuracy_difference([a.test_acc(t) for t in a.targets], [b.test_acc(t) for t in b.targets], st.level)
         rows.append({"pair": f"{a.name} (seed 1 - seed 2)", "attack": "", "metric": "test_acc", "below_floor": False,
-                     "coarse": False, **{k: s[k] for k in ("difference", "ci_low", "ci_high", "p_value", "excludes_zero")}})
+                     "coarse": False, **{k: s[k] for k in ("difference", "ci_low", "ci_high", "se", "df", "p_value", "excludes_zero")}})
     d = pd.DataFrame(rows)
     return mark_significance(d, headline_attack(pd.DataFrame(intervals)), st.level)
 
@@ -69,15 +70,30 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     print(machine())
-    clean = 0
+    clean, all_rows = 0, []
     for r in range(args.repeats):
         d = aa_rows(train(out, 2 * r + 1), train(out, 2 * r + 2), Settings())
+        all_rows.append(d)
         measured, tested = d[~d["below_floor"]], d[d["family"] != ""]  # coarse cells: measured, not tested
         clean += not d["significant"].any()
         print(f"repeat {r}: {int(d['significant'].sum())} corrected-significant of {len(tested)} tested cells; raw "
               f"(interval excluding 0): {int(tested['excludes_zero'].sum())} tested, "
               f"{int(measured['excludes_zero'].sum())} of {len(measured)} measured", flush=True)
     print(f"no corrected-significant cell in {clean} of {args.repeats} repeats (promise: >= 95%)")
+    print(calibration(pd.concat(all_rows)).to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def calibration(d: pd.DataFrame) -> pd.DataFrame:
+    """Per attack, over every repeat and configuration (AUC): the mean squared A/A difference (its true
+    value is 0, so this is the variance the interval should estimate) against the mean estimated
+    variance se^2, their ratio (1 when the interval's variance is right on average; above 1, some
+    variation is not in it), and the share of raw 95% intervals that cover 0."""
+    a = d[(d["metric"] == "auc") & d["se"].notna()]
+    g = a.groupby("attack").agg(mean_sq_diff=("difference", lambda x: float(np.mean(x ** 2))),
+                                mean_se2=("se", lambda x: float(np.mean(x ** 2))),
+                                raw_coverage=("excludes_zero", lambda x: 1 - float(np.mean(x))), cells=("se", "size"))
+    g.insert(2, "ratio", g["mean_sq_diff"] / g["mean_se2"])
+    return g
 
 
 if __name__ == "__main__":

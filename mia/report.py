@@ -171,7 +171,9 @@ def family_text(paired: pd.DataFrame, attack: str, level: int) -> str:
             f"most {100 - level}%). {none} cell(s) below the FPR floor (`*`) or coarse (`†`: fewer than 5 allowed false "
             f"positives, a TPR biased upward whose resampled interval is too narrow to test) are in no family and never "
             f"marked. Intervals are raw (unadjusted); "
-            f"p-values raw and adjusted are in [{paths.PAIRED}]({paths.PAIRED}).")
+            f"p-values raw and adjusted are in [{paths.PAIRED}]({paths.PAIRED}). Not in any interval: the draw of the "
+            f"shadow models, which a configuration's targets share (docs/attacks.md); on real models with 3 targets "
+            f"the promised rates do not hold yet (A/A check: a false mark in about 1 repeat in 3, docs/benchmarks.md).")
 
 
 def paired_grid(paired: pd.DataFrame, metric: str) -> str:
