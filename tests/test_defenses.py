@@ -165,13 +165,15 @@ def test_defenses_are_a_study_axis():
     assert [(c.name, c.pack) for c in packed] == [("dense", 9), ("dense+dp", 1)]  # dp trains one model at a time
 
 
-def test_train_py_takes_defense_or_defenses_not_both(capsys):
+def test_train_py_takes_defense_or_defenses_not_both(capsys, tmp_path):
     import train
 
+    runs = ["--runs-dir", str(tmp_path / "runs")]  # never the checkout's runs/ (a user's quick preset may be there)
     with pytest.raises(SystemExit) as e:
-        train.main(["--dataset", "digits", "--defense", "ppb", "--defenses", "none", "ppb", "--dry-run"])
+        train.main(["--dataset", "digits", "--defense", "ppb", "--defenses", "none", "ppb", "--dry-run", *runs])
     assert e.value.code == 2 and "not both" in capsys.readouterr().err
-    train.main(["--dataset", "digits", "--methods", "dense", "--defenses", "none", "ppb", "--num-shadows", "1", "--dry-run"])
+    train.main(["--dataset", "digits", "--methods", "dense", "--defenses", "none", "ppb", "--num-shadows", "1", "--dry-run",
+                *runs])
     out = capsys.readouterr().out
     assert "2 configurations x 2 models" in out and "dense+ppb model 1" in out
 
