@@ -21,8 +21,9 @@ from PIL import Image
 from benchmarks.common import cifar_like, machine, sync
 from configs.config import ExperimentConfig
 from data.datasets import from_arrays
-from models import ARCHS
+from models import ARCHS, check_arch
 from training.trainer import Trainer, autocast
+from utils.errors import cli_main
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -89,8 +90,8 @@ def ours_images_per_s(tr: Trainer, iters: int) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="resnet")
-    p.add_argument("--layers", type=int, default=20)
+    p.add_argument("--arch", default="resnet", choices=sorted(ARCHS))
+    p.add_argument("--layers", type=int, default=None, help="default: the arch's (models.ARCHS)")
     p.add_argument("--width-factor", type=int, default=None, help="default: the arch's (models.ARCHS)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--iters", type=int, default=30, help="timed iterations per contestant")
@@ -104,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
 
 def measure(a) -> dict:
     """Both contestants' images/s and their ratio (printed as they come)."""
+    a.layers = a.layers or ARCHS[a.arch].default_layers
     n = a.batch_size * (a.iters // 2 + 1)  # our loop runs whole epochs: a few per measurement
     x, y, source = cifar_like(max(n, 2 * a.batch_size))
     ds = from_arrays("bench", x, y, x[:256], y[:256])
@@ -133,5 +135,12 @@ def measure(a) -> dict:
             "channels_last": a.channels_last, "batch_size": a.batch_size, "arch": f"{a.arch}-{a.layers}"}
 
 
+@cli_main
+def main(argv=None) -> dict:
+    a = parser().parse_args(argv)
+    check_arch(a.arch, a.layers or ARCHS[a.arch].default_layers, a.width_factor)  # bad depth: one line, exit 2
+    return measure(a)
+
+
 if __name__ == "__main__":
-    measure(parser().parse_args())
+    main()
