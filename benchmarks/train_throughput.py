@@ -106,6 +106,7 @@ def parser() -> argparse.ArgumentParser:
 def measure(a) -> dict:
     """Both contestants' images/s and their ratio (printed as they come)."""
     a.layers = a.layers or ARCHS[a.arch].default_layers
+    check_arch(a.arch, a.layers, a.width_factor)  # a bad depth: UsageError (main prints one line, exits 2)
     n = a.batch_size * (a.iters // 2 + 1)  # our loop runs whole epochs: a few per measurement
     x, y, source = cifar_like(max(n, 2 * a.batch_size))
     ds = from_arrays("bench", x, y, x[:256], y[:256])
@@ -137,9 +138,7 @@ def measure(a) -> dict:
 
 @cli_main
 def main(argv=None) -> dict:
-    a = parser().parse_args(argv)
-    check_arch(a.arch, a.layers or ARCHS[a.arch].default_layers, a.width_factor)  # bad depth: one line, exit 2
-    return measure(a)
+    return measure(parser().parse_args(argv))
 
 
 if __name__ == "__main__":
