@@ -8,6 +8,7 @@ corrected-significant cell in at least 95% of the repeats.
 
   python benchmarks/aa_check.py --repeats 20 --out /tmp/aa     # 40 quick presets: ~1 h on 2 idle cores
   python benchmarks/aa_check.py --repeats 1 --out /tmp/aa      # one repeat, ~4 min
+  python benchmarks/aa_check.py --first 20 --repeats 20 --out /tmp/aa   # 20 more, on new seeds (41-80)
 
 Runs already trained under --out are reused (train.py --skip-existing).
 """
@@ -66,12 +67,14 @@ def aa_rows(res1: Path, res2: Path, st: Settings) -> pd.DataFrame:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--first", type=int, default=0, help="index of the first repeat (repeat r trains seeds 2r + 1 and 2r + 2): "
+                   "--first 20 gives 20 repeats new to an earlier --repeats 20")
     p.add_argument("--out", default="aa_check", help="where the runs and results go")
     args = p.parse_args()
     out = Path(args.out)
     print(machine())
     clean, all_rows = 0, []
-    for r in range(args.repeats):
+    for r in range(args.first, args.first + args.repeats):
         d = aa_rows(train(out, 2 * r + 1), train(out, 2 * r + 2), Settings())
         all_rows.append(d)
         measured, tested = d[~d["below_floor"]], d[d["family"] != ""]  # coarse cells: measured, not tested
