@@ -25,7 +25,7 @@ import pandas as pd
 from benchmarks.common import machine
 from configs import paths
 from mia import bootstrap as bs
-from mia.compare import Settings, floor_flags, headline_attack, load_evaluations, mark_significance
+from mia.compare import Settings, floor_flags, load_evaluations, mark_significance
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def aa_rows(res1: Path, res2: Path, st: Settings) -> pd.DataFrame:
     """Each configuration of run 1 minus the same configuration of run 2: every attack and metric, with
     the corrected marks of mia/compare.py."""
     e1, e2 = (load_evaluations(paths.mia_results_dir(r, "unified")) for r in (res1, res2))
-    rows, intervals = [], []
+    rows = []
     for a in e1:
         b = next(e for e in e2 if e.key == a.key)
         members = a.members()
@@ -56,12 +56,11 @@ def aa_rows(res1: Path, res2: Path, st: Settings) -> pd.DataFrame:
                 rows.append({"pair": f"{a.name} (seed 1 - seed 2)", "attack": attack, "metric": metric,
                              "difference": s["difference"], "ci_low": s["ci_low"], "ci_high": s["ci_high"],
                              "se": s["se"], "df": s["df"], "p_value": s["p_value"], "excludes_zero": s["excludes_zero"], **floor_flags(metric, members)})
-                intervals.append({"attack": attack, "metric": metric, "value": bs.interval(ra[attack][metric])["difference"]})
         s = bs.accuracy_difference([a.test_acc(t) for t in a.targets], [b.test_acc(t) for t in b.targets], st.level)
         rows.append({"pair": f"{a.name} (seed 1 - seed 2)", "attack": "", "metric": "test_acc", "below_floor": False,
                      "coarse": False, **{k: s[k] for k in ("difference", "ci_low", "ci_high", "se", "df", "p_value", "excludes_zero")}})
     d = pd.DataFrame(rows)
-    return mark_significance(d, headline_attack(pd.DataFrame(intervals)), st.level)
+    return mark_significance(d, st.level)
 
 
 def main() -> None:

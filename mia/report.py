@@ -159,21 +159,19 @@ def paired_summary(paired: pd.DataFrame, attack: str) -> str:
     return markdown(pd.DataFrame(rows))
 
 
-def family_text(paired: pd.DataFrame, attack: str, level: int) -> str:
-    """Which comparisons form each family and how each is corrected: what a **✱** promises."""
-    size = paired["family"].value_counts()
-    n = {k: int(size.get(k, 0)) for k in ("headline", "accuracy", "grid")}
-    none = int((paired["family"] == "").sum())
-    return (f"**✱**: significant after correcting for the number of comparisons, at {100 - level}%: {attack} AUC over "
-            f"the {n['headline']} pair(s) and test accuracy over the {n['accuracy']} pair(s), each Holm-adjusted "
-            f"(chance of any false mark in the family at most {100 - level}%); the {n['grid']} other measured cells "
-            f"(every other attack and metric), Benjamini-Hochberg (expected share of false marks among the marked at "
-            f"most {100 - level}%). {none} cell(s) below the FPR floor (`*`) or coarse (`†`: fewer than 5 allowed false "
-            f"positives, a TPR biased upward whose resampled interval is too narrow to test) are in no family and never "
-            f"marked. Intervals are raw (unadjusted); "
-            f"p-values raw and adjusted are in [{paths.PAIRED}]({paths.PAIRED}). Not in any interval: the draw of the "
-            f"shadow models, which a configuration's targets share (docs/attacks.md); on real models with 3 targets "
-            f"the promised rates do not hold yet (A/A check: a false mark in about 1 repeat in 3, docs/benchmarks.md).")
+def family_text(paired: pd.DataFrame, level: int) -> str:
+    """What the family is and how it is corrected: what a **✱** promises."""
+    tested = int((paired["family"] != "").sum())
+    none = len(paired) - tested
+    return (f"**✱**: significant after correcting for the number of comparisons, at {100 - level}%: all {tested} tested "
+            f"cells of this report (test accuracy and every attack's metrics, every pair) are one family, "
+            f"Benjamini-Hochberg-adjusted: at most {100 - level}% of the marked cells are expected to be false, and "
+            f"when nothing differs a study gets any mark at all at most {100 - level}% of the time. {none} cell(s) below "
+            f"the FPR floor (`*`) or coarse (`†`: fewer than 5 allowed false positives, a TPR biased upward whose "
+            f"resampled interval is too narrow to test) are in no family and never marked. Intervals are raw "
+            f"(unadjusted); p-values raw and adjusted are in [{paths.PAIRED}]({paths.PAIRED}). The shadow models' "
+            f"draw has no term of its own in an interval (the targets share most of their shadows; docs/attacks.md); "
+            f"the A/A check on real models measures what that leaves out (docs/benchmarks.md).")
 
 
 def paired_grid(paired: pd.DataFrame, metric: str) -> str:
@@ -296,7 +294,7 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
               f"same resampled examples for both: a paired {level}% interval. Positive: A leaks more (or is more accurate). "
               + ("With one target an interval covers the examples only: the difference also holds the two models' seeds, "
                  "so it says nothing about the methods until several targets are evaluated (`--targets all`). "
-                 if n_targets == 1 else ""), "", family_text(study.paired, attack, level), "",
+                 if n_targets == 1 else ""), "", family_text(study.paired, level), "",
               paired_summary(study.paired, attack), "", "### Δ AUC of every attack", "", paired_grid(study.paired, "auc"), "",
               f"All metrics: [{paths.PAIRED}]({paths.PAIRED}).", ""]
     if not study.per_class.empty:

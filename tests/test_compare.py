@@ -205,7 +205,7 @@ def test_paired_rows_carry_flags_families_and_corrected_marks(copies):
     assert paired.loc[coarse, "coarse"].all() and not paired.loc[floor, "coarse"].any()
     assert paired.loc[coarse, "family"].isna().all() and paired.loc[coarse, "p_value"].notna().all()  # shown, untested
     tested = ~floor & ~coarse
-    assert set(paired.loc[tested, "family"]) == {"headline", "grid", "accuracy"}
+    assert set(paired.loc[tested, "family"]) == {"report"}  # one family: every tested cell, test accuracy included
     assert (paired.loc[tested, "p_adjusted"] >= paired.loc[tested, "p_value"]).all()
     assert not paired["significant"].any() and (paired["covers"].str.startswith("examples and training seeds")
                                                  | (paired["metric"] == "test_acc")).all()
@@ -226,5 +226,5 @@ def test_one_target_report_says_examples_only(tmp_path):
     assert "examples only (1 target)" in text and "covers the examples only" in text
     paired = pd.read_csv(tmp_path / "results" / paths.PAIRED)
     acc = paired[paired["metric"] == "test_acc"].iloc[0]
-    assert np.isnan(acc["ci_low"]) and acc["family"] != "accuracy" and not acc["significant"]
+    assert np.isnan(acc["ci_low"]) and acc["family"] != "report" and not acc["significant"]
     assert (paired.loc[paired["metric"] != "test_acc", "covers"] == "examples").all()

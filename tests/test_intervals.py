@@ -32,22 +32,25 @@ SCENARIOS = {  # standard deviations of a (examples, per configuration), b (mode
 }
 
 
-def _coverage(scenario: str, targets: int, seed: int) -> float:
-    """Share of SIMS simulated studies whose 95% interval covers what it claims to: with several targets
-    the population value 0; with one, that model pair's own value b (it covers examples only)."""
+def _null_intervals(scenario: str, targets: int, seed: int, sims: int = SIMS) -> list[dict]:
+    """bootstrap.interval of `sims` simulated studies, each centred on what it claims to cover (an
+    interval is translation-equivariant): with several targets the population value 0; with one, that
+    model pair's own value b (it covers examples only). So a hit is ci_low <= 0 <= ci_high, and p_value
+    is the p-value of the truth."""
     sa, sb, se = SCENARIOS[scenario]
     rng = np.random.default_rng(seed)
-    b = sb * rng.normal(size=(SIMS, 1, targets))
-    y = sa * rng.normal(size=(SIMS, N, 1)) + b + se * rng.normal(size=(SIMS, N, targets))
+    b = sb * rng.normal(size=(sims, 1, targets))
+    y = sa * rng.normal(size=(sims, N, 1)) + b + se * rng.normal(size=(sims, N, targets))
     w = next(bs.resample_weights(N, B, seed=seed, chunk_elems=N * B)).astype(np.float64)
-    reps = (w @ y.transpose(1, 0, 2).reshape(N, -1) / N).reshape(B, SIMS, targets).transpose(1, 2, 0)
+    reps = (w @ y.transpose(1, 0, 2).reshape(N, -1) / N).reshape(B, sims, targets).transpose(1, 2, 0)
     point = y.mean(axis=1)
-    truth = b[:, 0, 0] if targets == 1 else np.zeros(SIMS)
-    hits = 0
-    for s in range(SIMS):
-        r = bs.interval(bs.Replicates(point[s], reps[s]))
-        hits += r["ci_low"] <= truth[s] <= r["ci_high"]
-    return hits / SIMS
+    truth = b[:, 0, :1] if targets == 1 else np.zeros((sims, 1))
+    return [bs.interval(bs.Replicates(point[s] - truth[s], reps[s] - truth[s, :, None])) for s in range(sims)]
+
+
+def _coverage(scenario: str, targets: int, seed: int) -> float:
+    """Share of SIMS simulated studies whose 95% interval covers what it claims to."""
+    return float(np.mean([r["ci_low"] <= 0 <= r["ci_high"] for r in _null_intervals(scenario, targets, seed)]))
 
 
 @pytest.mark.parametrize("targets", [1, 3, 9])
@@ -58,6 +61,17 @@ def test_crossed_interval_covers_95_percent(scenario, targets):
     0.825 with model-level variation at 3; docs/benchmarks.md)."""
     cov = _coverage(scenario, targets, seed=targets * 10 + list(SCENARIOS).index(scenario))
     assert 0.93 <= cov <= 0.97, (scenario, targets, cov)
+
+
+def test_p_values_hold_in_the_tail_at_three_targets():
+    """The corrected marks read p-values near 0.05 / #cells, far below what coverage checks. At 3 targets
+    the spread over targets rests on 2 df and is sometimes far below the targets' own example noise, its
+    known floor; with that chance value plugged into Satterthwaite's df, the df jumped to ~B - 1 and a
+    null p-value fell below 0.001 in 0.66% of 20,000 studies (6.6x too often; on real models: false
+    corrected marks in 7 of 20 A/A repeats). With the floor in the df: 0.05%. 6,000 studies: binomial
+    sd 0.0013 at 0.01, 0.0004 at 0.001."""
+    p = np.array([r["p_value"] for r in _null_intervals("independent noise", 3, seed=7, sims=6000)])
+    assert np.mean(p < 0.01) <= 0.014 and np.mean(p < 0.001) <= 0.0025, (np.mean(p < 0.01), np.mean(p < 0.001))
 
 
 def test_one_target_does_not_cover_the_seed_and_says_so():
@@ -107,21 +121,20 @@ def _null_grid(rng, rho: float = 0.5) -> pd.DataFrame:
 
 
 def test_corrected_marks_keep_their_promise_under_a_global_null():
-    """600 null studies: P(any false mark) in the Holm families and in the BH grid (under a global
-    null the FDR is the family-wise rate) stays at most 5% (+ 2 binomial sd); uncorrected, the grid has
-    a false mark in most studies; below-floor and coarse cells are never marked."""
+    """600 null studies: P(any false mark anywhere in the report) stays at most 5% (+ 2 binomial sd): the
+    one family holds every tested cell (under a global null BH's false discovery rate is that
+    family-wise rate); uncorrected, a false mark in most studies; below-floor and coarse cells are never
+    marked. (Three families at 5% each, as before, could reach ~14%: the A/A promise is about them all.)"""
     rng = np.random.default_rng(12)
-    any_false, raw = {"headline": 0, "accuracy": 0, "grid": 0}, 0
+    any_false = raw = 0
     for _ in range(600):
-        d = mark_significance(_null_grid(rng), "lira", 0.95)
+        d = mark_significance(_null_grid(rng), 0.95)
         untested = d["below_floor"] | d["coarse"]
         assert not d.loc[untested, "significant"].any() and (d.loc[untested, "family"] == "").all()
-        for fam in any_false:
-            any_false[fam] += d.loc[d["family"] == fam, "significant"].any()
-        raw += (d.loc[d["family"] == "grid", "p_value"] < 0.05).any()
-    assert (d["family"] == "headline").sum() == 3 and (d["family"] == "grid").sum() == 3 * 11 + 2 * 12
-    for fam, n in any_false.items():
-        assert n / 600 <= 0.068, (fam, n)
+        any_false += d["significant"].any()
+        raw += (d.loc[d["family"] == "report", "p_value"] < 0.05).any()
+    assert (d["family"] == "report").sum() == 3 * 12 + 2 * 12 + 3
+    assert any_false / 600 <= 0.068, any_false
     assert raw / 600 > 0.5
 
 
