@@ -1,10 +1,11 @@
 """Calibration of the study's statistics (issue 25), each against a simulated null with a known answer:
 the crossed interval's coverage (1, 3, 9 targets; independent noise, model-level variation,
-configuration-specific example vulnerability), the accuracy interval's coverage at 3 targets, the
+configuration-specific example vulnerability) and its p-values' tail at 3 targets (what the corrected
+marks read), the accuracy interval's coverage at 3 targets, the
 multiplicity correction's family-wise rate under a global null, the floors, and the per-class ranking
 (a tiny class is not ranked; homogeneous classes are declared different at most 5% of the time).
 
-The coverage simulation is vectorised: a paired difference is, to first order, a mean over the pool's
+The simulation (benchmarks/interval_tail.py's null_intervals, whose benchmark runs it 10x larger) is vectorised: a paired difference is, to first order, a mean over the pool's
 examples of per-(example, target) contributions (the AUC's Hajek projection), so the three nulls are
 the crossed random-effects model Y[i, t] = a_i + b_t + e_it (a: examples a configuration finds easy,
 b: the seed of model t, e: each model's own noise on each example) and every simulated study's
@@ -20,11 +21,12 @@ import pandas as pd
 import pytest
 from scipy.stats import norm
 
+from benchmarks.interval_tail import null_intervals
 from mia import bootstrap as bs
 from mia.compare import Settings, floor_flags, mark_exposed, mark_significance, per_class_rows
 from mia.report import per_class_table
 
-N, B, SIMS = 1000, 200, 2000
+N, B, SIMS = 1000, 200, 2000  # the simulation's pool and resamples (benchmarks/interval_tail.py) and studies a cell
 SCENARIOS = {  # standard deviations of a (examples, per configuration), b (model seed), e (model x example)
     "independent noise": (0.0, 0.0, 1.0),
     "model-level variation": (0.0, 0.1, 1.0),
@@ -32,25 +34,9 @@ SCENARIOS = {  # standard deviations of a (examples, per configuration), b (mode
 }
 
 
-def _null_intervals(scenario: str, targets: int, seed: int, sims: int = SIMS) -> list[dict]:
-    """bootstrap.interval of `sims` simulated studies, each centred on what it claims to cover (an
-    interval is translation-equivariant): with several targets the population value 0; with one, that
-    model pair's own value b (it covers examples only). So a hit is ci_low <= 0 <= ci_high, and p_value
-    is the p-value of the truth."""
-    sa, sb, se = SCENARIOS[scenario]
-    rng = np.random.default_rng(seed)
-    b = sb * rng.normal(size=(sims, 1, targets))
-    y = sa * rng.normal(size=(sims, N, 1)) + b + se * rng.normal(size=(sims, N, targets))
-    w = next(bs.resample_weights(N, B, seed=seed, chunk_elems=N * B)).astype(np.float64)
-    reps = (w @ y.transpose(1, 0, 2).reshape(N, -1) / N).reshape(B, sims, targets).transpose(1, 2, 0)
-    point = y.mean(axis=1)
-    truth = b[:, 0, :1] if targets == 1 else np.zeros((sims, 1))
-    return [bs.interval(bs.Replicates(point[s] - truth[s], reps[s] - truth[s, :, None])) for s in range(sims)]
-
-
 def _coverage(scenario: str, targets: int, seed: int) -> float:
     """Share of SIMS simulated studies whose 95% interval covers what it claims to."""
-    return float(np.mean([r["ci_low"] <= 0 <= r["ci_high"] for r in _null_intervals(scenario, targets, seed)]))
+    return float(np.mean([r["ci_low"] <= 0 <= r["ci_high"] for r in null_intervals(SCENARIOS[scenario], targets, seed, SIMS)]))
 
 
 @pytest.mark.parametrize("targets", [1, 3, 9])
@@ -70,7 +56,7 @@ def test_p_values_hold_in_the_tail_at_three_targets():
     null p-value fell below 0.001 in 0.66% of 20,000 studies (6.6x too often; on real models: false
     corrected marks in 7 of 20 A/A repeats). With the floor in the df: 0.05%. 6,000 studies: binomial
     sd 0.0013 at 0.01, 0.0004 at 0.001."""
-    p = np.array([r["p_value"] for r in _null_intervals("independent noise", 3, seed=7, sims=6000)])
+    p = np.array([r["p_value"] for r in null_intervals(SCENARIOS["independent noise"], 3, seed=7, sims=6000)])
     assert np.mean(p < 0.01) <= 0.014 and np.mean(p < 0.001) <= 0.0025, (np.mean(p < 0.01), np.mean(p < 0.001))
 
 
