@@ -332,7 +332,7 @@ def bootstrap_attacks(scores: Mapping[str, Sequence[np.ndarray]], members: Seque
 COVERS = {False: "examples", True: "examples and training seeds"}  # keyed by "several targets"
 
 
-def crossed_variance(point: np.ndarray, per_target: np.ndarray) -> tuple[float, float]:
+def crossed_variance(point: np.ndarray, per_target: np.ndarray, floor_df: bool = True) -> tuple[float, float]:
     """Variance of the mean over targets of a statistic in the crossed design (every target scored on
     the same pool examples) and its Satterthwaite degrees of freedom (docs/attacks.md, "The interval"):
       shared  = mean covariance, over pairs of distinct targets, of their replicates under the shared
@@ -354,7 +354,8 @@ def crossed_variance(point: np.ndarray, per_target: np.ndarray) -> tuple[float, 
     / N), which is the replicate variance of a target minus the shared part (`own`). So the df use
     max(between, own / T) for E[between]: the same df as before when the targets' spread is at least
     their own noise, T - 1 when it is by chance below it. The variance itself is not floored (that
-    biased it upward: the simulated nulls over-covered, 0.974-0.9995). One target: its
+    biased it upward: the simulated nulls over-covered, 0.974-0.9995). floor_df=False gives the plug-in
+    df of before (benchmarks/interval_tail.py compares the two). One target: its
     example-resampling variance with B - 1 df (covers examples only). Resamples with a NaN (a small
     class drew no member) are left out; (nan, nan) without 2 resamples."""
     point, d = np.asarray(point, np.float64), np.asarray(per_target, np.float64)
@@ -369,7 +370,7 @@ def crossed_variance(point: np.ndarray, per_target: np.ndarray) -> tuple[float, 
     shared = max(0.0, float(cov.sum() - np.trace(cov)) / (n_t * (n_t - 1)))
     between = float(np.var(point, ddof=1)) / n_t
     own = max(0.0, float(np.trace(cov)) / n_t - shared)  # each target's own example noise, mean over targets
-    var, e_between = shared + between, max(between, own / n_t)
+    var, e_between = shared + between, max(between, own / n_t) if floor_df else between
     spread = e_between ** 2 / (n_t - 1) + shared ** 2 / (b - 1)
     return var, (float(b - 1) if spread == 0 else (shared + e_between) ** 2 / spread)
 
