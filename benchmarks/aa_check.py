@@ -26,6 +26,7 @@ from benchmarks.common import machine
 from configs import paths
 from mia import bootstrap as bs
 from mia.compare import Settings, floor_flags, load_evaluations, mark_significance
+from utils.errors import UsageError, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,7 @@ def aa_rows(res1: Path, res2: Path, st: Settings) -> pd.DataFrame:
     return mark_significance(d, st.level)
 
 
+@cli_main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=20)
@@ -70,6 +72,8 @@ def main() -> None:
                    "--first 20 gives 20 repeats new to an earlier --repeats 20")
     p.add_argument("--out", default="aa_check", help="where the runs and results go")
     args = p.parse_args()
+    if args.repeats < 1 or args.first < 0:
+        raise UsageError(f"--repeats must be >= 1 and --first >= 0, got {args.repeats} and {args.first}")
     out = Path(args.out)
     print(machine())
     clean, all_rows = 0, []

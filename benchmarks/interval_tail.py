@@ -24,6 +24,7 @@ import numpy as np
 
 from benchmarks.common import machine
 from mia import bootstrap as bs
+from utils.errors import UsageError, cli_main
 
 SCENARIOS = {  # standard deviations of a (examples, per configuration), b (model seed), e (model x example)
     "independent noise": (0.0, 0.0, 1.0),
@@ -62,11 +63,14 @@ def tail(results: list[dict]) -> dict:
     return {"coverage": float(np.mean(p >= 0.05)), "p<0.01": float(np.mean(p < 0.01)), "p<0.001": float(np.mean(p < 0.001))}
 
 
+@cli_main
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sims", type=int, default=20_000, help="simulated studies per cell")
     p.add_argument("--targets", type=int, nargs="+", default=[3, 9])
     args = p.parse_args()
+    if args.sims < 1 or min(args.targets) < 1:
+        raise UsageError(f"--sims and every --targets must be >= 1, got {args.sims} and {args.targets}")
     print(machine())
     print(f"pool {N}, {B} resamples, {args.sims} studies a cell; expected: coverage 0.95, P(p<0.01) 0.01, P(p<0.001) 0.001")
     print("| scenario | targets | coverage before / now | P(p < 0.01) before / now | P(p < 0.001) before / now |")
