@@ -36,7 +36,14 @@ class ExperimentConfig:
     data_dir: str = _f("./datasets", "where datasets are stored / downloaded (file layouts: docs/datasets.md)")
     data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset npz)")
     pool_size: Optional[int] = _f(None, "use only the first N training images as the membership pool (default: all)")
+    test_size: Optional[int] = _f(None, "use only N images of the test split (a fixed random draw, seed 0) for "
+                                        "validation and test accuracy (default: all); evaluating 10,000 images per "
+                                        "model costs more than training a small model on a small pool")
     val_fraction: float = _f(0.2, "fraction of the test split held out for checkpoint selection (never the pool)")
+    val_from: Optional[int] = _f(None, "first epoch (1-based) evaluated on the validation slice and eligible as the "
+                                       "selected checkpoint (default: the training loop's first milestone, where the "
+                                       "learning rate first decays; 1: every epoch; docs/protocol.md, 'Checkpoint selection')")
+    val_every: int = _f(1, "epochs between validation passes from --val-from on; the last epoch is always validated")
     # --- model ---------------------------------------------------------------------------
     arch: str = _f("resnet", "{archs}")
     layers: Optional[int] = _f(None, "depth (default: {default_layers})")
@@ -178,6 +185,15 @@ class ExperimentConfig:
             if not self.finetune_lr > 0:
                 raise UsageError(f"--finetune-lr must be positive, got {self.finetune_lr}")
 
+    def validated(self, epoch: int) -> bool:
+        """Whether the training loop (self: the loop's config, fit_config()) evaluates the validation slice
+        after epoch `epoch` (1-based), making it eligible as the selected checkpoint. Before the first LR decay
+        the model is far from its best, so validating there costs time and never selects the checkpoint
+        (docs/benchmarks.md, 'Checkpoint selection'); the last epoch is always validated."""
+        start = self.val_from if self.val_from is not None else max(1, min(self.milestones or [1]))
+        start = min(start, self.epochs)
+        return epoch == self.epochs or (epoch >= start and (epoch - start) % self.val_every == 0)
+
     def fit_config(self) -> "ExperimentConfig":
         """The config the training loop runs: for a method that fine-tunes a trained model, its epochs,
         learning rate and milestones are the fine-tuning ones (the rest of the recipe, the dense model's,
@@ -200,16 +216,20 @@ class ExperimentConfig:
             raise UsageError("--dataset npz needs --data-path FILE.npz (x_train, y_train, x_test, y_test)")
         check_arch(self.arch, self.layers, self.width_factor)
         check_defense(self)
-        for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws"):
+        for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws", "val_every"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         for name in ("lr", "sens_eps"):
             if not getattr(self, name) > 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.val_from is not None and not 1 <= self.val_from <= self.epochs:
+            raise UsageError(f"--val-from must be in 1..{self.epochs} (an epoch of the run), got {self.val_from}")
         if not 0 < self.val_fraction < 1:
             raise UsageError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.pool_size is not None and self.pool_size < 2:
             raise UsageError(f"--pool-size must be at least 2, got {self.pool_size}")
+        if self.test_size is not None and self.test_size < 2:
+            raise UsageError(f"--test-size must be at least 2 (a validation and a test image), got {self.test_size}")
         if self.mia_queries > 18:
             raise UsageError(f"--mia-queries must be at most 18, got {self.mia_queries}")
         if self.mia_queries > 1 and holds_feature_vectors(self):

@@ -36,6 +36,7 @@ TRAINING_RESULTS = "training_results.csv"
 INTERVALS = "attack_intervals.csv"
 PAIRED = "paired_comparisons.csv"
 PER_CLASS = "per_class_auc.csv"
+FINDINGS = "findings.csv"  # the report's answers to the study's expectations (mia/findings.py)
 REPORT = "report.md"
 PLOTS = "plots"
 

@@ -292,7 +292,8 @@ def holds_feature_vectors(cfg) -> bool:
 
 
 def load_dataset(cfg) -> ArrayDataset:
-    """Load cfg.dataset, restricted to the first cfg.pool_size training images if set."""
+    """Load cfg.dataset, restricted to the first cfg.pool_size training images and to cfg.test_size test
+    images (a fixed draw, seed 0) if set."""
     if cfg.dataset not in DATASETS:
         raise UsageError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(DATASETS)}")
     ds = DATASETS[cfg.dataset](cfg)
@@ -300,4 +301,10 @@ def load_dataset(cfg) -> ArrayDataset:
         if cfg.pool_size > len(ds.x_train):
             raise UsageError(f"--pool-size {cfg.pool_size} exceeds the {len(ds.x_train)} training images of {cfg.dataset}")
         ds.x_train, ds.y_train = ds.x_train[: cfg.pool_size], ds.y_train[: cfg.pool_size]
+    if getattr(cfg, "test_size", None) is not None:
+        if cfg.test_size > len(ds.x_test):
+            raise UsageError(f"--test-size {cfg.test_size} exceeds the {len(ds.x_test)} test images of {cfg.dataset}")
+        # a fixed random draw, not the first N: some test splits are ordered by class (REFERENCE's JPEG copy)
+        keep = np.sort(np.random.RandomState(0).permutation(len(ds.x_test))[: cfg.test_size])
+        ds.x_test, ds.y_test = ds.x_test[keep], ds.y_test[keep]
     return ds

@@ -19,8 +19,8 @@ mia/unified_mia_evaluation.py, which train.py runs, and which also runs this ste
                           auc_class_c (mean over targets), ci_low_class_c, ci_high_class_c, members_class_c,
                           nonmembers_class_c (the smallest count over the targets)
   report.md, plots/
-Default pairs, within each dataset: every pruned configuration against dense, and dpf against static at
-each sparsity. Differences are A - B (the first named minus the second): positive = A leaks more.
+Default pairs, within each dataset: every pruned configuration against dense, dpf against static at
+each sparsity, and each method at each sparsity against itself at the next lower sparsity. Differences are A - B (the first named minus the second): positive = A leaks more.
 The family (docs/attacks.md, "Multiplicity"): every tested cell of the report (test accuracy and every
 attack's metrics, every pair), Benjamini-Hochberg-adjusted; a cell below the FPR floor or coarse is in no
 family and never significant.
@@ -123,7 +123,7 @@ def load_evaluations(suite_dir: Path) -> list[Evaluated]:
 def default_pairs(evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
     """Within each dataset: each pruned configuration minus dense, then at each sparsity each method minus
     the methods its registry entry pairs it with (pruning/methods.py pairs_with: dpf - static,
-    finetune - static, filter pruners - finetune)."""
+    finetune - static, filter pruners - finetune), then each method's sparsity steps (sparsity_steps)."""
     from pruning.methods import PRUNING_METHODS
 
     pairs = []
@@ -142,7 +142,22 @@ def default_pairs(evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
         by = {(e.res["method"], e.res["sparsity"]): e for e in group}
         pairs += [(by[m, s], by[o, s]) for (m, s) in by if m in PRUNING_METHODS
                   for o in PRUNING_METHODS[m].pairs_with if (o, s) in by]
+        pairs += sparsity_steps(group)
     return pairs
+
+
+def sparsity_steps(group: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
+    """Each pruned method (defended or not: its configuration label) at each sparsity minus the same method at
+    the next lower sparsity of the study: the paired test of "leakage falls as sparsity rises" (mia/findings.py)."""
+    by_method: dict[str, list[Evaluated]] = {}
+    for e in group:
+        if e.res["method"] != "dense" and float(e.res.get("sparsity") or 0) > 0:
+            by_method.setdefault(e.res["method"], []).append(e)
+    steps = []
+    for runs in by_method.values():
+        runs = sorted(runs, key=lambda e: float(e.res["sparsity"]))
+        steps += [(hi, lo) for lo, hi in zip(runs, runs[1:])]
+    return steps
 
 
 def named_pairs(specs: list[str], evals: list[Evaluated]) -> list[tuple[Evaluated, Evaluated]]:
@@ -373,7 +388,7 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-class-count", type=int, default=Settings.min_class_count,
                    help="members and non-members a class needs (every target) to be ranked in the per-class table (default: 10)")
     p.add_argument("--pairs", nargs="+", default=None, metavar="A:B",
-                   help="pairs of experiment names, difference A - B (default: each pruned - dense, dpf - static per sparsity)")
+                   help="pairs of experiment names, difference A - B (default: each pruned - dense, dpf - static per sparsity, each method at each sparsity - the next lower)")
 
 
 def settings_from(args) -> Settings:

@@ -172,3 +172,76 @@ def per_class(per_class_df: pd.DataFrame, attack: str, path: Path) -> Path:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _t_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of the models' accuracies and its t interval (the models' spread; one model: no interval)."""
+    from scipy import stats
+
+    v = v.astype(float).dropna()
+    m = float(v.mean()) if len(v) else np.nan
+    if len(v) < 2:
+        return m, m, m
+    h = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - h, m + h
+
+
+def sparsity_sweep(intervals: pd.DataFrame, training: pd.DataFrame, attack: str, path: Path) -> Path:
+    return _save(sparsity_sweep_figure(intervals, training, attack), path)
+
+
+def sparsity_sweep_figure(intervals: pd.DataFrame, training: pd.DataFrame, attack: str):
+    """The original study's sweep: `attack` AUC and TPR at 0.1% FPR against sparsity (intervals from
+    attack_intervals.csv), one line per pruned method, dense as a horizontal band (its interval); beside them
+    test accuracy (solid) and train accuracy (dotted) against sparsity, mean over the models with a t interval.
+    A TPR below the FPR floor (not measured) is drawn hollow. One row of panels per dataset."""
+    datasets = list(dict.fromkeys(intervals["dataset"]))
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(13.5, 3.8 * len(datasets)), squeeze=False)
+    for row, ds in zip(axes, datasets):
+        iv = intervals[(intervals["dataset"] == ds) & (intervals["attack"] == attack)]
+        tr = training[training["dataset"].astype(str) == str(ds)]
+        for ax, metric in zip(row[:2], ("auc", "tpr_at_0.1pct_fpr")):
+            d = iv[iv["metric"] == metric]
+            for method, g in d.sort_values("sparsity").groupby("method", sort=False):
+                lo, hi = g["ci_low"].to_numpy(float), g["ci_high"].to_numpy(float)
+                v = g["value"].to_numpy(float)
+                if not (g["sparsity"].astype(float) > 0).any():  # dense (or a defended dense): a band
+                    band = "k" if method == "dense" else None
+                    line = ax.axhline(v[0], color=band, lw=1.2, label=f"{method} ({v[0]:.3f})")
+                    ax.axhspan(lo[0], hi[0], color=line.get_color(), alpha=0.12, lw=0)
+                    continue
+                below = g["below_floor"].astype(bool).to_numpy() if "below_floor" in g else np.zeros(len(g), bool)
+                x = g["sparsity"].to_numpy(float)
+                (line,) = ax.plot(x[~below], v[~below], marker="o", label=method)
+                ax.errorbar(x, v, yerr=np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0)), fmt="none",
+                            ecolor=line.get_color(), elinewidth=0.9, capsize=3)
+                if below.any():
+                    ax.plot(x[below], v[below], "o", color=line.get_color(), markerfacecolor="none")
+            ax.set_xlabel("sparsity")
+            ax.set_ylabel(f"{attack} {metric}")
+            ax.set_title(f"{ds}: {attack} {'AUC' if metric == 'auc' else 'TPR at 0.1% FPR'}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        ax = row[2]
+        for method, g in tr.groupby("method", sort=False):
+            by = g.groupby("sparsity")
+            x = np.array(sorted(by.groups), float)
+            test = np.array([_t_interval(by.get_group(s)["test_acc"]) for s in x])
+            train = np.array([_t_interval(by.get_group(s)["train_acc"]) for s in x])
+            if not (x > 0).any():  # dense (or a defended dense): a band
+                line = ax.axhline(test[0, 0], color="k" if method == "dense" else None, lw=1.2,
+                                  label=f"{method} test ({test[0, 0]:.3f})")
+                ax.axhspan(test[0, 1], test[0, 2], color=line.get_color(), alpha=0.12, lw=0)
+                ax.axhline(train[0, 0], color=line.get_color(), lw=1.0, ls=":", label=f"{method} train ({train[0, 0]:.3f})")
+                continue
+            (line,) = ax.plot(x, test[:, 0], marker="o", label=f"{method} test")
+            ax.errorbar(x, test[:, 0], yerr=np.vstack([test[:, 0] - test[:, 1], test[:, 2] - test[:, 0]]), fmt="none",
+                        ecolor=line.get_color(), elinewidth=0.9, capsize=3)
+            ax.plot(x, train[:, 0], marker=".", ls=":", color=line.get_color(), label=f"{method} train")
+        ax.set_xlabel("sparsity")
+        ax.set_ylabel("accuracy (mean over models)")
+        ax.set_title(f"{ds}: accuracy (test solid, train dotted)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

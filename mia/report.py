@@ -16,7 +16,7 @@ import pandas as pd
 
 from configs import paths
 from configs.config import command_line, load_config
-from mia import plots
+from mia import findings, plots
 from mia.evaluate import experiment_id
 from utils.errors import UsageError
 from utils.io import load_json, save_text
@@ -35,14 +35,19 @@ def roc_of(summary: dict) -> dict:
     return {**summary["roc"], "auc": own["auc"], "min_fpr": own["min_fpr"]}
 
 
-def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path, study=None) -> dict[str, Path]:
-    """Every figure of the evaluation, by name: privacy-utility (AUC, TPR at 0.1% FPR; error bars from the
-    study's intervals when given), the heatmap, per-class AUC (with a study), one ROC per experiment."""
+def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path, study=None,
+               training: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Every figure of the evaluation, by name: the sparsity sweep (with a study, the training table and a
+    pruned configuration), privacy-utility (AUC, TPR at 0.1% FPR; error bars from the study's intervals when
+    given), the heatmap, per-class AUC (with a study), one ROC per experiment."""
     if df.empty:
         return {}
     iv = None if study is None else study.intervals
-    out = {f"privacy_utility_{m}": plots.privacy_utility(df, m, plot_dir / f"privacy_utility_{m}.png", iv)
-           for m in ("auc", "tpr_at_0.1pct_fpr")}
+    out = {}
+    if iv is not None and training is not None and not iv.empty and (iv["sparsity"].astype(float) > 0).any():
+        out["sparsity_sweep"] = plots.sparsity_sweep(iv, training, headline(df), plot_dir / "sparsity_sweep.png")
+    out |= {f"privacy_utility_{m}": plots.privacy_utility(df, m, plot_dir / f"privacy_utility_{m}.png", iv)
+            for m in ("auc", "tpr_at_0.1pct_fpr")}
     out["heatmap_auc"] = plots.heatmap(df, "auc", plot_dir / "heatmap_auc.png")
     if study is not None and not study.per_class.empty:
         out["per_class_auc"] = plots.per_class(study.per_class, headline(df), plot_dir / "per_class_auc.png")
@@ -253,8 +258,24 @@ def reproduce_commands(results: list[dict], commands: list[str], results_dir: Pa
     return list(dict.fromkeys(out))
 
 
+def findings_section(found: pd.DataFrame, attack: str, level: int, figure: str) -> list[str]:
+    """The report's first section (mia/findings.py): one sentence per claim, the sweep figure, a table per
+    expectation."""
+    if found.empty:
+        return ["## Findings", "", "No finding can be stated: the study has no pair of configurations trained on the "
+                "same keep matrix (it needs dense and pruned configurations).", ""]
+    many = found["dataset"].nunique() > 1
+    s = ["## Findings", "", findings.intro(attack, level), ""]
+    s += [f"- {f'{ds}: ' if many else ''}{sentence}" for ds, sentence in findings.claim_sentences(found)]
+    s += ["", figure, "", "Leakage and accuracy against sparsity (intervals as in the tables below; dense: the band).", ""]
+    for ds, title, table in findings.tables(found, attack):
+        s += [f"### {title}{f' ({ds})' if many else ''}", "", markdown(table), ""]
+    s += [f"All findings: [{paths.FINDINGS}]({paths.FINDINGS}).", ""]
+    return s
+
+
 def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study, figures: dict[str, Path],
-           results_dir: Path, commands: list[str]) -> str:
+           results_dir: Path, commands: list[str], found: pd.DataFrame | None = None) -> str:
     attack = headline(df)
     n_targets = max((len(r["targets"]) for r in results), default=0)
     level = int(round(100 * (study.intervals["level"].iloc[0] if not study.intervals.empty else 0.95)))
@@ -267,8 +288,10 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
     s = [f"# Membership-inference study: {len(df)} configuration(s), {', '.join(sorted(df['dataset'].astype(str).unique()))}",
          "", f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC from the tables in this "
          f"directory. Attacks: {', '.join(plots.attacks_in(df, 'auc'))}; {n_targets} target model(s) per configuration "
-         "(leave-one-out: every other model of the configuration is a shadow).", "",
-         "## What was trained", "", trained_table(training), "",
+         "(leave-one-out: every other model of the configuration is a shadow).", ""]
+    if found is not None:
+        s += findings_section(found, attack, level, fig("sparsity_sweep", "leakage and accuracy against sparsity"))
+    s += ["## What was trained", "", trained_table(training), "",
          "## Leakage of each configuration", "",
          f"Mean over the target(s), with a {level}% interval: {n_boot} resamples of the pool's examples, shared by every "
          "target, and with several targets their spread (a t interval; docs/attacks.md). "
@@ -321,9 +344,12 @@ def build(results_dir: Path, df: pd.DataFrame, training: pd.DataFrame, results: 
           commands: list[str]) -> Path:
     """Figures into results_dir/plots and results_dir/report.md (atomic writes)."""
     results_dir = Path(results_dir)
-    figures = make_plots(df, results, results_dir / paths.PLOTS, study)
+    figures = make_plots(df, results, results_dir / paths.PLOTS, study, training)
+    level = study.intervals["level"].iloc[0] if not study.intervals.empty else 0.95
+    found = findings.study_findings(study.paired, study.intervals, training, headline(df), level)
+    save_text(found.to_csv(index=False), results_dir / paths.FINDINGS)
     out = results_dir / paths.REPORT
-    save_text(render(df, training, results, study, figures, results_dir, commands), out)
+    save_text(render(df, training, results, study, figures, results_dir, commands, found), out)
     return out
 
 

@@ -18,11 +18,15 @@ from utils.io import save_json, save_npy, save_text
 
 
 def synthetic_signals(n: int = 2000, num_shadows: int = 8, queries: int = 2, classes: int = 10,
-                      gap: float = 5.0, seed: int = 0) -> dict:
+                      gap: float = 5.0, seed: int = 0, noise_seed: int | None = None) -> dict:
+    """noise_seed (default: seed) draws the logits and sensitivities: two configurations with one seed and
+    different noise seeds share the keep matrix and labels (they are paired) but not their models' noise."""
     rng = np.random.default_rng(seed)
     m = num_shadows + 1
     keep = keep_matrix(m, n, seed)
     labels = rng.integers(0, classes, n)
+    if noise_seed is not None:
+        rng = np.random.default_rng([seed, noise_seed])
     base = rng.normal(0.0, 1.0, (1, n, 1, classes)) + rng.normal(0.0, 0.5, (m, n, 1, classes))
     logits = base + rng.normal(0.0, 0.2, (m, n, queries, classes))
     is_y = np.arange(classes) == labels[:, None]                                  # [n, C]

@@ -184,7 +184,7 @@ _DATASET_CACHE: dict = {}
 
 def _dataset(cfg: ExperimentConfig) -> ArrayDataset:
     """Load each dataset once per process (many tasks share it)."""
-    key = (cfg.dataset, cfg.data_dir, cfg.data_path, cfg.pool_size)
+    key = (cfg.dataset, cfg.data_dir, cfg.data_path, cfg.pool_size, cfg.test_size)
     if key not in _DATASET_CACHE:
         _DATASET_CACHE[key] = load_dataset(cfg)
     return _DATASET_CACHE[key]

@@ -366,16 +366,17 @@ class Trainer:
                 train_time += time.time() - te
                 images += seen
             self.sched.step()
+            validated = cfg.validated(epoch + 1)  # --val-from / --val-every: only these epochs can be selected
             for m, loss, acc in zip(self.members, losses, accs):
-                val_loss, val_acc = evaluate(m.model, self.val, cfg, self.device)
+                val_loss, val_acc = evaluate(m.model, self.val, cfg, self.device) if validated else (None, None)
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_acc": acc,
                        "val_loss": val_loss, "val_acc": val_acc}
                 if m.pruner:
                     row.update(m.pruner.end_epoch(epoch))
                 m.history.append(row)
                 # Only models at their target sparsity are eligible (a DPF model at epoch 40 is not 90% sparse).
-                eligible = m.pruner is None or m.pruner.at_target(epoch)
-                key = (val_acc, -val_loss)
+                eligible = validated and (m.pruner is None or m.pruner.at_target(epoch))
+                key = (val_acc, -val_loss) if validated else None
                 if eligible and (m.best_key is None or key > m.best_key):
                     m.best_key, m.best = key, m.snapshot(epoch + 1)
             if after_epoch:
