@@ -102,3 +102,46 @@ def test_a_missing_configuration_is_named():
     assert v["DPF more accurate than static", 0.9] == "cannot state: static at sparsity 0.9 not in the study"
     assert v["dense leaks more than dpf", 0.9] == "cannot state: dpf_0.9 - dense has no paired lira auc"
     assert v["dpf: leakage lower at higher sparsity", 0.9] == "cannot state: one sparsity in the study (needs two)"
+
+
+# -- the presets: absent data, the cost before anything trains ----------------------------------------------------
+
+def _offline(monkeypatch):
+    """torchvision's CIFAR-10 absent and no network: what a fresh machine offline sees."""
+    import urllib.error
+
+    import torchvision
+
+    def absent(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", absent)
+
+
+def test_the_reference_preset_is_refused_in_one_line_when_its_data_are_absent(tmp_path, monkeypatch, capsys):
+    import train
+
+    _offline(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        train.main(["--preset", "cifar10-cpu", "--data-dir", str(tmp_path / "none"), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1
+    assert err[0].startswith("error: CIFAR10 not found in") and "cifar-10-python.tar.gz" in err[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("COMPLETE"))
+
+
+def test_dry_run_states_the_cost_before_anything_trains(tmp_path, monkeypatch, capsys):
+    import train
+
+    _offline(monkeypatch)
+    train.main(["--preset", "cifar10-cpu", "--data-dir", str(tmp_path / "none"), "--runs-dir", str(tmp_path / "r"),
+                "--dry-run"])
+    out = capsys.readouterr().out
+    assert "99 trainings (99 to run" in out
+    # pool 500 over 9 models: every example in 4 of them, the smallest set 217 -> 6 steps of 32 a epoch
+    assert "dense: 9 model(s) x 100 epochs x 192 images = 19,200 training images each" in out
+    assert "estimated cost: 99 model(s); time not estimated: CIFAR10 not found" in out
+    train.main(["--preset", "quick", "--runs-dir", str(tmp_path / "q"), "--dry-run"])  # data present: a time
+    out = capsys.readouterr().out
+    assert "estimated cost: 27 model(s), ~" in out and "images/s" in out
+    assert not list(tmp_path.rglob("COMPLETE"))

@@ -182,7 +182,7 @@ def plan_packs(tasks: list[Task]) -> list[Pack]:
 _DATASET_CACHE: dict = {}
 
 
-def _dataset(cfg: ExperimentConfig) -> ArrayDataset:
+def cached_dataset(cfg: ExperimentConfig) -> ArrayDataset:
     """Load each dataset once per process (many tasks share it)."""
     key = (cfg.dataset, cfg.data_dir, cfg.data_path, cfg.pool_size, cfg.test_size)
     if key not in _DATASET_CACHE:
@@ -192,6 +192,6 @@ def _dataset(cfg: ExperimentConfig) -> ArrayDataset:
 
 def run_pack_task(pack: Pack) -> list[dict]:
     """Train one pack of one configuration (idempotent preparation of its experiment directory)."""
-    ds = _dataset(pack.cfg)
+    ds = cached_dataset(pack.cfg)
     exp, keep = prepare_experiment(pack.cfg, ds)
     return run_pack(pack.cfg, ds, exp, keep, list(pack.indices))
