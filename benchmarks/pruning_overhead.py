@@ -49,7 +49,7 @@ def parse() -> argparse.Namespace:
 class Run:
     """One method's model, optimizer and pruner; `it` carries on across rounds."""
 
-    def __init__(self, method: str, a: argparse.Namespace, device: torch.device):
+    def __init__(self, method: str, a: argparse.Namespace, device: torch.device, x, y):
         torch.manual_seed(0)
         self.model = build_model(a.arch, a.layers, a.width_factor, 10, 3).to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -57,18 +57,19 @@ class Run:
         self.pruner = None
         if method != "dense":
             self.pruner = build_pruner(method, self.model, a.sparsity, iters_per_epoch=10**6, target_epoch=1,
-                                       freeze_epoch=None, prune_freq=a.prune_freq)
+                                       freeze_epoch=None, prune_freq=a.prune_freq, epochs=1)  # rigl, set: updating
+            self.pruner.at_init([(x, y)])  # snip, synflow: the mask (not timed: once per run)
         self.it, self.hook_s = 0, 0.0  # hook_s: time inside the pruner's calls (less noisy than the ratio)
         self.cfg, self.device = ExperimentConfig(amp=a.amp), device
 
-    def hook(self, name: str) -> None:
+    def hook(self, name: str):
         """Synchronised around the hook point for every method (dense: an empty hook), so all pay the same syncs."""
         sync(self.model)
         t = time.perf_counter()
-        if self.pruner:
-            getattr(self.pruner, name)(*((self.it,) if name == "before_step" else ()))
+        out = getattr(self.pruner, name)(*((self.it,) if name == "before_step" else ())) if self.pruner else None
         sync(self.model)
         self.hook_s += time.perf_counter() - t
+        return out
 
     def step(self, x, y) -> None:
         self.hook("before_step")
@@ -76,8 +77,8 @@ class Run:
             loss = F.cross_entropy(self.model(x).float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.hook("before_optimizer_step")
-        self.opt.step()
+        if self.hook("before_optimizer_step") is not False:  # False: a RigL update replaced the step
+            self.opt.step()
         self.hook("after_optimizer_step")
         self.it += 1
 
@@ -105,7 +106,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}")
     x = torch.randn(a.batch_size, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (a.batch_size,), device=device)
-    runs = {m: Run(m, a, device) for m in METHODS}
+    runs = {m: Run(m, a, device, x, y) for m in METHODS}
     times = {m: [] for m in METHODS}
     for m in METHODS:
         timed(runs[m], x, y, a.warmup)

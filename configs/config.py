@@ -86,6 +86,16 @@ class ExperimentConfig:
     freeze_epoch: Optional[int] = _f(None, "{frozen} only: epoch from which the mask is fixed (default 0.9 x epochs)")
     prune_scope: str = _f("global", "{scoped}: magnitude ranking over every prunable weight at once (global) or each "
                                     "layer to the sparsity (layer: mia_prune's l1unstructure)")
+    # --- a method's own settings (MethodSpec.options; METHOD_OPTIONS below has their defaults) -----------
+    snip_batches: Optional[int] = _f(None, "snip: mini-batches of the model's own training subset whose summed "
+                                           "gradient scores |w * g| at initialisation (default with snip: 1, the paper's)")
+    synflow_rounds: Optional[int] = _f(None, "synflow: pruning rounds, the kept fraction (1 - s)^(r/n) after round r "
+                                             "(default with synflow: 100, the paper's)")
+    drop_fraction: Optional[float] = _f(None, "rigl, set: fraction alpha of each layer's active weights dropped and "
+                                              "regrown at the first update, cosine-decayed to 0 at 75%% of training; "
+                                              "updates every --prune-freq steps (the paper's 100) (default with rigl, set: 0.3)")
+    density: Optional[str] = _f(None, "rigl, set: per-layer densities, erk (Erdos-Renyi-Kernel) | uniform; the first "
+                                      "layer dense either way (default with rigl, set: erk)")
     # --- prune a trained model, then fine-tune ({from_dense}; docs/pruning.md) --------------------
     # Model i starts from dense model i of the same study (same recipe and keep row); these replace
     # --epochs / --lr / --milestones for its training loop. Defaults: mia_prune's fine-tuning budget.
@@ -144,6 +154,9 @@ class ExperimentConfig:
                 c.target_epoch = int(round(0.375 * c.epochs)) if spec.uses_target else 0
             if c.freeze_epoch is None and spec.uses_freeze:
                 c.freeze_epoch = int(round(0.9 * c.epochs))
+            for f in spec.options:  # the method's own settings (refused for other methods by validate())
+                if getattr(c, f) is None:
+                    setattr(c, f, METHOD_OPTIONS[f])
             if spec.source:  # fine-tuned from a trained model: its own, shorter schedule
                 c.finetune_epochs = c.finetune_epochs if c.finetune_epochs is not None else max(1, c.epochs // 2)
                 c.finetune_lr = c.finetune_lr if c.finetune_lr is not None else float(f"{c.lr * c.gamma:.12g}")
@@ -193,6 +206,27 @@ class ExperimentConfig:
         start = self.val_from if self.val_from is not None else max(1, min(self.milestones or [1]))
         start = min(start, self.epochs)
         return epoch == self.epochs or (epoch >= start and (epoch - start) % self.val_every == 0)
+
+    def check_method_options(self, spec) -> None:
+        """A method's own settings (MethodSpec.options) only for it, each in its range: one line naming the flag."""
+        from pruning.dynamic import DENSITIES
+        from pruning.saliency import SCORERS
+
+        for f in METHOD_OPTIONS:
+            v, flag = getattr(self, f), "--" + f.replace("_", "-")
+            if f not in spec.options:
+                if v is not None:
+                    raise UsageError(f"{flag} applies to --prune-method {_options_owners(f)} only, not {self.prune_method}")
+                continue
+            if f in ("snip_batches", "synflow_rounds") and v < 1:
+                raise UsageError(f"{flag} must be at least 1, got {v}")
+            if f == "drop_fraction" and not 0 < v < 1:
+                raise UsageError(f"{flag} must be in (0, 1), got {v}")
+            if f == "density" and v not in DENSITIES:
+                raise UsageError(f"unknown {flag} '{v}'; valid: {', '.join(DENSITIES)}")
+        if spec.scorer and SCORERS[spec.scorer].reads_data and self.defense == "dp":
+            raise UsageError(f"--prune-method {self.prune_method} scores the weights with gradients of the training "
+                             f"data before DP-SGD starts, with no clipping or noise: --defense dp's epsilon would not hold")
 
     def fit_config(self) -> "ExperimentConfig":
         """The config the training loop runs: for a method that fine-tunes a trained model, its epochs,
@@ -245,6 +279,9 @@ class ExperimentConfig:
             raise UsageError(f"--num-shadows must be >= 0, got {self.num_shadows}")
         if self.model_index is not None and not 0 <= self.model_index <= self.num_shadows:
             raise UsageError(f"--model-index must be in 0..{self.num_shadows} (the target and {self.num_shadows} shadows), got {self.model_index}")
+        given = [f for f in METHOD_OPTIONS if getattr(self, f) is not None]
+        if not self.prune and given:
+            raise UsageError(f"--{given[0].replace('_', '-')} applies to --prune-method {_options_owners(given[0])} only")
         if not self.prune and (self.prune_scope != "global" or any(getattr(self, f) is not None for f in FINETUNE_FIELDS)):
             raise UsageError("--prune-scope and --finetune-* apply to pruned configurations (--prune --prune-method ...)")
         if self.prune != (self.prune_method is not None):
@@ -256,6 +293,7 @@ class ExperimentConfig:
                 raise UsageError(f"--sparsity must be in (0, 1), got {self.sparsity}")
             self.check_schedule_flags(PRUNING_METHODS[self.prune_method])
             self.check_finetune_flags(PRUNING_METHODS[self.prune_method])
+            self.check_method_options(PRUNING_METHODS[self.prune_method])
             if not 0 <= self.target_epoch < self.epochs:  # the last epoch must train at full sparsity
                 raise UsageError(f"--target-epoch must be in 0..{self.epochs - 1} (before the last epoch), got {self.target_epoch}")
             if self.freeze_epoch is not None:
@@ -306,6 +344,14 @@ def recipe_diff(stored: dict, cfg: ExperimentConfig) -> list[str]:
 NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbose", "model_index",
                      "skip_existing", "compile", "pack", "pack_mode", "train_source", "checkpoint_every"}
 PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode()
+# A method's own settings (pruning/methods.py MethodSpec.options) and their defaults, filled by resolved()
+METHOD_OPTIONS = {"snip_batches": 1, "synflow_rounds": 100, "drop_fraction": 0.3, "density": "erk"}
+
+
+def _options_owners(field_name: str) -> str:
+    from pruning import PRUNING_METHODS
+
+    return ", ".join(m for m, spec in PRUNING_METHODS.items() if field_name in spec.options)
 FINETUNE_FIELDS = ("finetune_epochs", "finetune_lr", "finetune_milestones")
 
 
@@ -371,7 +417,7 @@ def load_config(path: str | Path) -> ExperimentConfig:
 
 # Fields resolved() derives from others: a command repeats them only where they differ from what it would derive.
 DERIVED_FIELDS = ("name", "layers", "width_factor", "mia_queries", "milestones", "target_epoch", "freeze_epoch",
-                  "finetune_epochs", "finetune_lr", "finetune_milestones")
+                  "finetune_epochs", "finetune_lr", "finetune_milestones", *METHOD_OPTIONS)
 # Fields of one invocation, not of the configuration.
 _NOT_IN_COMMAND = ("model_index", "skip_existing", "verbose", "train_source")
 

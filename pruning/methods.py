@@ -23,11 +23,16 @@ class MethodSpec:
     scoped: bool = False    # --prune-scope (global | layer) applies: one-shot magnitude pruning
     source: str | None = None  # None: trained from scratch; "dense": prune dense model i of the same study, then fine-tune it
     pairs_with: tuple[str, ...] = ()  # methods it is compared with at the same sparsity (mia/compare.py default pairs)
+    scorer: str | None = None  # one-shot at initialisation by a saliency that runs the network (pruning/saliency.py
+    #                            SCORERS: snip, synflow): the mask is made by Pruner.at_init, which the trainer calls
+    grow: str | None = None    # dynamic sparse training (pruning/dynamic.py GROWERS: rigl's gradient, set's random):
+    #                            fixed per-layer sparsity, weights dropped by |w| and as many grown every --prune-freq
+    options: tuple[str, ...] = ()  # its own config fields (configs/config.py METHOD_OPTIONS), refused for other methods
 
     @property
     def uses_target(self) -> bool:
-        """Gradual methods follow the cubic schedule to --target-epoch; one-shot ones have none."""
-        return not self.one_shot
+        """Gradual methods follow the cubic schedule to --target-epoch; one-shot and dynamic ones have none."""
+        return not self.one_shot and self.grow is None
 
 
 PRUNING_METHODS: dict[str, MethodSpec] = {
@@ -57,6 +62,24 @@ PRUNING_METHODS: dict[str, MethodSpec] = {
                        description="network slimming: channels with the smallest BatchNorm |gamma| removed (global; "
                                    "Liu et al. ICCV 2017, mia_prune's slim), then fine-tuning",
                        extra=True, criterion="bn_gamma", source="dense", pairs_with=("finetune",)),
+    # The sparse-training family (docs/pruning.md, "Pruning at initialisation" and "Dynamic sparse training").
+    "snip": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                       description="SNIP (Lee et al., ICLR 2019): at initialisation, global top-k of |w * dL/dw| over "
+                                   "--snip-batches mini-batches of the model's own training subset; fixed mask",
+                       extra=True, scorer="snip", options=("snip_batches",), pairs_with=("static",)),
+    "synflow": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                          description="SynFlow (Tanaka et al., NeurIPS 2020): data-free, --synflow-rounds rounds of "
+                                      "|w * dR/dw| (R: the |w| network's summed output on an all-ones input); fixed mask",
+                          extra=True, scorer="synflow", options=("synflow_rounds",), pairs_with=("static",)),
+    # regrow=False: their pruned weights do return, but by the grow rule, not from DPF's dense |w|
+    "rigl": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                       description="RigL (Evci et al., ICML 2020): fixed per-layer sparsity (ERK), every --prune-freq "
+                                   "steps drop the smallest |w| and grow as many by largest |dense gradient|, at zero",
+                       extra=True, grow="gradient", options=("drop_fraction", "density"), pairs_with=("static",)),
+    "set": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                      description="SET (Mocanu et al., Nature Communications 2018) on RigL's schedule: drop the "
+                                  "smallest |w|, grow as many at random, at zero",
+                      extra=True, grow="random", options=("drop_fraction", "density"), pairs_with=("static", "rigl")),
 }
 
 

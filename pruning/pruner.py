@@ -16,6 +16,18 @@ Per training iteration:
                             static, gmp: p *= m, because momentum buffers filled before a weight was pruned
                             and weight decay would otherwise move it off zero
 
+and once, before the first step of a run (not of a resumed one):
+
+  at_init(batches)          snip, synflow: the mask made by a saliency that runs the network on the model's own
+                            training batches (an iterable of (x, y); SynFlow reads only their shape). Every
+                            other method's mask is made at construction: a no-op for them.
+
+Dynamic sparse training (rigl, set; pruning/dynamic.py) changes the topology at update steps, inside the two
+optimizer hooks: RigL in before_optimizer_step(), which then returns False: the update replaces that step's
+optimizer step (the trainer skips it); SET in after_optimizer_step(). Each reads its gradients and resets the
+momentum of new connections through slot(kind), which a trainer points at its parameters' parts (a pack's
+gradients and momentum are slices of packed tensors: training/trainer.py).
+
 Fragile spots:
   * anything reading the parameters between before_optimizer_step() and after_optimizer_step()
     (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; clip gradients
@@ -39,9 +51,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from configs.config import METHOD_OPTIONS
 from pruning.criteria import CRITERIA, SCOPES
+from pruning.dynamic import END_FRACTION, GROWERS, drop_and_grow, drop_fraction, layer_kept, random_masks
 from pruning.masks import measure_sparsity, prunable_parameters, prune_lowest
 from pruning.methods import PRUNING_METHODS
+from pruning.saliency import SCORERS
 from pruning.schedule import scheduled_sparsity
 from utils.errors import UsageError
 
@@ -94,7 +109,11 @@ def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoc
 
 class Pruner:
     def __init__(self, method: str, model: nn.Module, sparsity: float, iters_per_epoch: int,
-                 target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global"):
+                 target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global",
+                 options: dict | None = None, seed: int = 0, epochs: int | None = None):
+        """options: the method's own settings (MethodSpec.options: snip_batches, synflow_rounds, drop_fraction,
+        density); seed: the stream of a dynamic method's random masks and SET's growth; epochs: the run's length
+        (dynamic methods stop updating at 75% of it)."""
         _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope)
         self.method, self.spec, self.s_f, self.freq = method, PRUNING_METHODS[method], float(sparsity), int(prune_freq)
         # one-shot methods (static) have no schedule: target epoch 0, and no freeze epoch (config.py
@@ -119,8 +138,15 @@ class Pruner:
         self.num_pruned = 0         # pruned weights in the current masks
         self.total_refreshes = 0
         self._log = []              # (iteration, scheduled sparsity, reactivations tensor) since end_epoch()
-        if self.spec.one_shot:      # static, finetune, filter pruners: pruned here, before any step, by the
-            self._prune_once(scope)  # method's criterion; the mask is final, so it is frozen at once
+        given = {k: v for k, v in (options or {}).items() if v is not None}
+        self.options = {**{f: METHOD_OPTIONS[f] for f in self.spec.options}, **given}  # defaults: configs/config.py
+        self.pending_init = self.spec.scorer is not None  # snip, synflow: the mask is made by at_init()
+        self.gen = None             # a dynamic method's CPU stream (initial masks, SET's growth)
+        self.slot = self._own_slot  # where gradients and momentum are read (a trainer repoints it)
+        if self.spec.one_shot and not self.pending_init:  # static, finetune, filter pruners: pruned here, before
+            self._prune_once(scope)  # any step, by the method's criterion; the mask is final, so frozen at once
+        if self.spec.grow:
+            self._init_dynamic(seed, epochs)
 
     # -- masks ----------------------------------------------------------------------------------
     @property
@@ -173,6 +199,67 @@ class Pruner:
         self._log.append((0, self.s_f, torch.zeros((), dtype=torch.long, device=self.params[0].device)))
         self._freeze()
 
+    def at_init(self, batches) -> None:
+        """snip, synflow: prune once at initialisation by the method's saliency (pruning/saliency.py SCORERS) on
+        the model's own training batches, to exactly the target sparsity; the mask is then fixed. The trainer
+        calls it before the first step, packed or not (the masks are filled in place). A no-op for every other
+        method, and once the mask is made (a resumed run's masks come from its state)."""
+        if not self.pending_init:
+            return
+        scorer = SCORERS[self.spec.scorer]
+        kw = {arg: self.options[f] for f, arg in scorer.options.items()}
+        new = scorer.masks(self.model, self.s_f, batches, **kw)  # runs the network: gradients on
+        with torch.no_grad():
+            torch._foreach_copy_(self.mask_list, new)
+            torch._foreach_copy_(self.fmask_list, new)
+        self.num_pruned, self.current, self.total_refreshes = sum(int((~m).sum()) for m in new), self.s_f, 1
+        self._log.append((0, self.s_f, torch.zeros((), dtype=torch.long, device=self.params[0].device)))
+        self.pending_init = False
+        self._freeze()
+
+    @torch.no_grad()
+    def _init_dynamic(self, seed: int, epochs: int | None) -> None:
+        """rigl, set: fixed per-layer counts (ERK or uniform, the first layer dense), random initial masks."""
+        if epochs is None:
+            raise ValueError(f"{self.method} needs the run's epochs (its updates stop at 75% of training)")
+        self.gen = torch.Generator().manual_seed(int(seed))
+        shapes = [tuple(p.shape) for p in self.params]
+        self.kept = layer_kept(self.names, shapes, self.s_f, self.options["density"])
+        new = [m.to(self.params[0].device) for m in random_masks(shapes, self.kept, self.gen)]
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        self.num_pruned, self.current = self.numel - sum(self.kept), self.s_f
+        self.alpha = float(self.options["drop_fraction"])
+        self.end_iter = int(END_FRACTION * epochs * self.iters_per_epoch)
+        self._it = 0
+        self._apply_masks()
+
+    def _own_slot(self, kind: str) -> list:
+        """The parameters' gradients ('grad'), or their momentum ('momentum': none known without a trainer)."""
+        return [p.grad for p in self.params] if kind == "grad" else [None] * len(self.params)
+
+    @torch.no_grad()
+    def update_topology(self, replaces_step: bool) -> bool:
+        """rigl, set at an update step (every prune_freq steps until 75% of training): drop and grow in each
+        layer (pruning/dynamic.py), new connections at zero with zero momentum. Called in both optimizer hooks
+        (replaces_step: from before_optimizer_step); True where it updated."""
+        grower = GROWERS.get(self.spec.grow)
+        it = self._it
+        if grower is None or grower.replaces_step != replaces_step or it % self.freq or it > self.end_iter:
+            return False
+        scores = grower.scores(self, self.gen)
+        new, grown = drop_and_grow(self.params, self.mask_list, scores, drop_fraction(it, self.alpha, self.end_iter))
+        for p, g, mom in zip(self.params, grown, self.slot("momentum")):
+            p.masked_fill_(g, 0.0)  # a new connection starts at exactly zero (a regrown one keeps its weight)
+            if mom is not None:
+                mom.masked_fill_(g, 0.0)
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        mask_params(self.params, self.fmask_list)
+        self.total_refreshes += 1
+        self._log.append((it, self.s_f, sum(g.sum() for g in grown)))
+        return True
+
     @torch.no_grad()
     def _apply_masks(self) -> None:
         """parameter <- w * m (w: DPF's dense copy, else the parameter itself)."""
@@ -191,7 +278,10 @@ class Pruner:
     # -- training-loop hooks ----------------------------------------------------------------------
     def before_step(self, it: int) -> None:
         """Before the forward pass of global iteration it = epoch * iters_per_epoch + i."""
-        if self.frozen:
+        if self.pending_init:
+            raise RuntimeError(f"{self.method}: at_init(batches) must run before the first step")
+        self._it = it
+        if self.frozen or self.spec.grow:  # a dynamic method updates in the optimizer hooks
             return
         due = it % self.freq == 0 or it == self.target_iter  # the target iteration: final sparsity exact
         if due and (it <= self.target_iter or self.spec.regrow):  # gmp's mask is final after the target
@@ -199,17 +289,21 @@ class Pruner:
         if self.freeze_iter is not None and it >= self.freeze_iter:  # after the refresh: freeze == target works
             self._freeze()
 
-    def before_optimizer_step(self) -> None:
+    def before_optimizer_step(self) -> bool:
+        """False where a RigL update replaced this step's optimizer step (the caller skips it)."""
+        replaced = self.update_topology(replaces_step=True)
         if self.straight_through:
             load_dense(self.params, self.dense)
         else:
             mask_grads(self.params, self.fmask_list)
+        return not replaced
 
     def after_optimizer_step(self) -> None:
         if self.straight_through:
             store_dense_and_mask(self.params, self.dense, self.fmask_list)
         else:
             mask_params(self.params, self.fmask_list)
+        self.update_topology(replaces_step=False)
 
     def end_epoch(self, epoch: int) -> dict:
         """History entry: schedule, measured sparsity, reactivations (0 -> 1 flips) per refresh."""
@@ -234,7 +328,8 @@ class Pruner:
         cpu = lambda ts: [t.detach().to("cpu", copy=True) for t in ts]  # noqa: E731
         return {"names": list(self.names), "masks": cpu(self.mask_list),
                 "dense": None if self.dense is None else cpu(self.dense), "frozen": self.frozen,
-                "current": self.current, "num_pruned": self.num_pruned, "total_refreshes": self.total_refreshes}
+                "current": self.current, "num_pruned": self.num_pruned, "total_refreshes": self.total_refreshes,
+                "rng": None if self.gen is None else self.gen.get_state()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
@@ -250,6 +345,9 @@ class Pruner:
             torch._foreach_copy_(self.dense, [d.to(self.dense[0].device) for d in state["dense"]])
         self.frozen, self.current = state["frozen"], state["current"]
         self.num_pruned, self.total_refreshes = state["num_pruned"], state["total_refreshes"]
+        if self.gen is not None:
+            self.gen.set_state(state["rng"])
+        self.pending_init = False  # the masks are the state's
         self._log = []
 
     # -- saving ----------------------------------------------------------------------------------------
@@ -263,7 +361,10 @@ class Pruner:
 
 
 def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch: int, target_epoch: int,
-                 freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global") -> Pruner:
-    """The trainer calls, per iteration: before_step(it) -> forward/backward -> before_optimizer_step()
-    -> optimizer.step() -> after_optimizer_step(); end_epoch(epoch) and at_target(epoch) per epoch."""
-    return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope)
+                 freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global",
+                 options: dict | None = None, seed: int = 0, epochs: int | None = None) -> Pruner:
+    """The trainer calls at_init(batches) once before the first step, then per iteration: before_step(it) ->
+    forward/backward -> before_optimizer_step() (False: skip the optimizer step) -> optimizer.step() ->
+    after_optimizer_step(); end_epoch(epoch) and at_target(epoch) per epoch."""
+    return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope,
+                  options, seed, epochs)

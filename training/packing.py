@@ -185,17 +185,23 @@ class PackedPruning:
         if self.pruners[0].frozen:
             self.dense = None  # DPF's dense weights are dropped at its freeze
 
-    def before_optimizer_step(self) -> None:
+    def before_optimizer_step(self) -> bool:
+        """As Pruner.before_optimizer_step: each model's topology update (RigL; its own slices), then one
+        foreach for the pack. False where the updates replace the optimizer step (every model agrees)."""
+        replaced = [pr.update_topology(replaces_step=True) for pr in self.pruners]
         if self.pruners[0].straight_through:
             load_dense(self.params, self.dense)
         else:
             mask_grads(self.params, self.fmasks)
+        return not any(replaced)
 
     def after_optimizer_step(self) -> None:
         if self.pruners[0].straight_through:
             store_dense_and_mask(self.params, self.dense, self.fmasks)
         else:
             mask_params(self.params, self.fmasks)
+        for pr in self.pruners:  # SET: each model's topology update after the step
+            pr.update_topology(replaces_step=False)
 
 
 # -- how a pack computes, how many models at once --------------------------------------------------------

@@ -46,7 +46,7 @@ def _cpu(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to("cpu", copy=True)
 
 
-def _slots(tr):
+def slots(tr):
     """(optimizer parameter P, parts): parts(t) = [(member j, parameter name, t's part for member j)] for a
     tensor t shaped like P (its momentum). A lone model's and a sequential pack's parameters are the models'
     own; a packed network's are sliced per model as pack_models sliced them."""
@@ -69,7 +69,7 @@ def _opt_generator(tr) -> torch.Generator | None:
 def member_states(tr, epochs_done: int) -> list[dict]:
     """Each member's resumable state at the end of epoch `epochs_done` (module docstring). CPU tensors."""
     momentum = [{} for _ in tr.members]
-    for p, parts in _slots(tr):
+    for p, parts in slots(tr):
         buf = tr.opt.state[p].get("momentum_buffer") if p in tr.opt.state else None
         for j, name, v in parts(buf) if buf is not None else []:
             momentum[j][name] = _cpu(v)
@@ -148,7 +148,7 @@ def restore(tr, out_dirs: list[Path]) -> int:
         m.gen.set_state(st["model_rng"])
         m.history, m.best = st["history"], st["best"]
         m.best_key = None if st["best_key"] is None else tuple(st["best_key"])
-    for p, parts in _slots(tr):
+    for p, parts in slots(tr):
         buf = torch.empty_like(p)
         got = [(v, states[j]["momentum"].get(name)) for j, name, v in parts(buf)]
         if all(saved is not None for _, saved in got):  # a parameter never stepped has no momentum yet

@@ -16,7 +16,7 @@ import hashlib
 from pathlib import Path
 
 from configs import paths
-from configs.config import FINETUNE_FIELDS, ExperimentConfig
+from configs.config import FINETUNE_FIELDS, METHOD_OPTIONS, ExperimentConfig
 from pruning import PRUNING_METHODS
 from utils.errors import UsageError
 from utils.io import load_json, load_torch
@@ -35,7 +35,8 @@ def source_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
         undefended = {"defense": "none", **{f: None for f in param_fields()}}
     return dataclasses.replace(cfg, prune=False, prune_method=None, sparsity=0.0, prune_scope="global", name=None,
                                target_epoch=None, freeze_epoch=None, model_index=None,
-                               **{f: None for f in FINETUNE_FIELDS}, **undefended).resolved()
+                               **{f: None for f in FINETUNE_FIELDS}, **{f: None for f in METHOD_OPTIONS},
+                               **undefended).resolved()
 
 
 def source_dir(cfg: ExperimentConfig) -> Path:

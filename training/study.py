@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from configs.config import FINETUNE_FIELDS, ExperimentConfig
+from configs.config import FINETUNE_FIELDS, METHOD_OPTIONS, ExperimentConfig
 from defenses import DEFENSES, NONE
 from pruning import PRUNING_METHODS
 from training.experiment import Task, check_recipe, experiment_dir, plan_packs, run_pack_task
@@ -49,13 +49,14 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
         if m == "dense":
             configs.append(dataclasses.replace(base, prune=False, prune_method=None, sparsity=0.0, name=None,
                                                target_epoch=None, freeze_epoch=None, prune_scope="global",
-                                               **finetune_unset))
+                                               **finetune_unset, **{f: None for f in METHOD_OPTIONS}))
         else:  # the study-wide schedule, scope and fine-tuning flags reach only the methods that have them
             spec = PRUNING_METHODS[m]
             sched = dict(target_epoch=base.target_epoch if spec.uses_target else None,
                          freeze_epoch=base.freeze_epoch if spec.uses_freeze else None,
                          prune_scope=base.prune_scope if spec.scoped else "global",
-                         **({} if spec.source else finetune_unset))
+                         **({} if spec.source else finetune_unset),
+                         **{f: None for f in METHOD_OPTIONS if f not in spec.options})
             configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
                         for s in dict.fromkeys(sparsities)]
     configs = with_sources([c.resolved() for c in with_defenses(configs, defenses)])

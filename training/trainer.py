@@ -206,12 +206,21 @@ class Member:
             self.model.to(dtype)
         self.pruner = None
         if cfg.prune:
-            from pruning import build_pruner
+            from pruning import PRUNING_METHODS, build_pruner
 
+            options = {f: getattr(cfg, f) for f in PRUNING_METHODS[cfg.prune_method].options}
             self.pruner = build_pruner(cfg.prune_method, self.model, cfg.sparsity, iters, cfg.target_epoch,
-                                       cfg.freeze_epoch, cfg.prune_freq, cfg.prune_scope)
+                                       cfg.freeze_epoch, cfg.prune_freq, cfg.prune_scope, options,
+                                       seed=model_seed(cfg.seed, index), epochs=cfg.epochs)
         self.history, self.best, self.best_key = [], None, None
         self.source = None  # provenance of the trained model it starts from (train_models; training/sources.py)
+
+    def init_batches(self, device: torch.device):
+        """The training batches a pruning-at-initialisation saliency sees (SNIP): the model's own training subset,
+        shuffled and augmented as in training, from a stream of its own (seed + 1), so the training stream
+        itself is the one every other method of the study sees."""
+        gen = torch.Generator(device=device).manual_seed(model_seed(self.cfg.seed, self.index) + 1)
+        return self.train.batches(self.batch, gen)
 
     def snapshot(self, epoch: int) -> dict:
         """Weights as saved (exactly sparse for pruned models: pruned weights stored as zeros) and
@@ -288,6 +297,8 @@ class Trainer:
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones=cfg.milestones, gamma=cfg.gamma)
         self.scaler = grad_scaler(cfg, self.device)
+        for j, pr in enumerate(pruners):  # rigl, set read their gradients and momentum through the pack's parts
+            pr.slot = functools.partial(self.parts, j)
         self.loss = build_loss(cfg)  # the defense's training loss (defenses/): mean cross-entropy undefended
         prepare_loop(self)  # a defense that changes the step itself (dp: per-example clipping and noise)
 
@@ -303,6 +314,17 @@ class Trainer:
     @property
     def pruner(self):
         return self.members[0].pruner
+
+    def parts(self, j: int, kind: str) -> list:
+        """Model j's part of each of its prunable weights' gradient ('grad') or SGD momentum ('momentum'; None
+        before the first step), as resume.py slices a pack's tensors (model j: the j-th model with a pruner,
+        which in a pruned configuration is every model)."""
+        found = {}
+        for p, parts in resume.slots(self):
+            t = p.grad if kind == "grad" else self.opt.state.get(p, {}).get("momentum_buffer")
+            if t is not None:
+                found.update({name: v for jj, name, v in parts(t) if jj == j})
+        return [found.get(n) for n in self.members[j].pruner.names]
 
     def _forward_backward(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Every model's forward and backward on its batch: (logits [B, K, classes], loss per model [K], the
@@ -335,10 +357,10 @@ class Trainer:
                 self.pruning.before_step(it)
             self.opt.zero_grad(set_to_none=True)
             out, losses = self._forward_backward(xb, yb, epoch)
-            if self.pruning:
-                self.pruning.before_optimizer_step()
-            self.scaler.step(self.opt)
-            self.scaler.update()
+            # False: a RigL update replaced this step's optimizer step (pruning/dynamic.py)
+            if not self.pruning or self.pruning.before_optimizer_step() is not False:
+                self.scaler.step(self.opt)
+                self.scaler.update()
             if self.pruning:
                 self.pruning.after_optimizer_step()
             loss_sum += losses * len(yb)
@@ -357,6 +379,9 @@ class Trainer:
         cfg = self.cfg
         t0, train_time, images = time.time(), 0.0, 0
         who = f"#{self.indices[0]}" if len(self.indices) == 1 else f"#{','.join(map(str, self.indices))} packed"
+        for m in self.members:  # snip, synflow: the mask at initialisation (a no-op for a resumed model)
+            if m.pruner:
+                m.pruner.at_init(m.init_batches(self.device))
         for epoch in range(start, cfg.epochs):
             lr = self.opt.param_groups[0]["lr"]
             with tqdm(total=self.iters, desc=f"[{cfg.name} {who}] epoch {epoch + 1}/{cfg.epochs}",
