@@ -31,7 +31,11 @@ def tiny(tmp_path, **kw):
 
 PRUNED = {"dense": {}, "static": dict(prune=True, prune_method="static", sparsity=0.8),
           "dpf": dict(prune=True, prune_method="dpf", sparsity=0.8, target_epoch=2, freeze_epoch=3),
-          "gmp": dict(prune=True, prune_method="gmp", sparsity=0.8, target_epoch=2)}
+          "gmp": dict(prune=True, prune_method="gmp", sparsity=0.8, target_epoch=2),
+          # snip: each model's saliency on its own batches; rigl: updates every 4 steps to step 21, each model's
+          # gradients and momentum its part of the packed tensors
+          "snip": dict(prune=True, prune_method="snip", sparsity=0.8, snip_batches=2),
+          "rigl": dict(prune=True, prune_method="rigl", sparsity=0.8)}
 
 
 @pytest.mark.parametrize("mode", ["grouped", "sequential"])
@@ -71,7 +75,7 @@ def test_packed_equals_one_by_one_in_float64(method, mode, tmp_path):
         reactivations += sum(r.get("reactivations", 0) for r in hp)
         mp, ms = packed.members[i].model.eval(), single.model.eval()
         torch.testing.assert_close(mp(x), ms(x), rtol=1e-9, atol=1e-12)
-    if method == "dpf":
+    if method in ("dpf", "rigl"):
         assert reactivations > 0 and packed.members[0].pruner.total_refreshes > 3
         assert res_p[0]["history"][-1]["mask_frozen"]
 

@@ -11,9 +11,10 @@ from pruning import (PRUNING_METHODS, build_pruner, global_magnitude_masks, meas
                      prunable_parameters, scheduled_sparsity)
 from utils.errors import UsageError
 
-# Methods trained from scratch; the ones that prune a trained model and fine-tune it have their own
-# references in tests/test_finetune.py (structured masks are not global magnitude masks).
-METHODS = [m for m, spec in PRUNING_METHODS.items() if spec.source is None]
+# Methods trained from scratch whose masks are global magnitude masks; the ones that prune a trained model and
+# fine-tune it have their own references in tests/test_finetune.py (structured masks are not global magnitude
+# masks), the saliency and dynamic ones (snip, synflow, rigl, set) in tests/test_sparse_family.py.
+METHODS = [m for m, spec in PRUNING_METHODS.items() if spec.source is None and spec.scorer is None and spec.grow is None]
 GRADUAL = [m for m in METHODS if PRUNING_METHODS[m].uses_target]  # gmp, dpf: the cubic schedule
 
 

@@ -98,7 +98,10 @@ CASES = {  # name: (config, epochs after which the run is killed)
     "dpf": (DPF, [1, 3]),  # 1: refreshes, the target and the freeze still ahead; 3: frozen, dense weights dropped
     "pack3-grouped": (dict(DPF, num_shadows=2, pack=3, pack_mode="grouped"), [2]),
     "pack3-sequential": (dict(DPF, num_shadows=2, pack=3, pack_mode="sequential"), [2]),
-    "dp-sgd": (dict(defense="dp"), [2]),  # the optimizer's noise stream carried over, not restarted (repeated)
+    "dp-sgd": (dict(defense="dp"), [2]),
+    "snip": (dict(prune=True, prune_method="snip", sparsity=0.8), [1]),  # the mask from the state, not rescored
+    "rigl": (dict(prune=True, prune_method="rigl", sparsity=0.8), [1]),  # updates every 4 steps to step 21 ahead
+    "set-pack2": (dict(prune=True, prune_method="set", sparsity=0.8, num_shadows=1, pack=2), [2]),  # its stream  # the optimizer's noise stream carried over, not restarted (repeated)
 }
 
 
