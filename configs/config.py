@@ -209,7 +209,7 @@ class ExperimentConfig:
 
     def check_method_options(self, spec) -> None:
         """A method's own settings (MethodSpec.options) only for it, each in its range: one line naming the flag."""
-        from pruning.dynamic import DENSITIES
+        from pruning.dynamic import DENSITIES, GROWERS
         from pruning.saliency import SCORERS
 
         for f in METHOD_OPTIONS:
@@ -224,9 +224,10 @@ class ExperimentConfig:
                 raise UsageError(f"{flag} must be in (0, 1), got {v}")
             if f == "density" and v not in DENSITIES:
                 raise UsageError(f"unknown {flag} '{v}'; valid: {', '.join(DENSITIES)}")
-        if spec.scorer and SCORERS[spec.scorer].reads_data and self.defense == "dp":
-            raise UsageError(f"--prune-method {self.prune_method} scores the weights with gradients of the training "
-                             f"data before DP-SGD starts, with no clipping or noise: --defense dp's epsilon would not hold")
+        reads = (spec.scorer and SCORERS[spec.scorer].reads_data) or (spec.grow and GROWERS[spec.grow].reads_gradient)
+        if reads and self.defense == "dp":
+            raise UsageError(f"--prune-method {self.prune_method} ranks weights by gradients of the training data "
+                             f"outside DP-SGD's clipping and noise: --defense dp's epsilon would not hold")
 
     def fit_config(self) -> "ExperimentConfig":
         """The config the training loop runs: for a method that fine-tunes a trained model, its epochs,

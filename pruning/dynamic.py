@@ -121,10 +121,11 @@ def random_scores(pruner, gen: torch.Generator) -> list[torch.Tensor]:
 class Grower:
     scores: object         # (pruner, generator) -> grow scores per prunable layer
     replaces_step: bool    # the update runs before the optimizer step and replaces it (RigL), else after it (SET)
+    reads_gradient: bool   # it ranks by the raw (unclipped, noiseless) gradient of the training batch
 
 
 # Registry: MethodSpec.grow -> how weights are grown
 GROWERS: dict[str, Grower] = {
-    "gradient": Grower(gradient_scores, replaces_step=True),
-    "random": Grower(random_scores, replaces_step=False),
+    "gradient": Grower(gradient_scores, replaces_step=True, reads_gradient=True),
+    "random": Grower(random_scores, replaces_step=False, reads_gradient=False),
 }

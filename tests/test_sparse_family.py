@@ -319,6 +319,7 @@ def test_packed_snip_sees_each_models_own_batches(tmp_path):
     (["--prune", "--prune-method", "rigl", "--sparsity", "0.5", "--drop-fraction", "1.5"], "--drop-fraction must be in (0, 1)"),
     (["--prune", "--prune-method", "set", "--sparsity", "0.5", "--density", "random"], "unknown --density 'random'"),
     (["--prune", "--prune-method", "snip", "--sparsity", "0.5", "--defense", "dp"], "epsilon would not hold"),
+    (["--prune", "--prune-method", "rigl", "--sparsity", "0.5", "--defense", "dp"], "epsilon would not hold"),
 ])
 def test_bad_flags_are_one_line(tmp_path, args, needle, capsys):
     import run_experiment
@@ -341,3 +342,21 @@ def test_help_names_the_methods_and_their_flags():
     for word in ("snip", "synflow", "rigl", "set", "--snip-batches", "--synflow-rounds", "--drop-fraction", "--density"):
         assert word in text, word
     assert not {"snip", "synflow", "rigl", "set"} & set(train.parse([]).methods)  # extras: the default study as it was
+
+
+def test_null_case_for_every_attack_on_a_rigl_configuration(tmp_path):
+    """A RigL study on digits (train.py, 4 models), membership permuted: every attack at AUC ~0.5."""
+    import test_mia
+    from mia.attacks import ATTACKS
+    from mia.cli import settings_for
+    from mia.evaluate import evaluate_experiment
+
+    runs = tmp_path / "runs"
+    train.main(["--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--num-shadows", "3", "--sens-draws", "2",
+                "--sparsities", "0.5", "--device", "cpu", "--no-eval", "--methods", "rigl", "--runs-dir", str(runs)])
+    null = test_mia.permute_membership(paths.experiment_dir(runs, "rigl", 0.5, "digits"), tmp_path / "null")
+    res = evaluate_experiment(null, list(ATTACKS), "0", settings=settings_for("cpu"))
+    assert not res["errors"], res["errors"]
+    tol = test_mia.NULL_SIGMAS * test_mia.null_auc_sd(np.load(null / paths.KEEP_MATRIX)[0])
+    for attack, r in res["attacks"].items():
+        assert abs(r["mean"]["auc"] - 0.5) < tol, (attack, r["mean"]["auc"])
