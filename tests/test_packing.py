@@ -75,8 +75,9 @@ def test_packed_equals_one_by_one_in_float64(method, mode, tmp_path):
         reactivations += sum(r.get("reactivations", 0) for r in hp)
         mp, ms = packed.members[i].model.eval(), single.model.eval()
         torch.testing.assert_close(mp(x), ms(x), rtol=1e-9, atol=1e-12)
-    if method in ("dpf", "rigl"):
+    if method in ("dpf", "rigl"):  # weights came back (rigl: grown), so the comparison covered the updates
         assert reactivations > 0 and packed.members[0].pruner.total_refreshes > 3
+    if method == "dpf":
         assert res_p[0]["history"][-1]["mask_frozen"]
 
 
