@@ -78,6 +78,22 @@ def test_the_report_covers_every_configuration_and_attack(study):
     assert len(per_class) == 3 * len(ATTACKS) and per_class.filter(like="auc_class_").shape[1] == 10
 
 
+def test_the_quick_preset_states_findings_and_draws_the_sweep(study):
+    """The findings and the sparsity figure come from the same code path as the reference study's: every claim at
+    0.9 has a verdict with its interval, the trend says it needs two sparsities."""
+    tmp, _ = study
+    res = tmp / "results"
+    text = (res / paths.REPORT).read_text()
+    assert text.index("## Findings") < text.index("## What was trained") and "](plots/sparsity_sweep.png)" in text
+    assert (res / paths.PLOTS / "sparsity_sweep.png").stat().st_size > 10_000
+    found = pd.read_csv(res / paths.FINDINGS)
+    decided = found[found["claim"].str.contains("DPF|dense")]
+    assert len(decided) == 5 and decided["verdict"].isin(["holds", "reversed", "not resolved"]).all()
+    assert decided["ci_low"].le(decided["difference"]).all() and decided["difference"].le(decided["ci_high"]).all()
+    trend = found[found["claim"].str.contains("higher sparsity")]
+    assert len(trend) == 4 and trend["verdict"].str.startswith("cannot state: one sparsity").all()
+
+
 def test_long_and_training_tables(study):
     tmp, _ = study
     long = pd.read_csv(tmp / "results" / "comprehensive_mia_results_long.csv")
