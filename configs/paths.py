@@ -12,6 +12,10 @@ results/mia/<suite>/                             attack results (JSON per experi
                                                  bool [pool] membership and float64 [pool] scores of target t
 results/attack_intervals.csv  paired_comparisons.csv  per_class_auc.csv  report.md  plots/
                                                  the study report (mia/compare.py, mia/report.py)
+results/per_example/                             the per-example stage (analysis/stage.py)
+    <experiment>_<dataset>/per_example.csv       one row per pool example of a configuration
+    pairs/<A>__<B>_<dataset>.csv                 one row per pool example of a pair
+    exposure_changes.csv  pies.csv  pair_attack.csv  stage.json  section.md  figures/<figure>.csv
 """
 from __future__ import annotations
 
@@ -39,6 +43,13 @@ PER_CLASS = "per_class_auc.csv"
 FINDINGS = "findings.csv"  # the report's answers to the study's expectations (mia/findings.py)
 REPORT = "report.md"
 PLOTS = "plots"
+# The per-example stage (analysis/stage.py), under results/per_example/.
+PER_EXAMPLE = "per_example"
+EXPOSURE_CHANGES = "exposure_changes.csv"
+PIES = "pies.csv"
+PAIR_ATTACK = "pair_attack.csv"
+STAGE_INFO = "stage.json"
+SECTION = "section.md"
 
 
 def sparsity_tag(sparsity: float) -> str:
@@ -97,3 +108,23 @@ def score_file(scores: str | Path, target: int, attack: str) -> Path:
 def members_file(scores: str | Path, target: int) -> Path:
     """bool [pool]: which pool examples model `target` trained on (the labels its scores are judged by)."""
     return Path(scores) / f"target_{target}" / "members.npy"
+
+
+def per_example_dir(results_dir: str | Path) -> Path:
+    """results/per_example/: every table of the per-example stage."""
+    return Path(results_dir) / PER_EXAMPLE
+
+
+def per_example_file(results_dir: str | Path, experiment_id: str) -> Path:
+    """One configuration's per-example table (experiment_id: <experiment>_<dataset>)."""
+    return per_example_dir(results_dir) / experiment_id / "per_example.csv"
+
+
+def per_example_pair_file(results_dir: str | Path, a: str, b: str, dataset: str) -> Path:
+    """One pair's per-example table (change A - B)."""
+    return per_example_dir(results_dir) / "pairs" / f"{a}__{b}_{dataset}.csv"
+
+
+def per_example_figure(results_dir: str | Path, name: str) -> tuple[Path, Path]:
+    """A per-example figure: its PNG under plots/ (beside the report's other figures) and its table."""
+    return Path(results_dir) / PLOTS / f"per_example_{name}.png", per_example_dir(results_dir) / "figures" / f"{name}.csv"

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis import section as per_example_section
 from configs import paths
 from configs.config import command_line, load_config
 from mia import findings, plots
@@ -329,6 +330,7 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
               fig("per_class_auc", "per-class AUC"), "", per_class_table(study.per_class, attack), "",
               f"Every attack: [{paths.PER_CLASS}]({paths.PER_CLASS}).", ""]
     s += epsilon_section(df)
+    s += per_example_section.lines(results_dir, markdown)  # analysis/stage.py's tables, or how to make them
     s += ["## More figures", "", fig("heatmap_auc", "AUC heatmap"), ""]
     rocs = [k for k in figures if k.startswith("roc_")]
     if rocs:

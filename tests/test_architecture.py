@@ -1,11 +1,17 @@
 """The layout's rules, checked on the source (ast): training produces and mia/ consumes the run
-directory (mia/ imports nothing from training/), no import cycle anywhere (imports inside functions
+directory (mia/ imports nothing from training/), analysis/ sits above both (LAYERS), no import cycle anywhere (imports inside functions
 included: they used to dodge cycles), no sys.path edits (the project is installed, requirements.txt)."""
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("configs", "data", "models", "pruning", "training", "mia", "utils")
+PACKAGES = ("configs", "data", "models", "pruning", "training", "mia", "analysis", "utils")
+# Layer order of the packages that hand results on: a module may import from its own layer and below, never
+# above. analysis/ reads what training/ wrote and what mia/ computed; the top-level scripts (train.py, ...) sit
+# above everything. One edge goes up, by design: mia/report.py lays out every stage's tables, so it calls
+# analysis.section (which imports nothing from mia/ or training/, so no cycle can form through it).
+LAYERS = {"training": 1, "mia": 1, "analysis": 2}
+UPWARD_EDGES = {("mia.report", "analysis.section"), ("mia.report", "analysis")}  # 'from analysis import section'
 
 
 def modules() -> dict[str, Path]:
@@ -39,6 +45,22 @@ def test_mia_imports_nothing_from_training():
     bad = {m: sorted(i for i in deps if i.split(".")[0] == "training")
            for m, deps in graph().items() if m.split(".")[0] == "mia"}
     assert not {m: d for m, d in bad.items() if d}
+
+
+def test_layer_order():
+    known = modules()
+    g = graph()
+    scripts = {p.stem for p in ROOT.glob("*.py")}
+
+    def layer(m):
+        return 3 if m in scripts else LAYERS.get(m.split(".")[0], 0)
+
+    up = {(m, d) for m, deps in g.items() for d in deps if layer(d) > layer(m)} - UPWARD_EDGES
+    assert not up, sorted(up)
+    for _, target in UPWARD_EDGES:
+        assert not {d for d in g[target] if d.split(".")[0] in ("mia", "training")}, g[target]
+    assert "analysis.stage" in known and "mia.attacks" in g["analysis.per_example"]  # the check sees analysis/
+    assert ("mia.report", "analysis.section") in {(m, d) for m, deps in g.items() for d in deps}
 
 
 def test_no_import_cycle():
