@@ -76,7 +76,7 @@ def stale_signals(model_dir: Path, num_queries: int | None, need_sensitivity: bo
             return f"{name} older than {paths.BEST_MODEL}"
     digests = recorded_digests(model_dir)
     for name in names:
-        if name in digests and file_digest(model_dir / name) != digests[name]:
+        if name in digests and file_digest(model_dir / name, digests[name].partition(":")[0]) != digests[name]:
             return (f"{name} is not the file its training wrote (its content hash differs from the one in "
                     f"{paths.SUMMARY}: edited, partially copied or corrupted)")
     queries = load_npy(model_dir / paths.LOGITS, mmap=True).shape[1:2]

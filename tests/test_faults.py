@@ -21,7 +21,7 @@ from mia.attacks import ATTACKS, AttackOutput, AttackSpec
 from run_experiment import main as run_experiment_main
 from run_experiment import run
 from training import signals
-from training.experiment import dataset, disk_per_model, experiment_dir
+from training.experiment import cached_dataset, disk_per_model, experiment_dir
 from training.trainer import Trainer, at_chance
 from utils.errors import DivergenceError, WriteError
 from utils.io import file_digest, load_json, save_npy, save_text
@@ -296,7 +296,7 @@ def test_save_text_refused_by_the_system_is_a_write_error(tmp_path, monkeypatch)
 def test_dry_run_states_the_disk_and_the_estimate_bounds_what_a_model_writes(trained, capsys):
     train.main([*FLAGS, "--methods", "dense", "--runs-dir", str(Path(trained.runs_dir).parent / "other"), "--dry-run"])
     line = capsys.readouterr().out.splitlines()[-1]
-    per = disk_per_model(trained, dataset(trained))
+    per = disk_per_model(trained, cached_dataset(trained))
     assert line.startswith("disk: about ") and "for the 1 models to train" in line and " free in " in line
     written = sum(f.stat().st_size for f in paths.model_dir(experiment_dir(trained), 1).iterdir()
                   if f.name in (paths.BEST_MODEL, paths.LAST_MODEL, paths.LOGITS, paths.SENSITIVITY))
