@@ -19,7 +19,7 @@ from training.experiment import (Task, experiment_dir, model_indices, pending_mo
                                  run_pack)
 from training.sources import missing_sources, source_config
 from training.progress import Progress
-from utils.errors import UsageError, cli_main
+from utils.errors import DivergenceError, UsageError, cli_main
 
 
 def parse_config(argv=None) -> ExperimentConfig:
@@ -51,12 +51,18 @@ def run(cfg: ExperimentConfig) -> list[dict]:
     exp, keep = prepare_experiment(cfg, ds)
     todo = pending_models(cfg, retrained)
     progress = Progress(len(todo), f"models of {cfg.name}")
-    summaries = []
+    summaries, failed = [], []
     for pack in plan_packs([Task(cfg, i) for i in todo]):  # --pack models at once (docs/packing.md)
-        done = run_pack(cfg, ds, exp, keep, list(pack.indices))
-        progress.finished([(pack.model_label(i), s) for i, s in zip(pack.indices, done)])
+        try:
+            done = run_pack(cfg, ds, exp, keep, list(pack.indices))
+        except DivergenceError as e:  # the other packs go on; the run ends with the list
+            failed.append(str(e))
+            done = e.finished
+        progress.finished([(pack.model_label(s["model_index"]), s) for s in done])
         summaries += done
     print(f"{cfg.name}: {len(summaries)} model(s) trained, {len(keep) - len(todo) if cfg.model_index is None else 0} skipped -> {exp}")
+    if failed:
+        raise DivergenceError(f"{len(todo) - len(summaries)} model(s) failed: {'; '.join(failed)}", finished=summaries)
     return summaries
 
 

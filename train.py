@@ -5,16 +5,18 @@ sparsity; gmp on request) with its shadow models, then run every attack and writ
   python train.py --preset quick            # the whole pipeline on embedded digits data, minutes on a CPU
   python train.py                           # the full study: CIFAR-10, 200 epochs, 16 shadows per configuration
   python train.py --skip-existing           # resume an interrupted study: finished models are kept
-  python train.py --dry-run                 # list the planned trainings and exit
+  python train.py --dry-run                 # list the planned trainings and the disk they need, and exit
   python train.py --executor ray --gpus-per-model 0.25   # one Ray task per pack of models (see README)
 """
 from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from configs import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
@@ -23,9 +25,10 @@ from mia.attacks import ATTACKS, check_attacks
 from mia.evaluate import check_targets
 from mia.unified_mia_evaluation import evaluate_study
 from training.cost import study_cost
-from training.experiment import cached_dataset, experiment_dir, plan_tasks
+from training.experiment import Task, cached_dataset, disk_per_model, experiment_dir, plan_tasks
 from training.study import EXECUTORS, all_methods, check_recipes, default_methods, plan_study
 from utils.errors import UsageError, cli_main
+from utils.io import format_bytes
 
 # Presets: study-level defaults a user can still override flag by flag.
 PRESETS = {
@@ -74,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--shadows-from", default=None, metavar="CONFIG",
                    help="evaluate every configuration with the shadows of configuration CONFIG (e.g. dense: "
                         "mia_prune's 'original' attacker); default: each configuration's own models (the adaptive attacker)")
-    g.add_argument("--dry-run", action="store_true", help="list the planned trainings and exit")
+    g.add_argument("--dry-run", action="store_true", help="list the planned trainings and the disk they need, and exit")
     g.add_argument("--no-eval", action="store_true", help="train only; run mia/unified_mia_evaluation.py later")
     g.add_argument("--wandb", action="store_true", help="log configs, per-model metrics and the attack table to wandb")
     g.add_argument("--wandb-project", default="dcil-pytorch")
@@ -120,6 +123,7 @@ def main(argv=None) -> None:
         counts = Counter(t.cfg.name for t in tasks)
         for line in study_cost(configs, counts, cached_dataset):
             print(line)
+        print(disk_line(tasks, base.runs_dir))
         return
     check_data(configs)  # absent data: one line now, not one failure per model
     logger = _wandb(args, configs)
@@ -139,6 +143,21 @@ def check_data(configs: list[ExperimentConfig]) -> None:
     (data/datasets.py names the files and where to put them), not a failure per model."""
     for key in {(c.dataset, c.data_dir, c.data_path, c.pool_size, c.test_size): c for c in configs}.values():
         cached_dataset(key)  # the local executor trains from this copy
+
+
+def disk_line(tasks: list[Task], runs_dir: str) -> str:
+    """The disk the models to train will need (training/experiment.disk_per_model: an upper bound, from each
+    configuration's parameter count, pool, queries and classes) and what the runs directory's disk has free."""
+    try:
+        need = {id(t.cfg): disk_per_model(t.cfg, cached_dataset(t.cfg)) for t in tasks}
+    except UsageError as e:  # the dataset is not there yet: the plan is still worth printing
+        return f"disk: not estimated ({e})"
+    total = sum(need[id(t.cfg)] for t in tasks)
+    where = next((p for p in Path(runs_dir).absolute().parents if p.exists()), Path("/")) \
+        if not Path(runs_dir).exists() else Path(runs_dir)
+    return (f"disk: about {format_bytes(total)} for the {len(tasks)} models to train (checkpoints x2, resumable "
+            f"state, logits, sensitivity: {', '.join(sorted({format_bytes(v) for v in need.values()}))} per model); "
+            f"{format_bytes(shutil.disk_usage(where).free)} free in {runs_dir}")
 
 
 def check_shadows_from(spec: str | None, configs: list[ExperimentConfig]) -> None:

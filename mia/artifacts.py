@@ -3,6 +3,10 @@
 Only complete models (COMPLETE marker) are used. Per-model arrays stay memory-mapped float32
 (a ModelStack), so N = 50,000, 17 models, 18 queries and 100 classes (6 GB of logits) need not fit
 in memory: the attacks read them model by model.
+
+What is read is what training wrote, and only numbers: a signals file whose content hash differs from
+the one its summary records (edited, partially copied, bit rot) is stale, and an array holding a NaN or
+an infinity is refused, each with one line naming the file (benchmarks/integrity_cost.py measures both).
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 
 from configs import paths
 from utils.errors import UsageError
-from utils.io import load_json, load_npy
+from utils.io import count_nonfinite, file_digest, load_json, load_npy
 
 
 class ModelStack(Sequence):
@@ -58,8 +62,10 @@ class Signals:
 
 
 def stale_signals(model_dir: Path, num_queries: int | None, need_sensitivity: bool = False) -> str | None:
-    """Why a model's signals cannot be used (missing, older than its checkpoint, another query count),
-    or None. A missing sensitivity.npy only matters where asked (SAMIA names it itself)."""
+    """Why a model's signals cannot be used (missing, older than its checkpoint, not the file training wrote:
+    another content hash than its summary records, another query count), or None. A missing sensitivity.npy
+    only matters where asked (SAMIA names it itself). Summaries written before 2026-12-07 record no hashes:
+    their signals are read unchecked."""
     ck = model_dir / paths.BEST_MODEL
     names = [paths.LOGITS] + ([paths.SENSITIVITY] if need_sensitivity or (model_dir / paths.SENSITIVITY).exists() else [])
     for name in names:
@@ -68,10 +74,30 @@ def stale_signals(model_dir: Path, num_queries: int | None, need_sensitivity: bo
             return f"{name} missing"
         if ck.exists() and f.stat().st_mtime < ck.stat().st_mtime:
             return f"{name} older than {paths.BEST_MODEL}"
+    digests = recorded_digests(model_dir)
+    for name in names:
+        if name in digests and file_digest(model_dir / name, digests[name].partition(":")[0]) != digests[name]:
+            return (f"{name} is not the file its training wrote (its content hash differs from the one in "
+                    f"{paths.SUMMARY}: edited, partially copied or corrupted)")
     queries = load_npy(model_dir / paths.LOGITS, mmap=True).shape[1:2]
     if num_queries is not None and queries != (num_queries,):
         return f"{paths.LOGITS} has {queries[0] if queries else 0} queries, its config asks for {num_queries}"
     return None
+
+
+def recorded_digests(model_dir: Path) -> dict[str, str]:
+    """File name -> content hash recorded in a model's summary at training (training/signals.record_digests)."""
+    summary = Path(model_dir) / paths.SUMMARY
+    return load_json(summary).get("digests", {}) if summary.exists() else {}
+
+
+def check_finite(f: Path, arr: np.ndarray) -> None:
+    """Refuse an array holding NaN or inf, naming the file and how many entries (a diverged model's signals
+    from before they were refused at training, or a corrupted file): nothing is scored from it."""
+    bad = count_nonfinite(arr)
+    if bad:
+        raise UsageError(f"{f}: {bad} of {arr.size} entries are not finite (NaN or inf); retrain that model "
+                         f"(delete its {paths.COMPLETE} marker, re-run with --skip-existing)")
 
 
 def finished_indices(exp: Path, num_models: int) -> list[int]:
@@ -153,10 +179,12 @@ def load_experiment(exp_dir: str | Path) -> Signals:
             raise UsageError(f"{d / paths.LOGITS} has shape {lg.shape}, expected [pool, queries, classes]")
         expected = logits[0].shape if logits else (n,) + tuple(lg.shape[1:])
         _check_shape(d / paths.LOGITS, lg, expected, f"[pool {n}, queries, classes] as model {indices[0]}")
+        check_finite(d / paths.LOGITS, lg)
         logits.append(lg.astype(np.float32, copy=False))
         if (d / paths.SENSITIVITY).exists():
             s = load_npy(d / paths.SENSITIVITY, mmap=True)
             _check_shape(d / paths.SENSITIVITY, s, (n, lg.shape[2]), "[pool, classes]")
+            check_finite(d / paths.SENSITIVITY, s)
             sens.append(s.astype(np.float32, copy=False))
         summaries[i] = read_model_record(exp, d)
     if labels.min() < 0 or labels.max() >= logits[0].shape[2]:

@@ -45,7 +45,7 @@ examples, not the seed).
 Metrics match mia/metrics.py's compute_metrics exactly (tested): `auc` (sklearn's trapezoidal AUC =
 Mann-Whitney U with ties counted 1/2), `advantage` = max(TPR - FPR), `tpr_at_<level>` = the largest
 TPR over the step ROC's points with FPR <= level (FPR = #FP / n_out in float64, as sklearn divides).
-Non-finite scores are mapped as compute_metrics maps them.
+Non-finite scores are refused as compute_metrics refuses them (mia/metrics.check_inputs).
 
 Cost: one sort per (attack, configuration, target), then a few O(N) passes per resample, resamples in
 chunks of CHUNK_ELEMS resample x example entries (memory bounded, ~90 MB peak). 1,000 resamples of a
@@ -62,7 +62,7 @@ import numpy as np
 from scipy.stats import false_discovery_control
 from scipy.stats import t as student_t
 
-from mia.metrics import FPR_LEVELS, MIN_NONMEMBERS, _finite
+from mia.metrics import FPR_LEVELS, MIN_NONMEMBERS, check_inputs
 
 METRICS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
 KNOWN_METRICS = ("auc", "advantage", *FPR_LEVELS)
@@ -87,10 +87,9 @@ class SortedPool(NamedTuple):
 
 
 def sort_pool(scores: np.ndarray, is_member: np.ndarray) -> SortedPool:
-    """Sort members and non-members by score (non-finite scores mapped as compute_metrics maps them)
+    """Sort members and non-members by score (non-finite scores refused as compute_metrics refuses them)
     and locate each non-member's score among the members and among the non-members (searchsorted)."""
-    s = _finite(np.asarray(scores, np.float64))
-    m = np.asarray(is_member, bool)
+    s, m = check_inputs(scores, is_member)
     if s.ndim != 1 or s.shape != m.shape:
         raise ValueError(f"scores {s.shape} and is_member {m.shape} must be matching 1-D arrays")
     if m.all() or not m.any():

@@ -73,7 +73,10 @@ def attack_target(name: str, sig: Signals, target: int, st: AttackSettings, src:
         threshold, how = calibrate_threshold(name, sig, target, st, src)
     else:
         threshold, how = out.threshold, out.calibration
-    m = compute_metrics(out.scores, sig.keep[target], threshold, delta=sig.config.get("dp_delta"))  # a DP run's delta
+    try:
+        m = compute_metrics(out.scores, sig.keep[target], threshold, delta=sig.config.get("dp_delta"))  # a DP run's delta
+    except UsageError as e:  # non-finite scores: named with the target (evaluate_experiment adds the attack)
+        raise UsageError(f"against model {sig.indices[target]}: {e}") from None
     m.update(time_s=time.perf_counter() - t0, calibration=how, info=out.info, scores=out.scores)
     return m
 

@@ -10,6 +10,8 @@ Definitions (docs/attacks.md):
 - `accuracy` = balanced accuracy of the rule `score >= threshold` at a threshold calibrated on
   shadows (never on the target's membership); absent when no threshold could be calibrated.
 - `eps_lower_bound`: the epsilon that rule proves (mia/epsilon.py), with the same threshold.
+- Inputs are finite: scores with a NaN or an infinity, or a membership that is not 0/1, are refused
+  (one line): no metric is computed from them, whatever attack made them.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from mia.epsilon import epsilon_lower_bound
+from utils.errors import UsageError
 
 FPR_LEVELS = {"tpr_at_1pct_fpr": 1e-2, "tpr_at_0.1pct_fpr": 1e-3, "tpr_at_0.01pct_fpr": 1e-4}
 MIN_NONMEMBERS = {"tpr_at_0.01pct_fpr": 10_000}
@@ -61,17 +64,24 @@ def roc_points(fpr: np.ndarray, tpr: np.ndarray, n: int = ROC_POINTS) -> dict:
     return {"fpr": grid.tolist(), "tpr": np.maximum.accumulate(tpr)[idx].tolist()}
 
 
-def _finite(scores: np.ndarray) -> np.ndarray:
-    """NaN -> lowest score, +-inf -> +-largest finite (sklearn refuses non-finite scores)."""
-    big = np.finfo(np.float64).max
-    return np.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)
+def check_inputs(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float64, is_member bool), refused with one line when a score is NaN or +-inf or a membership
+    value is not 0/1: every attack's scores pass here (compute_metrics), so an attack that makes NaN from
+    finite signals is named, never scored as chance."""
+    scores, member = np.asarray(scores, np.float64), np.asarray(is_member)
+    bad = int(scores.size - np.count_nonzero(np.isfinite(scores)))
+    if bad:
+        raise UsageError(f"{bad} of {scores.size} attack scores are not finite (NaN or inf): no metric is computed from them")
+    if member.dtype != bool and not np.isin(member, (0, 1)).all():
+        raise UsageError("membership labels must be 0/1 (or bool); got other values")
+    return scores, member.astype(bool)
 
 
 def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float | None = None,
                     delta: float | None = None) -> dict:
     """auc, advantage, tpr_at_*, min_fpr (+ flags), accuracy and eps_lower_bound (when a threshold is given;
     at `delta`, by default 1/#members rounded down to a power of 10), roc."""
-    scores, is_member = _finite(np.asarray(scores, np.float64)), np.asarray(is_member, bool)
+    scores, is_member = check_inputs(scores, is_member)
     n_out = int((~is_member).sum())
     if n_out == 0 or n_out == len(is_member):
         raise ValueError("metrics need both members and non-members")

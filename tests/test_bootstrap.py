@@ -15,6 +15,7 @@ from mia.bootstrap import (METRICS, Replicates, accuracy_difference, auc_spread,
                            compare_attacks, difference, holm, paired_bootstrap, per_class_auc, resample_weights,
                            weighted_metrics)
 from mia.metrics import FPR_LEVELS, compute_metrics
+from utils.errors import UsageError
 
 ALL = ("auc", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
 
@@ -37,15 +38,24 @@ def test_metrics_match_sklearn_and_compute_metrics(seed):
     scores = rng.normal(0, 1, len(members)) + 0.7 * members
     if seed % 2:
         scores = np.round(scores, 1)  # heavy ties
-    if seed == 4:
-        scores[:5] = [np.nan, np.inf, -np.inf, np.inf, np.nan]  # mapped as compute_metrics maps them
+    if seed == 4:  # extreme but finite scores keep their order
+        scores[:5] = [-1e308, 1e308, -1e308, 1e308, -1e308]
     ref = compute_metrics(scores, members)
     got = weighted_metrics(scores, members, metrics=ALL)
-    finite = np.nan_to_num(scores, nan=-1e308, posinf=1e308, neginf=-1e308)
-    assert got["auc"] == pytest.approx(roc_auc_score(members, finite), abs=1e-12)
+    assert got["auc"] == pytest.approx(roc_auc_score(members, scores), abs=1e-12)
     assert got["auc"] == pytest.approx(ref["auc"], abs=1e-12)
     for k in ("advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
         assert got[k] == ref[k], k  # exact: same counts, same float divisions
+
+
+def test_non_finite_scores_are_refused_as_by_compute_metrics():
+    """One rule for both (mia/metrics.check_inputs): a NaN or an infinity is refused, never mapped and scored."""
+    members = np.r_[np.ones(3, bool), np.zeros(3, bool)]
+    for bad in (np.nan, np.inf, -np.inf):
+        scores = np.array([3.0, 2.0, bad, 1.0, 0.0, -1.0])
+        for f in (compute_metrics, lambda s, m: weighted_metrics(s, m, metrics=ALL)):
+            with pytest.raises(UsageError, match="1 of 6 attack scores are not finite"):
+                f(scores, members)
 
 
 def test_tpr_by_hand():

@@ -8,6 +8,7 @@ import pytest
 from mia.attacks import AttackSettings
 from mia.evaluate import summarize
 from mia.metrics import best_threshold, compute_metrics, group_thresholds
+from utils.errors import UsageError
 
 
 def _roc(scores, members):
@@ -89,9 +90,9 @@ def test_lowest_level_reported_only_with_10000_non_members_and_roc_is_consistent
         np.testing.assert_array_equal(tpr[fpr == level], [m[key]])  # the levels are grid points, same definition
 
 
-def test_balanced_accuracy_at_a_threshold_and_non_finite_scores():
+def test_balanced_accuracy_at_a_threshold():
     members = np.r_[np.ones(4, bool), np.zeros(6, bool)]
-    scores = np.r_[[5, 4, 1, np.nan], [3, 0, 0, 0, 0, -np.inf]]
+    scores = np.r_[[5, 4, 1, -9], [3, 0, 0, 0, 0, -9]]
     m = compute_metrics(scores, members, threshold=2.0)
     assert m["accuracy"] == pytest.approx(0.5 * (2 / 4 + 5 / 6))
     assert m["threshold"] == 2.0
@@ -126,3 +127,16 @@ def test_summary_std_over_targets_is_the_sample_std():
     assert s["mean"]["accuracy"] == 0.55 and s["std"]["accuracy"] is None  # one value: undefined, not 0
     one = summarize("loss", _per_target([0.6], [0.55]), AttackSettings())
     assert one["std"] == {"auc": None, "accuracy": None, "time_s": None, "min_fpr": None}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_and_labels_are_refused_with_one_line(bad):
+    """No metric from a NaN or an infinity (a NaN once mapped to the lowest score read as AUC 0.5: no leak)."""
+    members = np.r_[np.ones(4, bool), np.zeros(6, bool)]
+    scores = np.r_[[5, 4, 1, 2], [3, 0, 0, 0, 0, 1]].astype(float)
+    scores[[0, 7]] = bad
+    with pytest.raises(UsageError, match=r"^2 of 10 attack scores are not finite \(NaN or inf\)"):
+        compute_metrics(scores, members)
+    with pytest.raises(UsageError, match="0/1"):
+        compute_metrics(np.arange(4.0), np.array([1.0, np.nan, 0.0, 0.0]))
+    assert compute_metrics(np.arange(4.0), np.array([1, 1, 0, 0]))["auc"] == 0.0  # 0/1 integers are labels

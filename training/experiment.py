@@ -3,9 +3,11 @@
 prepare_experiment() writes the experiment-wide artifacts (config, keep matrix, pool labels) and
 refuses to mix models trained with different recipes; run_pack() trains a pack of models (one, or
 several at once as one packed network: docs/packing.md) and writes, for each model in order, config ->
-checkpoints -> summary -> keep.npy -> signals -> COMPLETE (last, so a directory without it is partial
-and gets redone; a pack killed mid-way loses only its own models). Every executor (local loop, Ray)
-runs packs through run_pack_task().
+checkpoints -> summary -> keep.npy -> signals (their content hashes into the summary) -> COMPLETE (last, so
+a directory without it is partial and gets redone; a pack killed mid-way loses only its own models). A
+model whose numbers stop being finite gets no COMPLETE (DivergenceError, after the pack's other models
+are written); a write the system refuses names the space a model needs (disk_per_model). Every executor
+(local loop, Ray) runs packs through run_pack_task().
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from configs import paths
 from configs.config import ExperimentConfig, recipe_diff
@@ -24,8 +27,8 @@ from training.sources import load_source, source_config, stale_reason
 from training.packing import auto_pack
 from training.trainer import train_models
 from utils.device import resolve_device
-from utils.errors import UsageError
-from utils.io import load_json, load_npy, save_json, save_npy, save_text
+from utils.errors import DivergenceError, UsageError, WriteError
+from utils.io import format_bytes, load_json, load_npy, save_json, save_npy, save_text
 
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
@@ -76,7 +79,19 @@ def is_complete(model_dir: Path) -> bool:
 
 def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, indices: list[int]) -> list[dict]:
     """Train models `indices` together (each on pool[keep[i]], every model of the configuration the same
-    steps per epoch), then write each one's signals and COMPLETE marker. Returns their summaries."""
+    steps per epoch), then write each one's signals and COMPLETE marker. Returns their summaries; when some
+    diverged, raises DivergenceError (their lines, the others' summaries) once the others are complete. A
+    write refused for lack of space says what a model of this configuration needs."""
+    try:
+        return _run_pack(cfg, ds, exp, keep, indices)
+    except WriteError as e:
+        if not e.no_space:
+            raise
+        raise WriteError(f"{e}; a model of {cfg.name} needs about {format_bytes(disk_per_model(cfg, ds))} "
+                         f"(train.py --dry-run states the study's)", no_space=True) from None
+
+
+def _run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarray, indices: list[int]) -> list[dict]:
     outs = [paths.model_dir(exp, i) for i in indices]
     for i, out in zip(indices, outs):
         (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
@@ -87,14 +102,43 @@ def run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarra
     sources = {i: load_source(cfg, i) for i in indices} if source_config(cfg) else {}  # fine-tuning: dense model i
     trained = train_models(cfg, ds, keep, list(indices), outs, sources=sources)  # steps: config_steps(keep), the same for every pack
     device = resolve_device(cfg.device)
-    summaries = []
-    for i, out, (summary, model) in zip(indices, outs, trained):
+    summaries, failed = [], []
+    for i, out, got in zip(indices, outs, trained):
+        if isinstance(got, DivergenceError):  # diverged in training: nothing written, its resumable state stays
+            failed.append(str(got))
+            continue
+        summary, model = got
         save_npy(keep[i], out / paths.KEEP)  # the membership this run actually used
-        write_signals(model, cfg, ds, out, device, i)
+        try:
+            write_signals(model, cfg, ds, out, device, i)  # refuses non-finite signals
+        except DivergenceError as e:
+            tqdm.write(f"error: {e}")
+            failed.append(str(e))
+            continue
         save_text(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}\n", out / paths.COMPLETE)
         (out / paths.RESUME).unlink(missing_ok=True)  # complete: nothing left to resume
-        summaries.append(summary)
+        summaries.append(load_json(out / paths.SUMMARY))  # with the signals' content hashes (write_signals)
+    if failed:
+        raise DivergenceError("; ".join(failed), finished=summaries)
     return summaries
+
+
+def disk_per_model(cfg: ExperimentConfig, ds: ArrayDataset) -> int:
+    """Bytes one model of `cfg` needs at most, an estimate from its parameter count P (float32), the pool,
+    queries and classes: two checkpoints (4P each, + P for a pruned model's masks), the resumable state
+    (weights, momentum, best snapshot: 12P; a pruned model's masks and DPF's dense weights: + 6P),
+    logits and sensitivity (float32), and the atomic write's temp copy of the largest file beside the old one."""
+    import torch
+
+    from models import build_model, count_params
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        p = count_params(build_model(cfg.arch, cfg.layers, cfg.width_factor, ds.num_classes, ds.in_channels))
+    checkpoint = (4 + cfg.prune) * p
+    state = (12 + 6 * cfg.prune) * p
+    pool = len(ds.y_train)
+    logits, sens = 4 * pool * cfg.mia_queries * ds.num_classes, 4 * pool * ds.num_classes
+    return int(2 * checkpoint + state + logits + sens + max(state, logits))
 
 
 def model_indices(cfg: ExperimentConfig) -> list[int]:

@@ -91,8 +91,10 @@ def member_states(tr, epochs_done: int) -> list[dict]:
 
 
 def save(tr, out_dirs: list[Path], epochs_done: int) -> None:
-    for st, out in zip(member_states(tr, epochs_done), out_dirs):
-        save_torch(st, Path(out) / paths.RESUME)
+    """Every member's state, but a failed (diverged) member's: its last state before it failed stays for inspection."""
+    for m, st, out in zip(tr.members, member_states(tr, epochs_done), out_dirs):
+        if not m.failed:
+            save_torch(st, Path(out) / paths.RESUME)
 
 
 def _mismatch(st, tr, m) -> str | None:

@@ -11,7 +11,10 @@ sensitivity.npy float32 [pool, classes]: SAMIA (Yuan & Zhang): for m = 1..draws,
 Both are computed in true fp32 on every device (`fp32_pass`): no autocast, even one enabled around the
 call (training's bf16 has 8 mantissa bits), and no TF32 (10 bits, ~1e-3 relative: the size of eps).
 
-Attacks read only these arrays, the labels and the keep matrix; they never reload a model.
+Attacks read only these arrays, the labels and the keep matrix; they never reload a model. Non-finite
+signals (a model that overflows) are refused, not written (DivergenceError: the model gets no COMPLETE),
+and each written file's content hash goes into the model's summary ("digests"), which the reader checks
+(mia/artifacts.py).
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ from data import ArrayDataset, DeviceData, load_dataset
 from mia.artifacts import finished_model_dirs, stale_signals
 from training.trainer import load_model, model_seed
 from utils.device import resolve_device
-from utils.errors import UsageError, cli_main
-from utils.io import save_npy
+from utils.errors import DivergenceError, UsageError, cli_main
+from utils.io import count_nonfinite, file_digest, load_json, save_json, save_npy
 
 _SHIFTS = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)]
 
@@ -146,14 +149,34 @@ def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, e
 
 
 def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: int = 0) -> None:
-    """Compute and atomically write logits.npy and sensitivity.npy for the whole pool."""
+    """Compute and atomically write logits.npy and sensitivity.npy for the whole pool, and record their
+    content hashes in the model's summary. Non-finite signals are refused (DivergenceError), nothing written."""
     pool = DeviceData.build(ds.x_train, ds.y_train, ds, device)
     logits = compute_logits(model, pool, cfg.mia_queries, ds.num_classes)  # fp32 whatever cfg.amp says
     sens = compute_sensitivity(model, pool, ds.num_classes, cfg.sens_draws, cfg.sens_eps, model_seed(cfg.mia_seed, 10_000 + index))
-    save_npy(logits, Path(out_dir) / paths.LOGITS)
-    save_npy(sens, Path(out_dir) / paths.SENSITIVITY)
     del pool
     free_device_cache(device)
+    signals = {paths.LOGITS: logits, paths.SENSITIVITY: sens}
+    for name, arr in signals.items():
+        bad = count_nonfinite(arr)
+        if bad:
+            raise DivergenceError(f"{cfg.name} model {index}: {bad} of {arr.size} entries of its {name} are not finite "
+                                  f"(NaN or inf): its weights overflow on the pool; signals not written, no "
+                                  f"{paths.COMPLETE} marker (lower --lr or try --no-amp)")
+    for name, arr in signals.items():
+        save_npy(arr, Path(out_dir) / name)
+    record_digests(out_dir, list(signals))
+
+
+def record_digests(model_dir: str | Path, names: list[str]) -> None:
+    """Record the content hashes of a model's files `names` in its summary ("digests": file name -> digest),
+    which the reader checks (mia/artifacts.stale_signals). A directory without a summary records nothing."""
+    summary_file = Path(model_dir) / paths.SUMMARY
+    if not summary_file.exists():
+        return
+    summary = load_json(summary_file)
+    summary["digests"] = {**summary.get("digests", {}), **{n: file_digest(Path(model_dir) / n) for n in names}}
+    save_json(summary, summary_file)
 
 
 def free_device_cache(device) -> None:
@@ -171,7 +194,7 @@ def ensure_signals(model_dir: str | Path, device: str = "auto") -> bool:
     dev = resolve_device(device)
     model, cfg = load_model(model_dir / paths.BEST_MODEL, dev)
     if stale_signals(model_dir, cfg.mia_queries, need_sensitivity=True) is None:
-        return False
+        return False  # present, current and as written (their recorded content hashes)
     write_signals(model, cfg, load_dataset(cfg), model_dir, dev, index=model_seed_index(model_dir))
     return True
 

@@ -17,7 +17,7 @@ from training.experiment import Task, check_recipe, experiment_dir, plan_packs, 
 from training.progress import Progress
 from training.ray_executor import run_ray
 from training.sources import source_config
-from utils.errors import UsageError
+from utils.errors import DivergenceError, UsageError
 
 
 # Functions, not constants: the registry is read when asked, so an entry added to it (or a test's toy
@@ -116,11 +116,17 @@ def check_recipes(configs: list[ExperimentConfig]) -> None:
 
 def run_local(tasks: list[Task], options) -> list[str]:
     """Train the tasks' packs one after another in this process (one line per finished model).
-    Returns failures (none: errors propagate)."""
-    progress = Progress(len(tasks))
+    Returns failures: the models that diverged (DivergenceError: the study goes on without them); any
+    other error propagates."""
+    progress, failures = Progress(len(tasks)), []
     for pack in plan_packs(tasks):
-        progress.finished([(pack.model_label(i), s) for i, s in zip(pack.indices, run_pack_task(pack))])
-    return []
+        try:
+            done = run_pack_task(pack)
+        except DivergenceError as e:
+            failures.append(str(e))
+            done = e.finished
+        progress.finished([(pack.model_label(s["model_index"]), s) for s in done])
+    return failures
 
 
 # Registry: executor name -> function(tasks, options) -> list of failure descriptions

@@ -34,8 +34,8 @@ from pruning.criteria import filter_sparsity
 from training import resume
 from training.packing import PackedPruning, pack_mode, pack_models, unpack
 from utils.device import keep_freed_cpu_memory, resolve_device
-from utils.errors import UsageError
-from utils.io import save_json, save_torch
+from utils.errors import DivergenceError, UsageError
+from utils.io import file_digest, save_json, save_torch
 
 
 def model_seed(seed: int, index: int) -> int:
@@ -214,6 +214,7 @@ class Member:
                                        seed=model_seed(cfg.seed, index), epochs=cfg.epochs)
         self.history, self.best, self.best_key = [], None, None
         self.source = None  # provenance of the trained model it starts from (train_models; training/sources.py)
+        self.failed = None  # why it stopped: its numbers are no longer finite (Trainer.fit; a DivergenceError)
 
     def init_batches(self, device: torch.device):
         """The training batches a pruning-at-initialisation saliency sees (SNIP): the model's own training subset,
@@ -251,6 +252,30 @@ def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = 
         if grouped:
             x = x.transpose(0, 1).reshape(batch, -1, *x.shape[3:])
         yield x, y
+
+
+CHECK_EVERY = 50  # steps between two looks at the finite flags (one host sync; every step's is on the device)
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Every floating tensor of the model's state (weights, BatchNorm statistics) finite: one host sync."""
+    flags = [torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def divergence_line(m: Member, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
+    """The one line of a diverged model: which, where, the likely causes and the flag to change."""
+    cfg = m.cfg
+    flag = "--finetune-lr" if m.source else "--lr"
+    lr = cfg.finetune_lr if m.source else cfg.lr
+    causes = [f"a learning rate too high for {cfg.name} ({flag} {lr:g}: lower it)"]
+    if precision in _AUTOCAST_DTYPES:
+        causes.append(f"a {precision} overflow (--no-amp)")
+    if cfg.defense == "dp":
+        causes.append("DP-SGD noise")
+    where = f"epoch {epoch + 1}, step {step + 1}/{iters}" if step is not None else f"the end of epoch {epoch + 1}"
+    return (f"{cfg.name} model {m.index} diverged at {where} ({what}); likely {' or '.join(causes)}; no "
+            f"{paths.COMPLETE} marker; its last resumable state, if any, is kept for inspection")
 
 
 class Trainer:
@@ -344,12 +369,17 @@ class Trainer:
         return torch.cat(outs, 1), torch.cat(losses)
 
     def train_epoch(self, epoch: int, bar) -> tuple[list[float], list[float], int]:
-        """One epoch of every model: (mean loss per model, accuracy per model, images per model)."""
+        """One epoch of every model: (mean loss per model, accuracy per model, images per model). A model
+        whose training loss is not finite at a step is marked failed (Member.failed, naming that step): the
+        flag is kept on the device and read every CHECK_EVERY steps and at the end (no per-step sync); the
+        epoch stops early once every model of the pack has failed, the others train on (a model's NaNs
+        stay in its own slices of a packed network)."""
         for net in self.nets:
             net.train()
         k = len(self.members)
         loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)  # on device: no per-step sync
         correct = torch.zeros(k, device=self.device, dtype=torch.long)
+        first_bad = torch.full((k,), self.iters, device=self.device, dtype=torch.long)  # per model: its first non-finite step
         seen = 0
         for i, (xb, yb) in enumerate(pack_batches(self.members, self.batch, self.iters, len(self.nets) == 1)):
             it = epoch * self.iters + i
@@ -365,17 +395,36 @@ class Trainer:
                 self.pruning.after_optimizer_step()
             loss_sum += losses * len(yb)
             correct += (out.argmax(2) == yb).sum(0)
+            first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(losses), self.iters, i))
             seen += len(yb)
             bar.update(1)
             if self.cfg.verbose:
                 tqdm.write(f"models {self.indices} epoch {epoch + 1} iter {i + 1}/{self.iters} "
                            f"loss {' '.join(f'{v:.4f}' for v in losses.tolist())}")
+            if (i + 1) % CHECK_EVERY == 0 and self._diverged(epoch, first_bad) and all(m.failed for m in self.members):
+                break
+        self._diverged(epoch, first_bad)
         return (loss_sum / max(seen, 1)).tolist(), (correct.double() / max(seen, 1)).tolist(), seen
+
+    def _diverged(self, epoch: int, first_bad: torch.Tensor) -> bool:
+        """Mark the models whose loss was not finite at a step of this epoch (first_bad: per model, the first
+        such step, or iters), one line each; True if any model of the pack has failed."""
+        for m, step in zip(self.members, first_bad.tolist()):
+            if step < self.iters and not m.failed:
+                self._fail(m, epoch, step, "non-finite training loss")
+        return any(m.failed for m in self.members)
+
+    def _fail(self, m: Member, epoch: int, step: int | None, what: str) -> None:
+        m.failed = divergence_line(m, epoch, step, self.iters, what, self.precision)
+        tqdm.write(f"error: {m.failed}")
 
     def fit(self, start: int = 0, after_epoch=None) -> list[dict]:
         """Train every model from epoch `start` (the epochs a resumed run's state covers: training/resume.py
         restored it) to cfg.epochs; after_epoch(epochs_done), when given, runs at each epoch's end (the
-        resumable state is written there). Per model: history, best and last snapshots, timings."""
+        resumable state is written there). Per model: history, best and last snapshots, timings; or, for a
+        model whose numbers stopped being finite (a loss at a step, its weights at an epoch's end), {"failed":
+        its line}: it is dropped from evaluation, snapshots and resumable states from then on, the pack's other
+        models train to the end (the loop stops early when all have failed)."""
         cfg = self.cfg
         t0, train_time, images = time.time(), 0.0, 0
         who = f"#{self.indices[0]}" if len(self.indices) == 1 else f"#{','.join(map(str, self.indices))} packed"
@@ -392,7 +441,12 @@ class Trainer:
                 images += seen
             self.sched.step()
             validated = cfg.validated(epoch + 1)  # --val-from / --val-every: only these epochs can be selected
+            for m in self.members:  # a finite loss with non-finite weights (a BatchNorm statistic overflowed)
+                if not m.failed and not weights_finite(m.model):
+                    self._fail(m, epoch, None, "non-finite weights")
             for m, loss, acc in zip(self.members, losses, accs):
+                if m.failed:  # no history, no snapshot: nothing of it is a result
+                    continue
                 val_loss, val_acc = evaluate(m.model, self.val, cfg, self.device) if validated else (None, None)
                 row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss, "train_acc": acc,
                        "val_loss": val_loss, "val_acc": val_acc}
@@ -404,10 +458,15 @@ class Trainer:
                 key = (val_acc, -val_loss) if validated else None
                 if eligible and (m.best_key is None or key > m.best_key):
                     m.best_key, m.best = key, m.snapshot(epoch + 1)
+            if all(m.failed for m in self.members):
+                break
             if after_epoch:
                 after_epoch(epoch + 1)
         results = []
         for m in self.members:
+            if m.failed:
+                results.append({"failed": m.failed})
+                continue
             last = m.snapshot(cfg.epochs)
             results.append({"history": m.history, "best": m.best or last, "last": last,
                             "wall_time_s": time.time() - t0, "images_per_s": images / max(train_time, 1e-9)})
@@ -430,7 +489,8 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
     summary into its out_dir, as a model trained alone. keep: the configuration's keep matrix.
     sources: model index -> (state dict, provenance) of the trained model it is fine-tuned from
     (training/sources.load_source); the loop then runs the fine-tuning schedule (cfg.fit_config()).
-    Returns (summary, selected model as saved, eval mode) per model. Signals and the COMPLETE marker are
+    Returns (summary, selected model as saved, eval mode) per model, or a DivergenceError for a model that
+    diverged (nothing of it written; its last resumable state stays). Signals and the COMPLETE marker are
     written by the caller."""
     sources = sources or {}
     tr = Trainer(cfg.fit_config(), ds, keep, indices, steps, init={i: s for i, (s, _) in sources.items()})
@@ -441,8 +501,26 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
     results = tr.fit(resume.restore(tr, out_dirs), resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every))
     out = []
     for m, res, out_dir in zip(tr.members, results, out_dirs):
+        if "failed" in res:
+            out.append(DivergenceError(res["failed"]))
+            continue
         out.append(_write_model(tr, m, res, Path(out_dir), sources.get(m.index, (None, None))[1]))
     return out
+
+
+CHANCE_SIGMAS = 3  # "at chance": the best validation accuracy within this many standard errors of 1 / classes
+
+
+def at_chance(history: list[dict], num_classes: int, num_val: int) -> bool:
+    """Whether a model's validation accuracy never left chance: its best over the epochs validated (val_acc
+    None on the others) is at most 1/classes + CHANCE_SIGMAS standard errors of an accuracy over num_val
+    images. Such a model is kept (a result, e.g. DP-SGD with much noise) but flagged: its attacks measure
+    a model that learned nothing."""
+    accs = [r["val_acc"] for r in history if r.get("val_acc") is not None]
+    if not accs or num_val == 0:
+        return False
+    p = 1.0 / num_classes
+    return max(accs) <= p + CHANCE_SIGMAS * (p * (1 - p) / num_val) ** 0.5
 
 
 def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path, source: dict | None = None):
@@ -450,6 +528,7 @@ def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path, source: dict 
     made_from = {"source": source} if source else {}  # a fine-tuned model names the checkpoint it started from
     save_torch({**tr.checkpoint(m, res["last"]), **made_from}, out_dir / paths.LAST_MODEL)
     save_torch({**tr.checkpoint(m, res["best"]), **made_from}, out_dir / paths.BEST_MODEL)
+    digests = {f: file_digest(out_dir / f) for f in (paths.LAST_MODEL, paths.BEST_MODEL)}  # signals': write_signals
     # Evaluate exactly what was saved: a fresh plain model loaded with the best checkpoint's weights.
     model = build_for(cfg, tr.ds, tr.device).to(_dtype(m.model))
     model.load_state_dict(res["best"]["state"])
@@ -459,6 +538,11 @@ def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path, source: dict 
     # Measurements only: the recipe is the config.json beside it (mia/artifacts.model_record joins them).
     sparsity = measure_sparsity(model)  # on the saved weights
     dev = tr.device
+    chance = at_chance(res["history"], tr.ds.num_classes, len(tr.val))
+    if chance:
+        tqdm.write(f"warning: {cfg.name} model {m.index}: its validation accuracy never left chance (best "
+                   f"{max(r['val_acc'] for r in res['history'] if r.get('val_acc') is not None):.3f}, chance "
+                   f"{1 / tr.ds.num_classes:.3f} over {len(tr.val)} images): kept, flagged at_chance in its summary")
     summary = {
         "model_index": m.index, "num_train": len(m.train), "num_params": count_params(model),
         "train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss,
@@ -472,7 +556,8 @@ def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path, source: dict 
         "measured_sparsity": sparsity.pop("sparsity"), **sparsity,  # over the prunable set, then all params, per layer
         **defense_summary(tr.cfg, len(m.train), tr.batch, tr.iters),  # dp: epsilon at delta, GroupNorm
         "filter_sparsity": filter_sparsity(model),  # fraction of conv output filters that are entirely zero
-        **made_from, "history": res["history"],
+        "at_chance": chance,  # validation accuracy never above chance (at_chance): kept, flagged in the report
+        **made_from, "history": res["history"], "digests": digests,
     }
     save_json(summary, out_dir / paths.SUMMARY)
     return summary, model.eval()

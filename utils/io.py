@@ -1,12 +1,17 @@
 """Atomic writes (temp file in the same directory, then os.replace) and checked reads.
 
 Every artifact the pipeline writes goes through these, so an interrupted run never leaves a
-half-written file under a final name: a file either exists complete or not at all.
+half-written file under a final name: a file either exists complete or not at all. A write the system
+refuses (a full disk, a quota, no permission, a read-only file system) is one line naming the path
+(WriteError); its temp file is removed and the file it would have replaced is left as it was.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,23 +19,73 @@ from typing import Any
 
 import numpy as np
 
-from utils.errors import UsageError
+from utils.errors import UsageError, WriteError
+
+# Registry: errno of a write the system refuses -> what the line says (other OSErrors stay tracebacks: a bug)
+WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                errno.EROFS: "read-only file system"}
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+def _write_error(path: Path, e: OSError) -> WriteError:
+    why = WRITE_ERRORS[e.errno]
+    if e.errno in _NO_SPACE:
+        try:
+            why += f", {format_bytes(shutil.disk_usage(path.parent).free)} free there"
+        except OSError:
+            pass
+    return WriteError(f"cannot write {path}: {why}", no_space=e.errno in _NO_SPACE)
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temp path beside `path`; on success rename it over `path`, on failure remove it."""
+    """Yield a temp path beside `path`; on success rename it over `path`, on failure remove it. A write
+    the system refuses (WRITE_ERRORS) becomes a WriteError naming `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        cause = e if isinstance(e, OSError) else e.__cause__ or e.__context__  # torch.save wraps its OSError
+        if isinstance(cause, OSError) and cause.errno in WRITE_ERRORS:
+            raise _write_error(path, cause) from None
         raise
+
+
+def format_bytes(n: float) -> str:
+    """1.2 GB, 340 MB, 12 kB: sizes in the lines a user reads (decimal units, as df -H)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+HASH = "sha256"  # hashlib's fastest where the CPU has SHA instructions (x86 SHA-NI, ARMv8): 1.6 GB/s, blake2b 0.8
+# (benchmarks/integrity_cost.py); recorded in every digest, so another choice later still reads older ones
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = HASH) -> str:
+    """The content hash of a file, "<algorithm>:<hex>" (each model's summary records its artifacts' digests:
+    training/trainer.py, training/signals.py; mia/artifacts.py checks the signals' digests on every read)."""
+    with open(path, "rb") as f:
+        return f"{algorithm}:{hashlib.file_digest(f, algorithm).hexdigest()}"
+
+
+def count_nonfinite(arr: np.ndarray, rows: int = 4096) -> int:
+    """NaN and +-inf entries of a float array, memory-mapped or not, a block of rows at a time (the scan
+    of a 6 GB logits file holds one block in memory, not a boolean copy of the whole array)."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return 0
+    flat = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
+    return int(sum(flat[i:i + rows].size - np.count_nonzero(np.isfinite(flat[i:i + rows]))
+                   for i in range(0, len(flat), rows)))
 
 
 def _json_default(o: Any):
@@ -79,7 +134,8 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:  # a Python file: a full disk is an OSError with its errno (torch's own
+            torch.save(obj, f)      # file writer says only "unexpected pos")
 
 
 def load_torch(path: str | os.PathLike, map_location="cpu") -> Any:
