@@ -244,8 +244,10 @@ class Pruner:
         layer (pruning/dynamic.py), new connections at zero with zero momentum. Called in both optimizer hooks
         (replaces_step: from before_optimizer_step); True where it updated."""
         grower = GROWERS.get(self.spec.grow)
+        if grower is None or grower.replaces_step != replaces_step:  # not a dynamic method (no step counter)
+            return False
         it = self._it
-        if grower is None or grower.replaces_step != replaces_step or it % self.freq or it > self.end_iter:
+        if it % self.freq or it > self.end_iter:
             return False
         scores = grower.scores(self, self.gen)
         new, grown = drop_and_grow(self.params, self.mask_list, scores, drop_fraction(it, self.alpha, self.end_iter))
