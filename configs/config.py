@@ -346,7 +346,7 @@ NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbo
                      "skip_existing", "compile", "pack", "pack_mode", "train_source", "checkpoint_every"}
 PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode()
 # A method's own settings (pruning/methods.py MethodSpec.options) and their defaults, filled by resolved()
-METHOD_OPTIONS = {"snip_batches": 1, "synflow_rounds": 100, "drop_fraction": 0.3, "density": "erk"}
+from configs.method_options import METHOD_OPTIONS  # noqa: E402 (defaults of the methods' own fields)
 
 
 def _options_owners(field_name: str) -> str:

@@ -51,7 +51,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from configs.config import METHOD_OPTIONS
+from configs.method_options import METHOD_OPTIONS
 from pruning.criteria import CRITERIA, SCOPES
 from pruning.dynamic import END_FRACTION, GROWERS, drop_and_grow, drop_fraction, layer_kept, random_masks
 from pruning.masks import measure_sparsity, prunable_parameters, prune_lowest
