@@ -22,10 +22,10 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
 from benchmarks.common import machine
 from configs import paths
+from mia.plots import mean_interval
 from utils.errors import UsageError, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +42,6 @@ def config_flags(name: str) -> list[str]:
     except ValueError:
         raise UsageError(f"--config takes dense or <method>_<sparsity> (e.g. dpf_0.9), got {name!r}") from None
     return ["--methods", method, "--sparsities", s]
-
-
-def mean_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
-    v = v.astype(float)
-    h = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / len(v) ** 0.5
-    return float(v.mean()), float(v.mean() - h), float(v.mean() + h)
 
 
 def compare(name: str, ref_dir: Path, new_results: Path) -> pd.DataFrame:

@@ -174,7 +174,7 @@ def per_class(per_class_df: pd.DataFrame, attack: str, path: Path) -> Path:
     return _save(fig, path)
 
 
-def _t_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
+def mean_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
     """Mean of the models' accuracies and its t interval (the models' spread; one model: no interval)."""
     from scipy import stats
 
@@ -226,8 +226,8 @@ def sparsity_sweep_figure(intervals: pd.DataFrame, training: pd.DataFrame, attac
         for method, g in tr.groupby("method", sort=False):
             by = g.groupby("sparsity")
             x = np.array(sorted(by.groups), float)
-            test = np.array([_t_interval(by.get_group(s)["test_acc"]) for s in x])
-            train = np.array([_t_interval(by.get_group(s)["train_acc"]) for s in x])
+            test = np.array([mean_interval(by.get_group(s)["test_acc"]) for s in x])
+            train = np.array([mean_interval(by.get_group(s)["train_acc"]) for s in x])
             if not (x > 0).any():  # dense (or a defended dense): a band
                 line = ax.axhline(test[0, 0], color="k" if method == "dense" else None, lw=1.2,
                                   label=f"{method} test ({test[0, 0]:.3f})")
