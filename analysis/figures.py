@@ -49,7 +49,11 @@ def mem_vs_change(pair_tables: dict, results_dir: Path) -> str:
         return "skipped: no pair"
     save_text(trend.to_csv(index=False), csv)
     n = len(pair_tables)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    cols = min(n, 5)  # a grid: one row of 23 panels is unreadable
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False, sharex=True)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
     for ax, ((a, b, ds), t) in zip(axes.flat, pair_tables.items()):
         ax.scatter(t["dense_mem"], t["change"], s=4, alpha=0.3, color="grey", label="example")
         g = trend[trend["pair"] == f"{a} - {b}"]
@@ -58,6 +62,8 @@ def mem_vs_change(pair_tables: dict, results_dir: Path) -> str:
         ax.axhline(0, color="black", lw=0.6)
         ax.set(title=f"{a} - {b} ({ds})", xlabel="dense memorisation", ylabel="change in exposure")
     axes.flat[0].legend(fontsize=7)
+    fig.suptitle("with dense in the pair, memorisation and the change share the dense models' noise: "
+                 "read the cross-fitted rho (exposure_changes.csv)", fontsize=9)
     _save(fig, png)
     return str(png)
 

@@ -60,7 +60,11 @@ def lines(results_dir: Path, markdown: Callable[[pd.DataFrame], str] = _pipe) ->
             "fell (share)": [f"{r} ({_f(x)})" for r, x in zip(d["fell"], d["share_fell"])],
             "median change": d["median_change"].map(lambda v: _f(v, signed=True)),
             "Spearman(dense mem, change)": [_ci(*r, signed=True) for r in d[["spearman_mem_change", "ci_low", "ci_high"]].itertuples(index=False)],
-        })), "", f"By class: [{paths.EXPOSURE_CHANGES}]({paths.PER_EXAMPLE}/{paths.EXPOSURE_CHANGES}).", ""]
+            "cross-fitted": [_ci(*r, signed=True) if pd.notna(r[0]) else "" for r in  # absent before the column was
+                             d.reindex(columns=["spearman_cross_fit", "cross_fit_ci_low", "cross_fit_ci_high"]).itertuples(index=False)],
+        })), "", "With dense in the pair, the plain rho shares the dense models' noise (biased below 0 when pruning "
+              "changes nothing); the cross-fitted rho takes memorisation and the change from disjoint halves of "
+              "the dense models (conservative: biased towards 0). docs/attacks.md.", "", f"By class: [{paths.EXPOSURE_CHANGES}]({paths.PER_EXAMPLE}/{paths.EXPOSURE_CHANGES}).", ""]
     pies = pd.read_csv(out / paths.PIES) if (out / paths.PIES).stat().st_size > 1 else pd.DataFrame()
     if not pies.empty:
         s += ["### Pruning-identified exemplars", "", "Examples whose modal prediction over a pruned configuration's models "

@@ -12,7 +12,9 @@ saved (results/mia/unified/scores/, optional); writes under --results-dir/per_ex
   pairs/<A>__<B>_<dataset>.csv  per example: index, label, dense_mem, exposure_a, exposure_b, change, gap_change, t,
                            df, p_value, p_adjusted, rose, fell, pie (A's PIE against dense; empty without dense)
   exposure_changes.csv     per pair and class ('all' first): examples, share rose / fell (BH at --fdr), mean and
-                           median change, Spearman rho of dense memorisation with the change and its interval
+                           median change, Spearman rho of dense memorisation with the change and its interval, and
+                           the same rho cross-fitted (memorisation and change from disjoint halves of the dense
+                           models: the plain rho shares their noise when dense is in the pair)
   pies.csv                 per configuration against dense: PIE count and share (pool), and PIE - rest of the
                            exposure and of dense memorisation, with intervals
   pair_attack.csv          per pair: each pair attack against its one-model attack on A alone and on B alone,
@@ -149,18 +151,43 @@ def pair_table(a: Config, b: Config, models: list[int], dense: Config | None, de
     return df
 
 
-def change_summary(pair: str, dataset: str, t: pd.DataFrame, n_boot: int, seed: int, level: float) -> list[dict]:
+def cross_fit_halves(a: Config, b: Config, dense: Config, models: list[int]) -> tuple[tuple, tuple]:
+    """For a pair with dense on one side: dense memorisation and the change A - B, each from half of the
+    dense models (by position), the other side's exposure from all its models (pe.cross_fit_correlation)."""
+    halves = (models[0::2], models[1::2])
+    mem, change = [], []
+    for h in halves:
+        rows = dense.rows(h)
+        keep = dense.sig.keep[rows]
+        mem.append(pe.memorisation(dense.preds[rows] == dense.sig.labels, keep).mem)
+        exp_dense = pe.exposure(dense.phis[rows], keep).exposure
+        other = b if a is dense else a
+        exp_other = pe.exposure(other.phis[other.rows(models)], other.sig.keep[other.rows(models)]).exposure
+        change.append(exp_dense - exp_other if a is dense else exp_other - exp_dense)
+    return tuple(mem), tuple(change)
+
+
+def change_summary(pair: str, dataset: str, t: pd.DataFrame, n_boot: int, seed: int, level: float,
+                   cross: tuple[tuple, tuple] | None = None) -> list[dict]:
     """One row for the pool ('all') and one per class: shares that rose / fell significantly and the rank
-    correlation of dense memorisation with the change."""
+    correlation of dense memorisation with the change; with `cross` (a pair with dense on one side,
+    cross_fit_halves) also the cross-fitted correlation, free of the noise the two share (NaN otherwise: a
+    pair without dense shares no models with dense memorisation)."""
     out = []
+    labels = t["label"].to_numpy()
     for cls, g in [("all", t)] + [(str(k), g) for k, g in t.groupby("label")]:
         r = pe.rank_correlation(g["dense_mem"], g["change"], n_boot, seed, level)
+        sel = np.ones(len(t), bool) if cls == "all" else labels == g["label"].iloc[0]
+        c = (pe.cross_fit_correlation(tuple(m[sel] for m in cross[0]), tuple(v[sel] for v in cross[1]), n_boot, seed,
+                                      level) if cross is not None else {"rho": np.nan, "ci_low": np.nan, "ci_high": np.nan})
         out.append({"pair": pair, "dataset": dataset, "class": cls, "examples": len(g), "tested": int(g["p_value"].notna().sum()),
                     "share_rose": float(g["rose"].mean()), "share_fell": float(g["fell"].mean()),
                     "rose": int(g["rose"].sum()), "fell": int(g["fell"].sum()),
                     "mean_change": float(np.nanmean(g["change"])) if g["change"].notna().any() else np.nan,
                     "median_change": float(np.nanmedian(g["change"])) if g["change"].notna().any() else np.nan,
-                    "spearman_mem_change": r["rho"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "level": level})
+                    "spearman_mem_change": r["rho"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                    "spearman_cross_fit": c["rho"], "cross_fit_ci_low": c["ci_low"], "cross_fit_ci_high": c["ci_high"],
+                    "level": level})
     return out
 
 
@@ -244,7 +271,8 @@ def run_stage(runs_dir, results_dir, pair_specs: list[str] | None = None, target
         t = pair_table(a, b, models, d, dense_mem, fdr)
         pair_tables[(a.name, b.name, a.res["dataset"])] = t
         save_text(t.to_csv(index=False), paths.per_example_pair_file(results_dir, a.name, b.name, a.res["dataset"]))
-        changes += change_summary(f"{a.name} - {b.name}", a.res["dataset"], t, n_boot, seed, level)
+        cross = cross_fit_halves(a, b, d, models) if d is not None and d in (a, b) else None
+        changes += change_summary(f"{a.name} - {b.name}", a.res["dataset"], t, n_boot, seed, level, cross)
         if "pie" in t and b is d:
             pies.append(pie_summary(a, t, n_boot, seed, level))
         if pair_attack:

@@ -113,3 +113,32 @@ def test_rank_correlation_and_group_difference_intervals():
     d = pe.group_difference(np.where(g, 1.0, 0.0) + rng.normal(0, 0.5, 500), g, n_boot=300)
     assert d["ci_low"] < 1.0 < d["ci_high"] and d["n_group"] == 100
     assert d["ci_low"] > 0.8
+
+
+def test_cross_fitted_correlation_removes_the_noise_memorisation_and_the_change_share():
+    """No pruning at all (A is a second, independent draw of dense's models): the true rank correlation of
+    memorisation with the change is 0. The plain estimator, memorisation and the dense exposure from the same
+    models, is pulled below 0 by their shared noise; the cross-fitted one (disjoint halves) covers 0."""
+    rng = np.random.default_rng(7)
+    m, n = 16, 3000
+    keep = keep_matrix(m, n, 3)
+    p_in, p_out = rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.5, n)
+
+    def draw():
+        correct = rng.random((m, n)) < np.where(keep, p_in, p_out)
+        return correct, correct + rng.normal(0, 0.5, (m, n))  # phi tracks correctness, as a model's confidence does
+
+    c_dense, phi_dense = draw()
+    _, phi_a = draw()
+    exp_a = pe.exposure(phi_a, keep).exposure
+    plain = pe.rank_correlation(pe.memorisation(c_dense, keep).mem, exp_a - pe.exposure(phi_dense, keep).exposure,
+                                n_boot=300)
+    assert plain["ci_high"] < -0.1  # the bias this estimator exists to remove
+    h = (np.arange(m) % 2 == 0, np.arange(m) % 2 == 1)
+    mem = tuple(pe.memorisation(c_dense[s], keep[s]).mem for s in h)
+    change = tuple(exp_a - pe.exposure(phi_dense[s], keep[s]).exposure for s in h)
+    cross = pe.cross_fit_correlation(mem, change, n_boot=300)
+    assert cross["ci_low"] < 0 < cross["ci_high"] and abs(cross["rho"]) < 0.05, cross
+    # a real effect survives: exposure in A rises with memorisation
+    change = tuple(c + 2 * (p_in - p_out) for c in change)
+    assert pe.cross_fit_correlation(mem, change, n_boot=300)["ci_low"] > 0.1

@@ -41,6 +41,8 @@ def test_stage_writes_its_tables_and_the_report_section(tmp_path):
     assert pair["change"].median() > 0  # static exposes members more
     ch = pd.read_csv(paths.per_example_dir(res) / paths.EXPOSURE_CHANGES)
     assert ch.iloc[0]["class"] == "all" and len(ch) == 5  # the pool and each of the 4 classes
+    assert np.isfinite(ch["spearman_cross_fit"]).all()  # dense is in the pair: cross-fitted on halves of its models
+    assert (ch["cross_fit_ci_low"] <= ch["spearman_cross_fit"]).all() and "cross-fitted" in (res / paths.REPORT).read_text()
     pies = pd.read_csv(paths.per_example_dir(res) / paths.PIES)
     assert pies.loc[0, "pies"] >= 10
     pa = pd.read_csv(paths.per_example_dir(res) / paths.PAIR_ATTACK)
