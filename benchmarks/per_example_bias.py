@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from analysis import per_example as pe  # noqa: E402
-from analysis.stage import find_experiment_dirs, load_config, used_models  # noqa: E402
+from analysis import per_example as pe
+from analysis.stage import find_experiment_dirs, load_config, used_models
 
 
 def halves(models: list[int]) -> tuple[list[int], list[int]]:
