@@ -132,6 +132,25 @@ def test_a_model_at_chance_is_kept_and_flagged(trained):
     assert any(load_json(paths.model_dir(exp, i) / paths.SUMMARY)["at_chance"] for i in range(3))
 
 
+def test_the_report_names_the_models_at_chance_and_says_nothing_when_none_is(trained):
+    """The training table of the real run directory (every model's summary, as the report reads it): the
+    flagged models are named in a column and in a warning under the table; the null cases (no model flagged,
+    a table written before the flag) add neither."""
+    from mia import report
+    from mia.unified_mia_evaluation import training_results
+
+    training = training_results([experiment_dir(trained)])
+    flagged = [i for i in range(3) if load_json(paths.model_dir(experiment_dir(trained), i) / paths.SUMMARY)["at_chance"]]
+    assert flagged and report.at_chance_models(training) == {trained.name: flagged}
+    table = report.trained_table(training)
+    assert "| at chance |" in table.splitlines()[0] and table.splitlines()[2].endswith(f"| {', '.join(map(str, flagged))} |")
+    text = " ".join(report.at_chance_text(training))
+    assert text.startswith(f"**At chance**: the validation accuracy of {trained.name}: model(s) {', '.join(map(str, flagged))} never")
+    for learned in (training.assign(at_chance=False), training.drop(columns="at_chance")):
+        assert report.at_chance_models(learned) == {} and report.at_chance_text(learned) == []
+        assert "at chance" not in report.trained_table(learned)
+
+
 # -- non-finite signals ----------------------------------------------------------------------------------
 
 def test_the_signal_pass_refuses_non_finite_signals(tmp_path, monkeypatch):
@@ -231,7 +250,8 @@ def _refusing(real, target: str, code: int, file_arg: int):
     return write
 
 
-@pytest.mark.parametrize("target, code", [(paths.BEST_MODEL, errno.ENOSPC), (paths.LOGITS, errno.EACCES)])
+@pytest.mark.parametrize("target", [paths.BEST_MODEL, paths.LOGITS])  # a checkpoint, a signal
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_a_refused_checkpoint_or_signal_write_is_one_line_and_keeps_what_was_written(copy, monkeypatch, capsys, target, code):
     """Model 0 retrained into a directory holding its earlier results: the refused file keeps its earlier
     content, no temp file stays, the other models are untouched; ENOSPC also says what a model needs."""
@@ -258,8 +278,8 @@ def test_a_refused_checkpoint_or_signal_write_is_one_line_and_keeps_what_was_wri
         {k: v for k, v in before.items() if k.startswith(paths.SHADOWS)}
 
 
-def test_a_refused_csv_write_is_one_line_and_keeps_the_earlier_table(copy, tmp_path, monkeypatch, capsys):
-    code = errno.ENOSPC
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_a_refused_csv_write_is_one_line_and_keeps_the_earlier_table(copy, tmp_path, monkeypatch, capsys, code):
     results = tmp_path / "results"
     mia_advanced.main(["--runs-dir", copy.runs_dir, "--results-dir", str(results), "--attacks", "lira_offline"])
     csv = next(results.rglob("advanced_mia_results.csv"))
@@ -277,7 +297,9 @@ def test_a_refused_csv_write_is_one_line_and_keeps_the_earlier_table(copy, tmp_p
     with pytest.raises(SystemExit) as e:
         mia_advanced.main(["--runs-dir", copy.runs_dir, "--results-dir", str(results), "--attacks", "lira_offline"])
     assert e.value.code == 2
-    assert one_error_line(capsys).startswith(f"error: cannot write {csv}: ")
+    why = "no space left on the device, " if code == errno.ENOSPC else "permission denied"  # ENOSPC: the space free
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: cannot write {csv}: {why}") and (" free there" in line) == (code == errno.ENOSPC)
     assert csv.read_bytes() == earlier and not list(results.rglob("*.tmp"))
 
 
