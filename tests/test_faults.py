@@ -23,8 +23,8 @@ from run_experiment import run
 from training import signals
 from training.experiment import cached_dataset, disk_per_model, experiment_dir
 from training.trainer import Trainer, at_chance
-from utils.errors import DivergenceError, WriteError
-from utils.io import file_digest, load_json, save_npy, save_text
+from utils.errors import DivergenceError, UsageError, WriteError
+from utils.io import file_digest, load_json, save_json, save_npy, save_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 # Digits, a 240-image pool, batch 16, 2 epochs, fp32; target + 2 shadows (~80 images each: 4 steps an epoch)
@@ -217,6 +217,34 @@ def test_a_signals_file_edited_after_training_is_refused_then_recomputed(copy, t
     np.testing.assert_allclose(np.load(f), original, rtol=1e-4, atol=1e-5)  # the same model (its own pass: not bitwise)
     assert load_json(f.parent / paths.SUMMARY)["digests"][paths.LOGITS] == file_digest(f)  # its new hash recorded
     load_experiment(exp)  # accepted again
+
+
+def test_digests_known_answers_and_a_summary_recording_sha256_still_verifies(copy, tmp_path):
+    """CRC-32's check value, chunked reads equal to one pass, and the older summaries' sha256 digests: checked
+    with the algorithm they record (the same file verifies, an edited one is refused); an unknown one is a line."""
+    import os
+    import zlib
+
+    from mia import artifacts
+
+    f = tmp_path / "check"
+    f.write_bytes(b"123456789")
+    assert file_digest(f) == "crc32:cbf43926"  # CRC-32's published check value
+    assert file_digest(f, "sha256") == f"sha256:{hashlib.sha256(b'123456789').hexdigest()}"
+    data = os.urandom(3 * 2**20 + 5)  # three 1 MiB chunks and a tail
+    (tmp_path / "big").write_bytes(data)
+    assert file_digest(tmp_path / "big") == f"crc32:{zlib.crc32(data):08x}"
+    d = paths.model_dir(experiment_dir(copy), 1)
+    summary = load_json(d / paths.SUMMARY)
+    assert summary["digests"][paths.LOGITS].startswith("crc32:")
+    save_json({**summary, "digests": {n: file_digest(d / n, "sha256") for n in (paths.LOGITS, paths.SENSITIVITY)}},
+              d / paths.SUMMARY)
+    assert artifacts.stale_signals(d, None) is None
+    _rewrite(d / paths.LOGITS, lambda a: a.reshape(-1).__setitem__(0, a.reshape(-1)[0] + 1), record=False)
+    assert "is not the file its training wrote" in artifacts.stale_signals(d, None)
+    save_json({**summary, "digests": {paths.LOGITS: "md4:00"}}, d / paths.SUMMARY)
+    with pytest.raises(UsageError, match=r"its recorded digest uses 'md4'; this code knows crc32, sha256"):
+        artifacts.stale_signals(d, None)
 
 
 def test_an_attack_that_makes_nan_from_finite_signals_is_refused(copy, tmp_path, monkeypatch, capsys):
