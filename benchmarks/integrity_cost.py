@@ -81,7 +81,7 @@ def training_case(name: str, tr: Trainer, epoch_steps: int, reps: int) -> dict:
                 fb.tolist()
 
     per_step = best_of(flag, reps) / n
-    weights = best_of(lambda: [weights_finite(m.model) for m in tr.members], reps)
+    weights = best_of(lambda: [weights_finite(n) for n in tr.nets], reps)  # what fit() checks (per network)
     added = per_step + weights / epoch_steps
     print(f"training, {name}: step {step * 1e3:.2f} ms; finite flag {per_step * 1e6:.1f} us a step, weights check "
           f"{weights * 1e3:.2f} ms an epoch ({epoch_steps} steps): {100 * added / step:.2f}% of a step")

@@ -22,7 +22,7 @@ from run_experiment import main as run_experiment_main
 from run_experiment import run
 from training import signals
 from training.experiment import cached_dataset, disk_per_model, experiment_dir
-from training.trainer import Trainer, at_chance
+from training.trainer import Trainer, at_chance, weights_finite
 from utils.errors import DivergenceError, UsageError, WriteError
 from utils.io import file_digest, load_json, save_json, save_npy, save_text
 
@@ -117,6 +117,43 @@ def test_one_diverged_model_of_a_pack_leaves_the_others_bitwise_unchanged(traine
             assert all(torch.equal(a[k], b[k]) for k in a), (i, f)
         for f in (paths.LOGITS, paths.SENSITIVITY):
             np.testing.assert_array_equal(np.load(paths.model_dir(exp, i) / f), np.load(paths.model_dir(ref, i) / f))
+
+
+def test_weights_finite_known_answers():
+    """weights_finite (a float64 sum per tensor): any NaN or infinity in a weight or a BatchNorm statistic is
+    seen, +inf and -inf together too; the largest finite float32 values everywhere are finite (no overflow)."""
+    net = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.BatchNorm1d(20))
+    assert weights_finite(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(torch.finfo(torch.float32).max)
+        assert weights_finite(net)
+        for bad, where in ((float("nan"), net[0].weight), (float("inf"), net[1].running_var), (float("-inf"), net[0].bias)):
+            keep = where.clone()
+            where[3] = bad
+            assert not weights_finite(net)
+            where.copy_(keep)
+        net[0].weight[0, 0], net[0].weight[1, 1] = float("inf"), float("-inf")
+        assert not weights_finite(net)
+
+
+def test_non_finite_weights_with_a_finite_loss_stop_that_model_of_a_pack(tmp_path, monkeypatch):
+    """Model 1's BatchNorm variance becomes inf at the last step of epoch 1 (training uses batch statistics:
+    its loss stays finite): the epoch-end check of the packed network sees it and stops model 1 only."""
+    calls, real = [], Trainer._forward_backward
+
+    def fault(self, xb, yb, epoch=0):
+        out = real(self, xb, yb, epoch)
+        calls.append(1)
+        if len(calls) == self.iters:
+            next(b for b in self.members[1].model.buffers() if b.is_floating_point()).fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(Trainer, "_forward_backward", fault)
+    with pytest.raises(DivergenceError, match=r"^1 model\(s\) failed: dense model 1 diverged at the end of epoch 1 "
+                                              r"\(non-finite weights\)") as e:
+        run(tiny(tmp_path / "runs"))
+    assert [s["model_index"] for s in e.value.finished] == [0, 2]
 
 
 def test_a_model_at_chance_is_kept_and_flagged(trained):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import platform
 import signal
 import threading
@@ -302,9 +303,12 @@ CHECK_EVERY = 50  # steps between two looks at the finite flags (one host sync; 
 
 
 def weights_finite(model: torch.nn.Module) -> bool:
-    """Every floating tensor of the model's state (weights, BatchNorm statistics) finite: one host sync."""
-    flags = [torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
+    """Every floating tensor of the model's state (weights, BatchNorm statistics) finite: one host sync. A
+    tensor's float64 sum is finite exactly when its entries are (a NaN or an infinity propagates, inf - inf
+    is NaN, and float32 values cannot overflow a float64 sum): one reduction per tensor, not a boolean copy."""
+    sums = [t.sum(dtype=torch.float64) for t in itertools.chain(model.parameters(), model.buffers())
+            if t.is_floating_point()]
+    return bool(torch.stack(sums).isfinite().all()) if sums else True
 
 
 def divergence_line(m: Member, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
@@ -590,9 +594,12 @@ class Trainer:
                 images += seen
             self.sched.step()
             validated = cfg.validated(epoch + 1)  # --val-from / --val-every: only these epochs can be selected
-            for m in self.members:  # a finite loss with non-finite weights (a BatchNorm statistic overflowed)
-                if not m.failed and not weights_finite(m.model):
-                    self._fail(m, epoch, None, "non-finite weights")
+            # a finite loss with non-finite weights (a BatchNorm statistic overflowed): one look per network (a
+            # packed network holds its models' tensors), each model's only when its network's is not finite
+            if not all(weights_finite(n) for n in self.nets):
+                for m in self.members:
+                    if not m.failed and not weights_finite(m.model):
+                        self._fail(m, epoch, None, "non-finite weights")
             for m, loss, acc in zip(self.members, losses, accs):
                 if m.failed:  # no history, no snapshot: nothing of it is a result
                     continue
