@@ -392,7 +392,7 @@ class Trainer:
 
     def parts(self, j: int, kind: str) -> list:
         """Model j's part of each of its prunable weights' gradient ('grad') or SGD momentum ('momentum'; None
-        before the first step), as resume.py slices a pack's tensors (model j: the j-th model with a pruner,
+        before the first step), as slots() slices a pack's tensors (model j: the j-th model with a pruner,
         which in a pruned configuration is every model)."""
         found = {}
         for p, parts in self.slots():
