@@ -45,12 +45,12 @@ def main(argv=None) -> dict:
         tr = Trainer(cfg, ds, np.ones(len(y), bool))
         tr.train_epoch(0, _Bar())
         m = tr.members[0]
-        m.best, m.best_key = m.snapshot(1), (0.0, 0.0)
+        m.best, m.best_key, tr.epochs_done = m.snapshot(1), (0.0, 0.0), 1
         with tempfile.TemporaryDirectory(dir=".") as d:  # the disk the runs directory is on, not a tmpfs
             times = []
             for _ in range(a.writes):
                 t = time.perf_counter()
-                resume.save(tr, [d], 1)
+                resume.save(tr, [d])
                 times.append(time.perf_counter() - t)
             size = os.path.getsize(os.path.join(d, "resume.pth"))
         out[method] = {"mib": size / 2**20, "write_s": float(np.median(times))}

@@ -106,7 +106,31 @@ def trained_table(training: pd.DataFrame) -> str:
         "train acc": g["train_acc"].mean().map(_num).values,
         "test acc (mean ± std)": [f"{_num(m)} ± {_num(s)}" for m, s in zip(g["test_acc"].mean(), g["test_acc"].std())],
     })
+    chance = at_chance_models(training)
+    if chance:  # the column only where a model is flagged: a study that learned is not cluttered
+        t["at chance"] = [", ".join(map(str, chance.get(e, []))) or "-" for e in t["configuration"]]
     return markdown(t)
+
+
+def at_chance_models(training: pd.DataFrame) -> dict[str, list[int]]:
+    """configuration -> the indices of its models whose validation accuracy never left chance (their
+    summaries' at_chance, training/trainer.at_chance); tables written before the flag have none."""
+    if "at_chance" not in training:
+        return {}
+    flagged = training[training["at_chance"].map(_is)]
+    return {e: sorted(int(i) for i in g["model_index"]) for e, g in flagged.groupby("experiment", sort=False)}
+
+
+def at_chance_text(training: pd.DataFrame) -> list[str]:
+    """The warning under the training table when a model is at chance: kept, not refused, but its attacks
+    measure a model that learned nothing (e.g. DP-SGD with much noise, a learning rate far too low)."""
+    chance = at_chance_models(training)
+    if not chance:
+        return []
+    which = "; ".join(f"{e}: model(s) {', '.join(map(str, idx))}" for e, idx in chance.items())
+    return [f"**At chance**: the validation accuracy of {which} never left chance (within 3 standard errors of "
+            "1/classes). Their leakage is reported but measures models that learned nothing: a low AUC there is "
+            "not evidence that the method protects.", ""]
 
 
 def attack_grid(attacks: pd.Series, columns: pd.Series, cells: pd.Series) -> str:
@@ -292,8 +316,8 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
          "(leave-one-out: every other model of the configuration is a shadow).", ""]
     if found is not None:
         s += findings_section(found, attack, level, fig("sparsity_sweep", "leakage and accuracy against sparsity"))
-    s += ["## What was trained", "", trained_table(training), "",
-         "## Leakage of each configuration", "",
+    s += ["## What was trained", "", trained_table(training), "", *at_chance_text(training),
+          "## Leakage of each configuration", "",
          f"Mean over the target(s), with a {level}% interval: {n_boot} resamples of the pool's examples, shared by every "
          "target, and with several targets their spread (a t interval; docs/attacks.md). "
          + ("With one target it covers the examples only, not the training seed. " if n_targets == 1 else "")

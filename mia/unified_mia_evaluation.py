@@ -37,7 +37,8 @@ from utils.io import save_text
 
 TRAINING_COLS = ["experiment", "method", "sparsity", "dataset", "arch", "layers", "model_index", "num_train",
                  "train_acc", "test_acc", "val_acc", "train_loss", "test_loss", "best_epoch", "epochs",
-                 "wall_time_s", "images_per_s", "target_sparsity", "measured_sparsity", "sparsity_all_params", "device"]
+                 "wall_time_s", "images_per_s", "target_sparsity", "measured_sparsity", "sparsity_all_params", "device",
+                 "at_chance"]
 
 
 def training_results(exp_dirs: list[Path]) -> pd.DataFrame:

@@ -322,16 +322,18 @@ class Pruner:
 
     # -- resuming inside a run (training/resume.py) ---------------------------------------------------
     def state_dict(self) -> dict:
-        """What the pruner adds to the model's weights to continue exactly where it is, at an epoch's end
-        (end_epoch() has emptied the refresh log): masks, DPF's dense weights (None once frozen), the
-        schedule's position (the sparsity of the current masks and their pruned count) and the counters. The
+        """What the pruner adds to the model's weights to continue exactly where it is, at a step boundary:
+        masks, DPF's dense weights (None once frozen), the schedule's position (the sparsity of the current
+        masks and their pruned count), the counters and the refreshes of the epoch in progress (the log
+        end_epoch() reports: empty at an epoch's end). The
         schedule itself is a function of the iteration, which the trainer passes; the masks are named, so a
         state from another set of prunable tensors is refused. CPU copies."""
         cpu = lambda ts: [t.detach().to("cpu", copy=True) for t in ts]  # noqa: E731
         return {"names": list(self.names), "masks": cpu(self.mask_list),
                 "dense": None if self.dense is None else cpu(self.dense), "frozen": self.frozen,
                 "current": self.current, "num_pruned": self.num_pruned, "total_refreshes": self.total_refreshes,
-                "rng": None if self.gen is None else self.gen.get_state()}
+                "rng": None if self.gen is None else self.gen.get_state(),
+                "log": [(it, s, int(flips)) for it, s, flips in self._log]}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict) -> None:
@@ -350,7 +352,8 @@ class Pruner:
         if self.gen is not None:
             self.gen.set_state(state["rng"])
         self.pending_init = False  # the masks are the state's
-        self._log = []
+        dev = self.mask_list[0].device
+        self._log = [(it, s, torch.tensor(flips, device=dev)) for it, s, flips in state.get("log", [])]
 
     # -- saving ----------------------------------------------------------------------------------------
     @torch.no_grad()

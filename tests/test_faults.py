@@ -22,9 +22,9 @@ from run_experiment import main as run_experiment_main
 from run_experiment import run
 from training import signals
 from training.experiment import cached_dataset, disk_per_model, experiment_dir
-from training.trainer import Trainer, at_chance
-from utils.errors import DivergenceError, WriteError
-from utils.io import file_digest, load_json, save_npy, save_text
+from training.trainer import Trainer, at_chance, weights_finite
+from utils.errors import DivergenceError, UsageError, WriteError
+from utils.io import file_digest, load_json, save_json, save_npy, save_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 # Digits, a 240-image pool, batch 16, 2 epochs, fp32; target + 2 shadows (~80 images each: 4 steps an epoch)
@@ -119,6 +119,43 @@ def test_one_diverged_model_of_a_pack_leaves_the_others_bitwise_unchanged(traine
             np.testing.assert_array_equal(np.load(paths.model_dir(exp, i) / f), np.load(paths.model_dir(ref, i) / f))
 
 
+def test_weights_finite_known_answers():
+    """weights_finite (a float64 sum per tensor): any NaN or infinity in a weight or a BatchNorm statistic is
+    seen, +inf and -inf together too; the largest finite float32 values everywhere are finite (no overflow)."""
+    net = torch.nn.Sequential(torch.nn.Linear(30, 20), torch.nn.BatchNorm1d(20))
+    assert weights_finite(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(torch.finfo(torch.float32).max)
+        assert weights_finite(net)
+        for bad, where in ((float("nan"), net[0].weight), (float("inf"), net[1].running_var), (float("-inf"), net[0].bias)):
+            keep = where.clone()
+            where[3] = bad
+            assert not weights_finite(net)
+            where.copy_(keep)
+        net[0].weight[0, 0], net[0].weight[1, 1] = float("inf"), float("-inf")
+        assert not weights_finite(net)
+
+
+def test_non_finite_weights_with_a_finite_loss_stop_that_model_of_a_pack(tmp_path, monkeypatch):
+    """Model 1's BatchNorm variance becomes inf at the last step of epoch 1 (training uses batch statistics:
+    its loss stays finite): the epoch-end check of the packed network sees it and stops model 1 only."""
+    calls, real = [], Trainer._forward_backward
+
+    def fault(self, xb, yb, epoch=0):
+        out = real(self, xb, yb, epoch)
+        calls.append(1)
+        if len(calls) == self.iters:
+            next(b for b in self.members[1].model.buffers() if b.is_floating_point()).fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(Trainer, "_forward_backward", fault)
+    with pytest.raises(DivergenceError, match=r"^1 model\(s\) failed: dense model 1 diverged at the end of epoch 1 "
+                                              r"\(non-finite weights\)") as e:
+        run(tiny(tmp_path / "runs"))
+    assert [s["model_index"] for s in e.value.finished] == [0, 2]
+
+
 def test_a_model_at_chance_is_kept_and_flagged(trained):
     """The tiny pack learns nothing in 8 steps (best validation accuracy 0.09-0.15 over 100 images, chance 0.1:
     within 3 standard errors, 0.19): each model is COMPLETE and flagged."""
@@ -130,6 +167,25 @@ def test_a_model_at_chance_is_kept_and_flagged(trained):
         s = load_json(paths.model_dir(exp, i) / paths.SUMMARY)
         assert s["at_chance"] == at_chance(s["history"], 10, 100) and (paths.model_dir(exp, i) / paths.COMPLETE).exists()
     assert any(load_json(paths.model_dir(exp, i) / paths.SUMMARY)["at_chance"] for i in range(3))
+
+
+def test_the_report_names_the_models_at_chance_and_says_nothing_when_none_is(trained):
+    """The training table of the real run directory (every model's summary, as the report reads it): the
+    flagged models are named in a column and in a warning under the table; the null cases (no model flagged,
+    a table written before the flag) add neither."""
+    from mia import report
+    from mia.unified_mia_evaluation import training_results
+
+    training = training_results([experiment_dir(trained)])
+    flagged = [i for i in range(3) if load_json(paths.model_dir(experiment_dir(trained), i) / paths.SUMMARY)["at_chance"]]
+    assert flagged and report.at_chance_models(training) == {trained.name: flagged}
+    table = report.trained_table(training)
+    assert "| at chance |" in table.splitlines()[0] and table.splitlines()[2].endswith(f"| {', '.join(map(str, flagged))} |")
+    text = " ".join(report.at_chance_text(training))
+    assert text.startswith(f"**At chance**: the validation accuracy of {trained.name}: model(s) {', '.join(map(str, flagged))} never")
+    for learned in (training.assign(at_chance=False), training.drop(columns="at_chance")):
+        assert report.at_chance_models(learned) == {} and report.at_chance_text(learned) == []
+        assert "at chance" not in report.trained_table(learned)
 
 
 # -- non-finite signals ----------------------------------------------------------------------------------
@@ -200,6 +256,34 @@ def test_a_signals_file_edited_after_training_is_refused_then_recomputed(copy, t
     load_experiment(exp)  # accepted again
 
 
+def test_digests_known_answers_and_a_summary_recording_sha256_still_verifies(copy, tmp_path):
+    """CRC-32's check value, chunked reads equal to one pass, and the older summaries' sha256 digests: checked
+    with the algorithm they record (the same file verifies, an edited one is refused); an unknown one is a line."""
+    import os
+    import zlib
+
+    from mia import artifacts
+
+    f = tmp_path / "check"
+    f.write_bytes(b"123456789")
+    assert file_digest(f) == "crc32:cbf43926"  # CRC-32's published check value
+    assert file_digest(f, "sha256") == f"sha256:{hashlib.sha256(b'123456789').hexdigest()}"
+    data = os.urandom(3 * 2**20 + 5)  # three 1 MiB chunks and a tail
+    (tmp_path / "big").write_bytes(data)
+    assert file_digest(tmp_path / "big") == f"crc32:{zlib.crc32(data):08x}"
+    d = paths.model_dir(experiment_dir(copy), 1)
+    summary = load_json(d / paths.SUMMARY)
+    assert summary["digests"][paths.LOGITS].startswith("crc32:")
+    save_json({**summary, "digests": {n: file_digest(d / n, "sha256") for n in (paths.LOGITS, paths.SENSITIVITY)}},
+              d / paths.SUMMARY)
+    assert artifacts.stale_signals(d, None) is None
+    _rewrite(d / paths.LOGITS, lambda a: a.reshape(-1).__setitem__(0, a.reshape(-1)[0] + 1), record=False)
+    assert "is not the file its training wrote" in artifacts.stale_signals(d, None)
+    save_json({**summary, "digests": {paths.LOGITS: "md4:00"}}, d / paths.SUMMARY)
+    with pytest.raises(UsageError, match=r"its recorded digest uses 'md4'; this code knows crc32, sha256"):
+        artifacts.stale_signals(d, None)
+
+
 def test_an_attack_that_makes_nan_from_finite_signals_is_refused(copy, tmp_path, monkeypatch, capsys):
     def nan_attack(inp, st):
         z = np.asarray(inp.target_logits, np.float64)[:, 0]
@@ -231,7 +315,8 @@ def _refusing(real, target: str, code: int, file_arg: int):
     return write
 
 
-@pytest.mark.parametrize("target, code", [(paths.BEST_MODEL, errno.ENOSPC), (paths.LOGITS, errno.EACCES)])
+@pytest.mark.parametrize("target", [paths.BEST_MODEL, paths.LOGITS])  # a checkpoint, a signal
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
 def test_a_refused_checkpoint_or_signal_write_is_one_line_and_keeps_what_was_written(copy, monkeypatch, capsys, target, code):
     """Model 0 retrained into a directory holding its earlier results: the refused file keeps its earlier
     content, no temp file stays, the other models are untouched; ENOSPC also says what a model needs."""
@@ -258,8 +343,8 @@ def test_a_refused_checkpoint_or_signal_write_is_one_line_and_keeps_what_was_wri
         {k: v for k, v in before.items() if k.startswith(paths.SHADOWS)}
 
 
-def test_a_refused_csv_write_is_one_line_and_keeps_the_earlier_table(copy, tmp_path, monkeypatch, capsys):
-    code = errno.ENOSPC
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EACCES])
+def test_a_refused_csv_write_is_one_line_and_keeps_the_earlier_table(copy, tmp_path, monkeypatch, capsys, code):
     results = tmp_path / "results"
     mia_advanced.main(["--runs-dir", copy.runs_dir, "--results-dir", str(results), "--attacks", "lira_offline"])
     csv = next(results.rglob("advanced_mia_results.csv"))
@@ -277,7 +362,9 @@ def test_a_refused_csv_write_is_one_line_and_keeps_the_earlier_table(copy, tmp_p
     with pytest.raises(SystemExit) as e:
         mia_advanced.main(["--runs-dir", copy.runs_dir, "--results-dir", str(results), "--attacks", "lira_offline"])
     assert e.value.code == 2
-    assert one_error_line(capsys).startswith(f"error: cannot write {csv}: ")
+    why = "no space left on the device, " if code == errno.ENOSPC else "permission denied"  # ENOSPC: the space free
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: cannot write {csv}: {why}") and (" free there" in line) == (code == errno.ENOSPC)
     assert csv.read_bytes() == earlier and not list(results.rglob("*.tmp"))
 
 

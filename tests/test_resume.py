@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from run_experiment import run
 from training import resume
 from training.experiment import experiment_dir
 from training.trainer import Trainer
-from utils.errors import UsageError
+from utils.errors import PREEMPTED_EXIT, Preempted, UsageError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +43,9 @@ class Killed(Exception):
 def run_killed(cfg, after: int, monkeypatch) -> None:
     real = resume.save
 
-    def save(tr, out_dirs, epochs_done):
-        real(tr, out_dirs, epochs_done)
-        if epochs_done == after:
+    def save(tr, out_dirs):
+        real(tr, out_dirs)
+        if tr.epochs_done == after:
             raise Killed
 
     monkeypatch.setattr(resume, "save", save)
@@ -201,14 +202,16 @@ def test_checkpoint_every_is_not_part_of_the_recipe_and_the_default_writes_littl
     with pytest.raises(UsageError, match=r"--checkpoint-every must be >= 0 \(0: never\), got -1"):
         ExperimentConfig(checkpoint_every=-1).resolved()
     written = []
-    ck = resume.Checkpointer(None, [], None)
+    ck = resume.Checkpointer(types.SimpleNamespace(epochs_done=0), [], None)  # a trainer: only its position is read
     ck.cost = 0.0
-    resume.save, real = (lambda tr, outs, done: (written.append(done), time.sleep(0.02))), resume.save
+    resume.save, real = (lambda tr, outs: (written.append(tr.epochs_done), time.sleep(0.02))), resume.save
     try:
         for epoch in range(1, 6):  # epochs of ~0 s: after the first write (~0.02 s), the next waits 19 times that
+            ck.tr.epochs_done = epoch
             ck(epoch)
         assert written == [1] and ck.cost >= 0.02
         time.sleep(ck.cost * 19 + 0.05)
+        ck.tr.epochs_done = 6
         ck(6)
     finally:
         resume.save = real
@@ -240,4 +243,107 @@ def test_a_real_kill_9_resumes(dense_ref, tmp_path):
     log = subprocess.run(args + ["--skip-existing"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert log.returncode == 0, log.stderr[-2000:]
     assert "resuming model(s) 0 after epoch" in log.stdout + log.stderr
+    assert_same_models(dense_ref, cfg)
+
+
+# -- SIGTERM: the state at the next step boundary (training/trainer.stop_on_sigterm) --------------------------
+
+def run_sigtermed(cfg, epoch: int, step: int, monkeypatch, again_while_writing: bool = False) -> Preempted:
+    """run(cfg) with a real SIGTERM sent to this process during step `step` (1-based) of epoch `epoch`
+    (1-based); returns the Preempted it ends with. again_while_writing: a second SIGTERM in the middle of
+    writing the state."""
+    calls, sent, real_fb = [0], [], Trainer._forward_backward
+
+    def forward_backward(self, xb, yb, ep=0):
+        calls[0] += 1
+        if calls[0] == (epoch - 1) * self.iters + step:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_fb(self, xb, yb, ep)
+
+    monkeypatch.setattr(Trainer, "_forward_backward", forward_backward)
+    if again_while_writing:
+        real_save = resume.save_torch
+
+        def save_torch(obj, path):  # the state written after the first SIGTERM (not an epoch's scheduled one)
+            if sent:
+                os.kill(os.getpid(), signal.SIGTERM)
+            real_save(obj, path)
+
+        monkeypatch.setattr(resume, "save_torch", save_torch)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted) as stop:
+        run(cfg)
+    assert signal.getsignal(signal.SIGTERM) is before  # the loop's handler is gone with the loop
+    monkeypatch.undo()
+    return stop.value
+
+
+SIGTERM_CASES = {  # name: (config, [(epoch, step) the SIGTERM lands in]); 7 steps an epoch, 4 epochs
+    "dense": ({}, [(2, 3)]),
+    # DPF refreshes at iterations 0, 4, 8, 12 and at its target 14: stopped after step 5 of epoch 1 (the
+    # refreshes at 0 and 4 in the epoch's log), after step 3 of epoch 2 (iteration 10: the next refresh at 12)
+    "dpf": (DPF, [(1, 5), (2, 3)]),
+    # 4 steps an epoch: iteration 6, between the refreshes at 4 and 8
+    "pack3-grouped": (dict(DPF, num_shadows=2, pack=3, pack_mode="grouped"), [(2, 2)]),
+}
+
+
+@pytest.mark.parametrize("case", list(SIGTERM_CASES))
+def test_sigterm_mid_epoch_writes_the_step_and_the_rerun_equals_uninterrupted(case, tmp_path, monkeypatch):
+    kw, stops = SIGTERM_CASES[case]
+    ref = tiny(tmp_path / "ref", **kw)
+    run(ref)
+    for epoch, step in stops:
+        cfg = tiny(tmp_path / f"stopped_{epoch}_{step}", **kw)
+        stop = run_sigtermed(cfg, epoch, step, monkeypatch, again_while_writing=case == "dense")
+        for d in model_dirs(cfg):
+            st = torch.load(d / paths.RESUME, weights_only=True)
+            assert (st["epoch"], st["step"], st["format"]) == (epoch - 1, step, resume.FORMAT)
+            assert not (d / paths.COMPLETE).exists() and not list(d.glob(".*.tmp"))
+        models, iters = ", ".join(map(str, range(cfg.num_shadows + 1))), st["steps"][1]  # 7 alone, 4 in the pack
+        assert str(stop).startswith(f"SIGTERM: {cfg.name} model(s) {models} stopped at epoch {epoch}, "
+                                    f"step {step}/{iters} of 4 epochs, resumable state written (")
+        assert run_counting_epochs(dataclasses.replace(cfg, skip_existing=True), monkeypatch) == list(range(epoch - 1, 4))
+        assert_same_models(ref, cfg)
+
+
+def test_a_resume_inside_an_epoch_without_its_data_order_differs(dense_ref, tmp_path, monkeypatch):
+    """The null case of the test above: the same state with another order for the epoch in progress (every
+    other field as saved) ends elsewhere, so the comparison sees an epoch's order that is not carried over."""
+    cfg = tiny(tmp_path)
+    run_sigtermed(cfg, 2, 3, monkeypatch)
+    state_file = experiment_dir(cfg) / paths.RESUME
+    st = torch.load(state_file, weights_only=True)
+    st["in_epoch"]["order"] = st["in_epoch"]["order"].flip(0)
+    torch.save(st, state_file)
+    run(dataclasses.replace(cfg, skip_existing=True))
+    with pytest.raises(AssertionError):
+        assert_same_models(dense_ref, cfg)
+
+
+def test_a_real_sigterm_exits_75_with_the_command_that_continues(dense_ref, tmp_path):
+    """run_experiment.py sent SIGTERM from outside once its first state exists: one line saying where it
+    stopped and the command that continues, exit 75; that command ends equal to the uninterrupted run."""
+    cfg = tiny(tmp_path)
+    args = ["run_experiment.py", "--dataset", "digits", "--device", "cpu", "--epochs", "4", "--batch-size", "16",
+            "--pool-size", "240", "--prune-freq", "4", "--no-amp", "--mia-queries", "1", "--sens-draws", "1",
+            "--checkpoint-every", "1", "--runs-dir", cfg.runs_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the reference ran on one thread: the same float sums
+    state = experiment_dir(cfg) / paths.RESUME
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == PREEMPTED_EXIT, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"preempted: SIGTERM: {cfg.name} model(s) 0 stopped ") and \
+        line.endswith(f"; continue with: python {' '.join(args)} --skip-existing"), line
+    log = subprocess.run([sys.executable, *args, "--skip-existing"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert log.returncode == 0, log.stderr[-2000:]
+    assert "resuming model(s) 0 " in log.stdout + log.stderr
     assert_same_models(dense_ref, cfg)

@@ -1,7 +1,10 @@
 """Ray executor: one Ray task per pack (models of one configuration trained at once, --pack; one
 model per task with --pack 1), calling the same run_pack_task() as the local loop. Fractional GPUs pack several small models on one GPU; with a runs directory on a shared
 filesystem the tasks may run on any node. A failed task is reported by configuration and model index;
-the others finish, and `--skip-existing` redoes only what failed.
+the others finish, and `--skip-existing` redoes only what failed. A task runs in its worker's main thread,
+so a SIGTERM that reaches the worker (SLURM signals every process of the job) stops its pack at the next step
+boundary with its state written (training/trainer.stop_on_sigterm replaces Ray's own handler, which exits the
+worker, for the training loop); the study then ends as a preempted one (exit 75, docs/long_runs.md).
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import torch
 from training.experiment import experiment_dir, plan_packs, run_pack_task
 from training.sources import source_config, source_dir
 from training.progress import Progress
-from utils.errors import UsageError
+from utils.errors import Preempted, UsageError
 
 ROOT = str(Path(__file__).resolve().parents[1])
 
@@ -99,7 +102,7 @@ def run_ray(tasks, options) -> list[str]:
         ref = remote.remote(p, *after)
         made.update({(experiment_dir(p.cfg), i): ref for i in p.indices})
         pending[ref] = p
-    progress, failures = Progress(len(tasks)), []
+    progress, failures, preempted = Progress(len(tasks)), [], []
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         pack = pending.pop(done[0])
@@ -110,5 +113,7 @@ def run_ray(tasks, options) -> list[str]:
             who = f"model {pack.indices[0]}" if len(pack.indices) == 1 else f"models {', '.join(map(str, pack.indices))}"
             msg = f"{pack.cfg.name} {who}: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
             print(f"FAILED {msg}")
-            failures.append(msg)
+            (preempted if isinstance(cause, Preempted) else failures).append(msg)
+    if preempted:  # a worker stopped by SIGTERM wrote its state: the study continues with --skip-existing
+        raise Preempted("; ".join(preempted + failures))
     return failures

@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import itertools
 import platform
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -32,9 +35,9 @@ from defenses import build_loss, defended_model, defense_summary, prepare_loop
 from pruning import measure_sparsity
 from pruning.criteria import filter_sparsity
 from training import resume
-from training.packing import PackedPruning, pack_mode, pack_models, unpack
+from training.packing import PackedPruning, model_slices, pack_mode, pack_models, unpack
 from utils.device import keep_freed_cpu_memory, resolve_device
-from utils.errors import DivergenceError, UsageError
+from utils.errors import DivergenceError, Preempted, UsageError
 from utils.io import file_digest, save_json, save_torch
 
 
@@ -173,6 +176,10 @@ def evaluate(model, data: DeviceData, cfg: ExperimentConfig, device) -> tuple[fl
     return loss_sum / max(1, len(data)), correct / max(1, len(data))
 
 
+def _cpu(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", copy=True)
+
+
 def _clone_state(state: dict) -> dict:
     return {k: v.detach().clone() for k, v in state.items()}
 
@@ -231,17 +238,26 @@ class Member:
         return {"epoch": epoch, "state": _clone_state(state), "masks": masks}
 
 
-def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = True):
+def epoch_orders(members: list[Member]) -> list[torch.Tensor]:
+    """Each model's data order for one epoch: a permutation of its own training set, drawn from its own
+    generator (what DeviceData.batches() draws first)."""
+    return [torch.randperm(len(m.train), device=m.train.x.device, generator=m.gen) for m in members]
+
+
+def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = True,
+                 orders: list[torch.Tensor] | None = None, start: int = 0):
     """One epoch of a pack's training batches: (x, y [B, K]); x normalised, [B, K*C, H, W] with model k's
     images in channels k*C... when `grouped` (the packed network's input), else [K, B, C, H, W]. Each model
     draws from its own generator exactly what DeviceData.batches() draws alone (its permutation of its own
     set, then per batch its crop offsets and flips), so its stream is the one it has alone, cut to the
     configuration's `iters` batches; the gathers, the crop and the normalisation then run once for the
-    whole pack (a few kernel launches per model, not a dozen)."""
+    whole pack (a few kernel launches per model, not a dozen). orders, start: the epoch's data orders
+    (epoch_orders(), drawn here when None) and the first step: a run resumed inside an epoch continues it
+    from its saved orders and generators."""
     data = [m.train for m in members]
-    orders = [torch.randperm(len(d), device=d.x.device, generator=m.gen) for d, m in zip(data, members)]
+    orders = epoch_orders(members) if orders is None else orders
     d0, k = data[0], len(members)
-    for i in range(iters):
+    for i in range(start, iters):
         idx = [o[i * batch:(i + 1) * batch] for o in orders]
         draws = [d.draw_crops(batch, m.gen) for d, m in zip(data, members)]
         x = torch.cat([d.x[j] for d, j in zip(data, idx)]) if k > 1 else d0.x[idx[0]]  # [K*B, C, H, W] uint8
@@ -254,13 +270,45 @@ def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = 
         yield x, y
 
 
+class StopRequested(Exception):
+    """Trainer.fit stopped at a step boundary because a stop was asked for (stop_requested: SIGTERM):
+    state_dict() is the state there (epoch: epochs done; step: steps done in the next one)."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(f"epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
+@contextlib.contextmanager
+def stop_on_sigterm(tr: "Trainer"):
+    """For the training loop only: SIGTERM (a scheduler's preemption, sent some 30 s before the kill) sets
+    tr.stop_requested, which the loop reads after every step (StopRequested); the previous handler is back
+    after. A second SIGTERM while the state is written changes nothing (the handler only sets the flag; the
+    write is atomic, utils/io). Signal handlers belong to the main thread: elsewhere nothing is installed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # no I/O here: a print interrupted by a print raises (reentrant stdout)
+        tr.stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 CHECK_EVERY = 50  # steps between two looks at the finite flags (one host sync; every step's is on the device)
 
 
 def weights_finite(model: torch.nn.Module) -> bool:
-    """Every floating tensor of the model's state (weights, BatchNorm statistics) finite: one host sync."""
-    flags = [torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point()]
-    return bool(torch.stack(flags).all()) if flags else True
+    """Every floating tensor of the model's state (weights, BatchNorm statistics) finite: one host sync. A
+    tensor's float64 sum is finite exactly when its entries are (a NaN or an infinity propagates, inf - inf
+    is NaN, and float32 values cannot overflow a float64 sum): one reduction per tensor, not a boolean copy."""
+    sums = [t.sum(dtype=torch.float64) for t in itertools.chain(model.parameters(), model.buffers())
+            if t.is_floating_point()]
+    return bool(torch.stack(sums).isfinite().all()) if sums else True
 
 
 def divergence_line(m: Member, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
@@ -326,6 +374,8 @@ class Trainer:
             pr.slot = functools.partial(self.parts, j)
         self.loss = build_loss(cfg)  # the defense's training loss (defenses/): mean cross-entropy undefended
         prepare_loop(self)  # a defense that changes the step itself (dp: per-example clipping and noise)
+        # where training is (state_dict): epochs done, the epoch in progress (train_epoch), a stop asked for
+        self.epochs_done, self.in_epoch, self.stop_requested = 0, None, False
 
     # one model (benchmarks, the pack of one)
     @property
@@ -342,14 +392,102 @@ class Trainer:
 
     def parts(self, j: int, kind: str) -> list:
         """Model j's part of each of its prunable weights' gradient ('grad') or SGD momentum ('momentum'; None
-        before the first step), as resume.py slices a pack's tensors (model j: the j-th model with a pruner,
+        before the first step), as slots() slices a pack's tensors (model j: the j-th model with a pruner,
         which in a pruned configuration is every model)."""
         found = {}
-        for p, parts in resume.slots(self):
+        for p, parts in self.slots():
             t = p.grad if kind == "grad" else self.opt.state.get(p, {}).get("momentum_buffer")
             if t is not None:
                 found.update({name: v for jj, name, v in parts(t) if jj == j})
         return [found.get(n) for n in self.members[j].pruner.names]
+
+    def slots(self):
+        """(optimizer parameter P, parts): parts(t) = [(member j, parameter name, t's part for member j)] for a
+        tensor t shaped like P (its momentum). A lone model's and a sequential pack's parameters are the models'
+        own; a packed network's are sliced per model as pack_models sliced them."""
+        if self.mode == "grouped":
+            net, k = self.nets[0], len(self.members)
+            for name, p in net.named_parameters():
+                yield p, (lambda t, name=name: [(j, name, v) for j, v in enumerate(model_slices(net, name, t, k))])
+        else:
+            for j, m in enumerate(self.members):
+                for name, p in m.model.named_parameters():
+                    yield p, (lambda t, j=j, name=name: [(j, name, t)])
+
+    def _opt_generator(self) -> torch.Generator | None:
+        """The optimizer's own random stream where it draws one (DP-SGD's noise, defenses/dp.py): restarted from
+        its seed on resume, it would repeat the noise of the steps already run."""
+        return getattr(self.opt, "generator", None)
+
+    def state_dict(self) -> dict:
+        """Everything the next step depends on, at a step boundary (CPU tensors): {"epoch": epochs done,
+        "step": steps done in the epoch in progress (0 between epochs), "shared": the optimizer's learning
+        rates, the scheduler's and GradScaler's states and the random streams all models draw from (torch's
+        global one: dropout; the optimizer's own: DP-SGD's noise; CUDA's), "members": per model, its weights
+        and BatchNorm statistics, its SGD momentum (its part of a packed network's), its pruner's state, its
+        generator (data order, crops, flips), history, best snapshot and key and, inside an epoch, "in_epoch":
+        its data order for the epoch and its running loss, correct count and first non-finite step}. Per
+        model, so a model's state continues it in whatever pack a rerun puts it (training/resume.py writes
+        one file per model)."""
+        momentum = [{} for _ in self.members]
+        for p, parts in self.slots():
+            buf = self.opt.state[p].get("momentum_buffer") if p in self.opt.state else None
+            for j, name, v in parts(buf) if buf is not None else []:
+                momentum[j][name] = _cpu(v)
+        cuda, gen = self.device.type == "cuda", self._opt_generator()
+        shared = {"lr": [g["lr"] for g in self.opt.param_groups], "scheduler": self.sched.state_dict(),
+                  "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+                  "opt_rng": None if gen is None else gen.get_state(),
+                  "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None}
+        run = self.in_epoch
+        members = []
+        for j, (m, mom) in enumerate(zip(self.members, momentum)):
+            best = None if m.best is None else {**m.best, "state": {k: _cpu(v) for k, v in m.best["state"].items()}}
+            in_epoch = None if run is None else {
+                "order": _cpu(run["orders"][j]), "seen": run["seen"], "loss_sum": _cpu(run["loss_sum"][j]),
+                "correct": _cpu(run["correct"][j]), "first_bad": _cpu(run["first_bad"][j])}
+            members.append({"model": {k: _cpu(v) for k, v in m.model.state_dict().items()}, "momentum": mom,
+                            "pruner": m.pruner.state_dict() if m.pruner else None, "model_rng": m.gen.get_state(),
+                            "history": m.history, "best": best,
+                            "best_key": None if m.best_key is None else list(m.best_key), "in_epoch": in_epoch})
+        return {"epoch": self.epochs_done, "step": 0 if run is None else run["step"], "shared": shared,
+                "members": members}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from state_dict()'s state (its "members" in this pack's order; a state written between
+        epochs has no "in_epoch"). In place: a packed network's models hold slices of its tensors."""
+        for m, st in zip(self.members, state["members"]):
+            m.model.load_state_dict(st["model"])
+            if m.pruner:
+                m.pruner.load_state_dict(st["pruner"])
+            m.gen.set_state(st["model_rng"])
+            m.history, m.best = st["history"], st["best"]
+            m.best_key = None if st["best_key"] is None else tuple(st["best_key"])
+        for p, parts in self.slots():
+            buf = torch.empty_like(p)
+            got = [(v, state["members"][j]["momentum"].get(name)) for j, name, v in parts(buf)]
+            if all(saved is not None for _, saved in got):  # a parameter never stepped has no momentum yet
+                for v, saved in got:
+                    v.copy_(saved)
+                self.opt.state[p]["momentum_buffer"] = buf
+        shared, gen = state["shared"], self._opt_generator()
+        for g, lr in zip(self.opt.param_groups, shared["lr"]):
+            g["lr"] = lr
+        self.sched.load_state_dict(shared["scheduler"])
+        if shared["scaler"]:  # empty where no GradScaler runs (every precision but fp16)
+            self.scaler.load_state_dict(shared["scaler"])
+        torch.set_rng_state(shared["torch_rng"])
+        if shared.get("opt_rng") is not None and gen is not None:
+            gen.set_state(shared["opt_rng"])
+        if shared["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(shared["cuda_rng"], self.device)
+        self.epochs_done, self.in_epoch = state["epoch"], None
+        runs = [st.get("in_epoch") for st in state["members"]]
+        if state.get("step") and all(runs):
+            dev = lambda key, dtype: torch.stack([r[key] for r in runs]).to(self.device, dtype)  # noqa: E731
+            self.in_epoch = {"orders": [r["order"].to(self.device) for r in runs], "step": state["step"],
+                             "seen": runs[0]["seen"], "loss_sum": dev("loss_sum", torch.float64),
+                             "correct": dev("correct", torch.long), "first_bad": dev("first_bad", torch.long)}
 
     def _forward_backward(self, xb: torch.Tensor, yb: torch.Tensor, epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Every model's forward and backward on its batch: (logits [B, K, classes], loss per model [K], the
@@ -373,15 +511,23 @@ class Trainer:
         whose training loss is not finite at a step is marked failed (Member.failed, naming that step): the
         flag is kept on the device and read every CHECK_EVERY steps and at the end (no per-step sync); the
         epoch stops early once every model of the pack has failed, the others train on (a model's NaNs
-        stay in its own slices of a packed network)."""
+        stay in its own slices of a packed network). The epoch in progress (its data orders, the steps done
+        and its running sums) is self.in_epoch, part of state_dict(): a run resumed inside the epoch
+        (load_state_dict) continues it at its next step. With stop_requested set (SIGTERM: stop_on_sigterm),
+        it raises StopRequested after the step in progress, the state at that step boundary."""
         for net in self.nets:
             net.train()
         k = len(self.members)
-        loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)  # on device: no per-step sync
-        correct = torch.zeros(k, device=self.device, dtype=torch.long)
-        first_bad = torch.full((k,), self.iters, device=self.device, dtype=torch.long)  # per model: its first non-finite step
-        seen = 0
-        for i, (xb, yb) in enumerate(pack_batches(self.members, self.batch, self.iters, len(self.nets) == 1)):
+        if self.in_epoch is None:  # a new epoch; else the one a resumed state was inside
+            self.in_epoch = {"orders": epoch_orders(self.members), "step": 0, "seen": 0,
+                             "loss_sum": torch.zeros(k, device=self.device, dtype=torch.float64),  # on device:
+                             "correct": torch.zeros(k, device=self.device, dtype=torch.long),      # no per-step sync
+                             # per model: its first non-finite step (iters: none)
+                             "first_bad": torch.full((k,), self.iters, device=self.device, dtype=torch.long)}
+        run = self.in_epoch
+        bar.update(run["step"])
+        batches = pack_batches(self.members, self.batch, self.iters, len(self.nets) == 1, run["orders"], run["step"])
+        for i, (xb, yb) in enumerate(batches, start=run["step"]):
             it = epoch * self.iters + i
             if self.pruning:
                 self.pruning.before_step(it)
@@ -393,18 +539,24 @@ class Trainer:
                 self.scaler.update()
             if self.pruning:
                 self.pruning.after_optimizer_step()
-            loss_sum += losses * len(yb)
-            correct += (out.argmax(2) == yb).sum(0)
-            first_bad = torch.minimum(first_bad, torch.where(torch.isfinite(losses), self.iters, i))
-            seen += len(yb)
+            run["loss_sum"] += losses * len(yb)
+            run["correct"] += (out.argmax(2) == yb).sum(0)
+            run["first_bad"] = torch.minimum(run["first_bad"], torch.where(torch.isfinite(losses), self.iters, i))
+            run["seen"] += len(yb)
+            run["step"] = i + 1
             bar.update(1)
             if self.cfg.verbose:
                 tqdm.write(f"models {self.indices} epoch {epoch + 1} iter {i + 1}/{self.iters} "
                            f"loss {' '.join(f'{v:.4f}' for v in losses.tolist())}")
-            if (i + 1) % CHECK_EVERY == 0 and self._diverged(epoch, first_bad) and all(m.failed for m in self.members):
+            if (i + 1) % CHECK_EVERY == 0 and self._diverged(epoch, run["first_bad"]) and all(m.failed for m in self.members):
                 break
-        self._diverged(epoch, first_bad)
-        return (loss_sum / max(seen, 1)).tolist(), (correct.double() / max(seen, 1)).tolist(), seen
+            if self.stop_requested and i + 1 < self.iters:  # the epoch's last step: its end is the boundary
+                self._diverged(epoch, run["first_bad"])
+                raise StopRequested(epoch, i + 1)
+        self.in_epoch = None
+        self._diverged(epoch, run["first_bad"])
+        seen = max(run["seen"], 1)
+        return (run["loss_sum"] / seen).tolist(), (run["correct"].double() / seen).tolist(), run["seen"]
 
     def _diverged(self, epoch: int, first_bad: torch.Tensor) -> bool:
         """Mark the models whose loss was not finite at a step of this epoch (first_bad: per model, the first
@@ -418,20 +570,21 @@ class Trainer:
         m.failed = divergence_line(m, epoch, step, self.iters, what, self.precision)
         tqdm.write(f"error: {m.failed}")
 
-    def fit(self, start: int = 0, after_epoch=None) -> list[dict]:
-        """Train every model from epoch `start` (the epochs a resumed run's state covers: training/resume.py
-        restored it) to cfg.epochs; after_epoch(epochs_done), when given, runs at each epoch's end (the
-        resumable state is written there). Per model: history, best and last snapshots, timings; or, for a
-        model whose numbers stopped being finite (a loss at a step, its weights at an epoch's end), {"failed":
-        its line}: it is dropped from evaluation, snapshots and resumable states from then on, the pack's other
-        models train to the end (the loop stops early when all have failed)."""
+    def fit(self, after_epoch=None) -> list[dict]:
+        """Train every model from where it is (self.epochs_done and self.in_epoch: the start, or what a
+        resumed state holds, load_state_dict) to cfg.epochs; after_epoch(epochs_done), when given, runs at
+        each epoch's end (the resumable state is written there). Per model: history, best and last
+        snapshots, timings; or, for a model whose numbers stopped being finite (a loss at a step, its weights
+        at an epoch's end), {"failed": its line}: it is dropped from evaluation, snapshots and resumable states
+        from then on, the pack's other models train to the end (the loop stops early when all have failed).
+        With stop_requested set, raises StopRequested at the next step boundary (train_epoch) or epoch end."""
         cfg = self.cfg
         t0, train_time, images = time.time(), 0.0, 0
         who = f"#{self.indices[0]}" if len(self.indices) == 1 else f"#{','.join(map(str, self.indices))} packed"
         for m in self.members:  # snip, synflow: the mask at initialisation (a no-op for a resumed model)
             if m.pruner:
                 m.pruner.at_init(m.init_batches(self.device))
-        for epoch in range(start, cfg.epochs):
+        for epoch in range(self.epochs_done, cfg.epochs):
             lr = self.opt.param_groups[0]["lr"]
             with tqdm(total=self.iters, desc=f"[{cfg.name} {who}] epoch {epoch + 1}/{cfg.epochs}",
                       leave=False, disable=None, dynamic_ncols=True) as bar:
@@ -441,9 +594,12 @@ class Trainer:
                 images += seen
             self.sched.step()
             validated = cfg.validated(epoch + 1)  # --val-from / --val-every: only these epochs can be selected
-            for m in self.members:  # a finite loss with non-finite weights (a BatchNorm statistic overflowed)
-                if not m.failed and not weights_finite(m.model):
-                    self._fail(m, epoch, None, "non-finite weights")
+            # a finite loss with non-finite weights (a BatchNorm statistic overflowed): one look per network (a
+            # packed network holds its models' tensors), each model's only when its network's is not finite
+            if not all(weights_finite(n) for n in self.nets):
+                for m in self.members:
+                    if not m.failed and not weights_finite(m.model):
+                        self._fail(m, epoch, None, "non-finite weights")
             for m, loss, acc in zip(self.members, losses, accs):
                 if m.failed:  # no history, no snapshot: nothing of it is a result
                     continue
@@ -458,10 +614,13 @@ class Trainer:
                 key = (val_acc, -val_loss) if validated else None
                 if eligible and (m.best_key is None or key > m.best_key):
                     m.best_key, m.best = key, m.snapshot(epoch + 1)
+            self.epochs_done = epoch + 1
             if all(m.failed for m in self.members):
                 break
             if after_epoch:
                 after_epoch(epoch + 1)
+            if self.stop_requested:
+                raise StopRequested(epoch + 1, 0)
         results = []
         for m in self.members:
             if m.failed:
@@ -498,7 +657,17 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
         m.cfg = dataclasses.replace(cfg, model_index=m.index)
         m.source = sources.get(m.index, (None, None))[1]  # what it is fine-tuned from: its resumable state checks it
     # a killed run's models continue from their resumable states (run_pack removed them unless --skip-existing)
-    results = tr.fit(resume.restore(tr, out_dirs), resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every))
+    resume.restore(tr, out_dirs)
+    with stop_on_sigterm(tr):  # SIGTERM: the state at the next step boundary, then Preempted
+        try:
+            results = tr.fit(resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every))
+        except StopRequested as stop:
+            resume.save(tr, out_dirs)
+            where = f"after epoch {stop.epoch}" if stop.step == 0 else \
+                f"at epoch {stop.epoch + 1}, step {stop.step}/{tr.iters}"
+            states = ", ".join(str(Path(d) / paths.RESUME) for d in out_dirs)
+            raise Preempted(f"SIGTERM: {cfg.name} model(s) {', '.join(map(str, tr.indices))} stopped {where} "
+                            f"of {cfg.epochs} epochs, resumable state written ({states})") from None
     out = []
     for m, res, out_dir in zip(tr.members, results, out_dirs):
         if "failed" in res:

@@ -29,6 +29,23 @@ class WriteError(UsageError):
         self.no_space = no_space
 
 
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL of sysexits.h: a temporary failure, the same command continues the work
+
+
+class Preempted(Exception):
+    """Training stopped on SIGTERM (a scheduler's preemption, SLURM's time limit) after writing its resumable
+    state at a step boundary (training/trainer.stop_on_sigterm). Not a UsageError: the CLI prints its line,
+    how to continue (the same command with --skip-existing) and exits PREEMPTED_EXIT, not 2."""
+
+
+def continue_command(argv: list[str]) -> str:
+    """The command that continues a stopped run: this one, with --skip-existing."""
+    import shlex
+
+    args = list(argv) + ([] if "--skip-existing" in argv else ["--skip-existing"])
+    return f"python {shlex.join(args)}"
+
+
 def cli_main(fn):
     """Decorate a script's main(): UsageError -> 'error: <msg>' on stderr and exit code 2."""
 
@@ -39,6 +56,9 @@ def cli_main(fn):
         except UsageError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
+        except Preempted as e:
+            print(f"preempted: {e}; continue with: {continue_command(sys.argv)}", file=sys.stderr)
+            sys.exit(PREEMPTED_EXIT)
         except BrokenPipeError:  # the reader went away (`... | head`): not an error of ours
             import os
 

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -67,15 +68,40 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-HASH = "sha256"  # hashlib's fastest where the CPU has SHA instructions (x86 SHA-NI, ARMv8): 1.6 GB/s, blake2b 0.8
-# (benchmarks/integrity_cost.py); recorded in every digest, so another choice later still reads older ones
+class _Crc32:
+    """zlib.crc32 behind hashlib's interface (update, hexdigest)."""
+
+    def __init__(self):
+        self.value = 0
+
+    def update(self, chunk) -> None:
+        self.value = zlib.crc32(chunk, self.value)
+
+    def hexdigest(self) -> str:
+        return f"{self.value:08x}"
+
+
+# Registry: digest name -> a new hasher. A recorded digest names its algorithm ("crc32:...", "sha256:..."), so a
+# summary written with any of these still verifies after the default changes.
+DIGESTS = {"crc32": _Crc32, "sha256": hashlib.sha256, "blake2b": hashlib.blake2b, "sha1": hashlib.sha1}
+# CRC-32: a checksum made for what the check guards against (a file edited, partially copied or rotted after
+# training: accidental changes, not an adversary), 2.4x sha256 on a CPU with SHA instructions and more without
+# them (benchmarks/integrity_cost.py, docs/benchmarks.md)
+HASH = "crc32"
+_CHUNK = 1 << 20
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = HASH) -> str:
-    """The content hash of a file, "<algorithm>:<hex>" (each model's summary records its artifacts' digests:
-    training/trainer.py, training/signals.py; mia/artifacts.py checks the signals' digests on every read)."""
+    """The content digest of a file, "<algorithm>:<hex>", read in 1 MiB chunks (each model's summary records its
+    artifacts' digests: training/trainer.py, training/signals.py; mia/artifacts.py checks the signals' digests
+    on every read, with the algorithm each records)."""
+    if algorithm not in DIGESTS:
+        raise UsageError(f"{path}: its recorded digest uses {algorithm!r}; this code knows {', '.join(DIGESTS)}")
+    h = DIGESTS[algorithm]()
     with open(path, "rb") as f:
-        return f"{algorithm}:{hashlib.file_digest(f, algorithm).hexdigest()}"
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return f"{algorithm}:{h.hexdigest()}"
 
 
 def count_nonfinite(arr: np.ndarray, rows: int = 4096) -> int:
