@@ -259,10 +259,16 @@ class ExperimentConfig:
             return self
         epochs, lr, milestones = (self.finetune_epochs, self.finetune_lr, self.finetune_milestones) if spec.finetunes \
             else (self.epochs, self.lr, self.milestones)
-        if spec.iterative:
-            epochs, lr, milestones = round_schedule(epochs, lr, milestones, self.gamma, self.rewind_epoch or 0,
-                                                    self.prune_rounds)
-        return dataclasses.replace(self, epochs=epochs, lr=lr, milestones=list(milestones))
+        if not spec.iterative:
+            return dataclasses.replace(self, epochs=epochs, lr=lr, milestones=list(milestones))
+        offset, rounds = self.rewind_epoch or 0, self.prune_rounds
+        total, lr, expanded = round_schedule(epochs, lr, milestones, self.gamma, offset, rounds)
+        # validation only where a checkpoint can be selected, the last round: from where one round of the recipe
+        # would start validating (--val-from counted from the rewind epoch; default: the round's first decay)
+        length = total // rounds
+        first = self.val_from - offset if self.val_from is not None else min([m for m in expanded if m < length] or [1])
+        return dataclasses.replace(self, epochs=total, lr=lr, milestones=list(expanded),
+                                   val_from=(rounds - 1) * length + min(max(1, first), length))
 
     def validate(self) -> None:
         from data import DATASETS

@@ -39,9 +39,9 @@ def ref_prune_round(weights: dict, masks: dict, s_r: float, scope: str) -> dict:
         w = torch.cat([weights[n].abs().float().flatten() for n in names])
         keep = torch.cat([masks[n].flatten() for n in names]).clone()
         target = round(s_r * w.numel())
-        order = [int(j) for j in torch.argsort(w, stable=True) if keep[j]]
-        for j in order[:max(0, target - int((~keep).sum()))]:
-            keep[j] = False
+        order = torch.argsort(w, stable=True)
+        survivors = order[keep[order]]  # in increasing |w|, ties in index order
+        keep[survivors[:max(0, target - int((~keep).sum()))]] = False
         for n, k in zip(names, keep.split([weights[n].numel() for n in names])):
             out[n] = k.view(weights[n].shape)
     return out
@@ -112,12 +112,16 @@ def test_round_counts_and_the_loop_schedule():
     cfg = ExperimentConfig(dataset="digits", epochs=10, prune=True, prune_method="lth", sparsity=0.9,
                            rewind_epoch=2).resolved()
     assert cfg.prune_rounds == 11 and cfg.fit_config().epochs == 11 * 8
+    # validated only in the last round, from its first decay (epoch 5 of 10 = epoch 3 after the rewind to 2)
+    assert cfg.fit_config().val_from == 10 * 8 + 3
+    assert dataclasses.replace(cfg, val_from=8).fit_config().val_from == 10 * 8 + 6
     imp = ExperimentConfig(dataset="digits", epochs=10, prune=True, prune_method="imp", sparsity=0.5).resolved()
-    assert imp.prune_rounds == 5 and imp.fit_config().epochs == 5 * imp.finetune_epochs
+    assert imp.prune_rounds == 5 and imp.fit_config().epochs == 5 * imp.finetune_epochs == 25
+    assert imp.fit_config().val_from == 4 * 5 + 2  # finetune milestones [2, 3]
 
 
 # -- a study: dense, imp and lth on digits -------------------------------------------------------------------
-STUDY = ["--dataset", "digits", "--pool-size", "200", "--epochs", "3", "--batch-size", "32", "--num-shadows", "3", "--sens-draws", "2",
+STUDY = ["--dataset", "digits", "--pool-size", "600", "--epochs", "3", "--batch-size", "32", "--num-shadows", "3", "--sens-draws", "2",
          "--sparsities", "0.5", "--finetune-epochs", "1", "--prune-rounds", "2", "--rewind-epoch", "1",
          "--device", "cpu", "--no-eval"]
 
@@ -132,7 +136,8 @@ def study(tmp_path_factory):
     def start_round(self, epoch):
         started = real(self, epoch)
         if started and self.method == "lth":
-            seen.append((self, {k: v.detach().clone() for k, v in self.model.state_dict().items()}, dict(self.masks)))
+            seen.append((self, {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                         {k: m.clone() for k, m in self.masks.items()}))  # masks shrink in place: copies
         return started
 
     with pytest.MonkeyPatch.context() as mp:
