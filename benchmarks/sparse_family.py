@@ -4,8 +4,8 @@ per configuration its family, test accuracy, LiRA and RMIA AUC and TPR at 0.1% F
 against dense and against static at the same sparsity (with their intervals, from paired_comparisons.csv), and the
 training time per model against static's (training_results.csv: the mean wall time of a configuration's models).
 
-  python train.py --methods dense static snip synflow dpf gmp rigl set finetune --sparsities 0.9 \\
-      --num-shadows 8 --targets all --results-dir results            # the study (any preset)
+  python train.py --methods dense static snip synflow dpf gmp rigl set finetune imp lth --sparsities 0.9 \\
+      --prune-rounds 3 --num-shadows 8 --targets all --results-dir results   # the study (any preset)
   python benchmarks/sparse_family.py --results-dir results           # this table
 
 Reads only the CSVs the study writes (mia/unified_mia_evaluation.py, mia/compare.py); trains nothing.
@@ -25,10 +25,13 @@ METRICS = ("auc", "tpr_at_0.1pct_fpr")
 
 
 def family(method: str) -> str:
-    """The compression literature's families, read off the registry's switches."""
+    """The compression literature's families, read off the registry's switches; pruning a trained model once
+    (finetune, filter pruners) and in rounds (imp, lth) apart, for WeMeM's question (does iterative leak more?)."""
     spec = PRUNING_METHODS.get(method)
     if spec is None:
         return "dense"
+    if spec.iterative:
+        return "trained model, iterative"
     if spec.source:
         return "trained model"
     if spec.grow or spec.straight_through:

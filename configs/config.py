@@ -96,6 +96,13 @@ class ExperimentConfig:
                                               "updates every --prune-freq steps (the paper's 100) (default with rigl, set: 0.3)")
     density: Optional[str] = _f(None, "rigl, set: per-layer densities, erk (Erdos-Renyi-Kernel) | uniform; the first "
                                       "layer dense either way (default with rigl, set: erk)")
+    prune_rounds: Optional[int] = _f(None, "imp, lth: pruning rounds R, round r pruning to 1 - (1 - s)^(r/R) and then "
+                                           "training (imp: --finetune-epochs; lth: the dense recipe from --rewind-epoch "
+                                           "on, a full training each) (default with imp: 5, WeMeM's; with lth: the "
+                                           "fewest rounds pruning at most 20%% of the remaining weights each, open_lth's)")
+    rewind_epoch: Optional[int] = _f(None, "lth: the survivors are rewound to dense model i's state at the end of this "
+                                           "epoch (0: its initialisation), one of {rewind_epochs}, the states every "
+                                           "dense run keeps (default with lth: 0)")
     # --- prune a trained model, then fine-tune ({from_dense}; docs/pruning.md) --------------------
     # Model i starts from dense model i of the same study (same recipe and keep row); these replace
     # --epochs / --lr / --milestones for its training loop. Defaults: mia_prune's fine-tuning budget.
@@ -137,6 +144,7 @@ class ExperimentConfig:
         from models import ARCHS  # imported here: models and pruning load torch, this module stays light
         from defenses import with_defaults
         from pruning import PRUNING_METHODS
+        from pruning.iterative import ITERATIVE
 
         c = with_defaults(dataclasses.replace(self))
         if c.layers is None and c.arch in ARCHS:  # an unknown arch is named by validate()
@@ -157,7 +165,9 @@ class ExperimentConfig:
             for f in spec.options:  # the method's own settings (refused for other methods by validate())
                 if getattr(c, f) is None:
                     setattr(c, f, METHOD_OPTIONS[f])
-            if spec.source:  # fine-tuned from a trained model: its own, shorter schedule
+            if spec.iterative and c.prune_rounds is None:  # lth's default depends on the sparsity
+                c.prune_rounds = ITERATIVE[spec.iterative].default_rounds(c.sparsity)
+            if spec.finetunes:  # fine-tuned from a trained model: its own, shorter schedule
                 c.finetune_epochs = c.finetune_epochs if c.finetune_epochs is not None else max(1, c.epochs // 2)
                 c.finetune_lr = c.finetune_lr if c.finetune_lr is not None else float(f"{c.lr * c.gamma:.12g}")
                 if c.finetune_milestones is None:
@@ -189,10 +199,10 @@ class ExperimentConfig:
             raise UsageError(f"--prune-scope {self.prune_scope} applies to {registry_names()['scoped']} only, "
                              f"not {self.prune_method}")
         given = [f for f in FINETUNE_FIELDS if getattr(self, f) is not None]
-        if not spec.source and given:
+        if not spec.finetunes and given:
             raise UsageError(f"--{given[0].replace('_', '-')} applies to {registry_names()['from_dense']} only "
                              f"(they fine-tune a trained dense model), not {self.prune_method}")
-        if spec.source:
+        if spec.finetunes:
             if self.finetune_epochs <= 0:
                 raise UsageError(f"--finetune-epochs must be positive, got {self.finetune_epochs}")
             if not self.finetune_lr > 0:
@@ -210,6 +220,7 @@ class ExperimentConfig:
     def check_method_options(self, spec) -> None:
         """A method's own settings (MethodSpec.options) only for it, each in its range: one line naming the flag."""
         from pruning.dynamic import DENSITIES, GROWERS
+        from pruning.iterative import REWIND_EPOCHS
         from pruning.saliency import SCORERS
 
         for f in METHOD_OPTIONS:
@@ -218,12 +229,18 @@ class ExperimentConfig:
                 if v is not None:
                     raise UsageError(f"{flag} applies to --prune-method {_options_owners(f)} only, not {self.prune_method}")
                 continue
-            if f in ("snip_batches", "synflow_rounds") and v < 1:
+            if f in ("snip_batches", "synflow_rounds", "prune_rounds") and v < 1:
                 raise UsageError(f"{flag} must be at least 1, got {v}")
             if f == "drop_fraction" and not 0 < v < 1:
                 raise UsageError(f"{flag} must be in (0, 1), got {v}")
             if f == "density" and v not in DENSITIES:
                 raise UsageError(f"unknown {flag} '{v}'; valid: {', '.join(DENSITIES)}")
+            if f == "rewind_epoch" and v >= self.epochs:
+                raise UsageError(f"{flag} {v} is past the dense run's {self.epochs} epochs (lth retrains its epochs "
+                                 f"k..{self.epochs}, so k must be below {self.epochs})")
+            if f == "rewind_epoch" and v not in REWIND_EPOCHS:
+                raise UsageError(f"{flag} {v} is not a rewind point the dense run keeps: it keeps the ends of epochs "
+                                 f"{', '.join(str(e) for e in REWIND_EPOCHS if e < self.epochs)} of its {self.epochs}")
         reads = (spec.scorer and SCORERS[spec.scorer].reads_data) or (spec.grow and GROWERS[spec.grow].reads_gradient)
         if reads and self.defense == "dp":
             raise UsageError(f"--prune-method {self.prune_method} ranks weights by gradients of the training data "
@@ -232,11 +249,26 @@ class ExperimentConfig:
     def fit_config(self) -> "ExperimentConfig":
         """The config the training loop runs: for a method that fine-tunes a trained model, its epochs,
         learning rate and milestones are the fine-tuning ones (the rest of the recipe, the dense model's,
-        is what the run records)."""
-        if not (self.prune and self.finetune_epochs is not None):
+        is what the run records); an iterative method (imp, lth) runs --prune-rounds rounds of its recipe in one
+        loop (pruning/iterative.round_schedule: imp's the fine-tuning one, lth's the dense one from --rewind-epoch)."""
+        from pruning import PRUNING_METHODS
+        from pruning.iterative import round_schedule
+
+        spec = PRUNING_METHODS.get(self.prune_method) if self.prune else None
+        if spec is None or not (spec.finetunes or spec.iterative):
             return self
-        return dataclasses.replace(self, epochs=self.finetune_epochs, lr=self.finetune_lr,
-                                   milestones=list(self.finetune_milestones))
+        epochs, lr, milestones = (self.finetune_epochs, self.finetune_lr, self.finetune_milestones) if spec.finetunes \
+            else (self.epochs, self.lr, self.milestones)
+        if not spec.iterative:
+            return dataclasses.replace(self, epochs=epochs, lr=lr, milestones=list(milestones))
+        offset, rounds = self.rewind_epoch or 0, self.prune_rounds
+        total, lr, expanded = round_schedule(epochs, lr, milestones, self.gamma, offset, rounds)
+        # validation only where a checkpoint can be selected, the last round: from where one round of the recipe
+        # would start validating (--val-from counted from the rewind epoch; default: the round's first decay)
+        length = total // rounds
+        first = self.val_from - offset if self.val_from is not None else min([m for m in expanded if m < length] or [1])
+        return dataclasses.replace(self, epochs=total, lr=lr, milestones=list(expanded),
+                                   val_from=(rounds - 1) * length + min(max(1, first), length))
 
     def validate(self) -> None:
         from data import DATASETS
@@ -375,6 +407,7 @@ def registry_names() -> dict[str, str]:
     from defenses import DEFENSES
     from models import ARCHS
     from pruning import PRUNING_METHODS
+    from pruning.iterative import REWIND_EPOCHS
 
     def methods(has) -> str:
         return ", ".join(m for m, spec in PRUNING_METHODS.items() if has(spec))
@@ -384,7 +417,8 @@ def registry_names() -> dict[str, str]:
             "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
             "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
             "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze),
-            "scoped": methods(lambda s: s.scoped), "from_dense": methods(lambda s: s.source),
+            "scoped": methods(lambda s: s.scoped), "from_dense": methods(lambda s: s.finetunes),
+            "rewind_epochs": ", ".join(map(str, REWIND_EPOCHS)),
             "defenses": " | ".join(DEFENSES), **{p.field: p.default for d in DEFENSES.values() for p in d.params}}
 
 

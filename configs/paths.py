@@ -4,6 +4,7 @@ runs/<method>/sparsity_<s>/<dataset>/          experiment directory (dense: runs
                                                  defended: runs/<method>+<defense>/..., e.g. runs/dense+ppb/<dataset>/)
     config.json  keep_matrix.npy  labels.npy     experiment-wide: recipe, [M, pool] membership, pool labels
     best_model.pth  last_model.pth  experiment_summary.json  keep.npy  logits.npy  sensitivity.npy  COMPLETE
+    rewind.pth                                   dense models only: lth's rewind points
                                                  model 0 (the default target) lives at the root
     shadows/<i>/...                              model i >= 1, same files
 results/mia/<suite>/                             attack results (JSON per experiment + CSV)
@@ -31,6 +32,8 @@ LOGITS = "logits.npy"            # float32 [pool, queries, classes], eval mode
 SENSITIVITY = "sensitivity.npy"  # float32 [pool, classes], SAMIA sensitivity
 COMPLETE = "COMPLETE"            # written last: the model directory is finished
 RESUME = "resume.pth"            # a model's resumable state mid-run (training/resume.py); gone once COMPLETE
+REWIND = "rewind.pth"            # a dense model's states at the end of epochs 0, 1, 2, 4 (lth's rewind points;
+                                 # pruning/iterative.py REWIND_EPOCHS), kept with the model
 KEEP_MATRIX = "keep_matrix.npy"  # bool [num_models, pool], experiment directory only
 LABELS = "labels.npy"            # int64 [pool], experiment directory only
 SHADOWS = "shadows"

@@ -28,11 +28,21 @@ class MethodSpec:
     grow: str | None = None    # dynamic sparse training (pruning/dynamic.py GROWERS: rigl's gradient, set's random):
     #                            fixed per-layer sparsity, weights dropped by |w| and as many grown every --prune-freq
     options: tuple[str, ...] = ()  # its own config fields (configs/config.py METHOD_OPTIONS), refused for other methods
+    iterative: str | None = None  # pruned in rounds from the trained dense model (pruning/iterative.py ITERATIVE:
+    #                               imp keeps the survivors, lth rewinds them), each round a stretch of training
 
     @property
     def uses_target(self) -> bool:
-        """Gradual methods follow the cubic schedule to --target-epoch; one-shot and dynamic ones have none."""
-        return not self.one_shot and self.grow is None
+        """Gradual methods follow the cubic schedule to --target-epoch; one-shot, dynamic and iterative ones have none."""
+        return not self.one_shot and self.grow is None and self.iterative is None
+
+    @property
+    def finetunes(self) -> bool:
+        """Trains with the fine-tuning recipe (--finetune-*): made from a trained model, but for lth, whose rounds
+        retrain with the dense recipe."""
+        from pruning.iterative import ITERATIVE
+
+        return self.source is not None and (self.iterative is None or ITERATIVE[self.iterative].finetune_recipe)
 
 
 PRUNING_METHODS: dict[str, MethodSpec] = {
@@ -80,6 +90,19 @@ PRUNING_METHODS: dict[str, MethodSpec] = {
                       description="SET (Mocanu et al., Nature Communications 2018) on RigL's schedule: drop the "
                                   "smallest |w|, grow as many at random, at zero",
                       extra=True, grow="random", options=("drop_fraction", "density"), pairs_with=("static", "rigl")),
+    # Iterative pruning of the trained dense model (docs/pruning.md, "Iterative pruning"; pruning/iterative.py).
+    "imp": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                      description="iterative magnitude pruning of the trained dense model (WeMeM, NDSS 2025): "
+                                  "--prune-rounds rounds, each pruning to 1 - (1 - s)^(r/R) and fine-tuning "
+                                  "--finetune-epochs; the survivors keep their values",
+                      extra=True, scoped=True, source="dense", iterative="imp", options=("prune_rounds",),
+                      pairs_with=("finetune", "static")),
+    "lth": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                      description="lottery ticket with rewinding (Frankle & Carbin, ICLR 2019; Frankle et al., "
+                                  "ICML 2020): rounds of global magnitude pruning of the trained dense model, the "
+                                  "survivors rewound to its state at --rewind-epoch, then retrained",
+                      extra=True, source="dense", iterative="lth", options=("prune_rounds", "rewind_epoch"),
+                      pairs_with=("imp", "static")),
 }
 
 

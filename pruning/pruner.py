@@ -16,6 +16,12 @@ Per training iteration:
                             static, gmp: p *= m, because momentum buffers filled before a weight was pruned
                             and weight decay would otherwise move it off zero
 
+and, before the first step of each round of an iterative method (imp, lth; pruning/iterative.py):
+
+  start_round(epoch)        prune the live weights by magnitude to the round's sparsity (the mask only shrinks),
+                            lth: rewind the model to the dense run's state at --rewind-epoch, then mask it;
+                            the trainer restarts the round's learning rate and momentum
+
 and once, before the first step of a run (not of a resumed one):
 
   at_init(batches)          snip, synflow: the mask made by a saliency that runs the network on the model's own
@@ -54,6 +60,7 @@ import torch.nn as nn
 from configs.method_options import METHOD_OPTIONS
 from pruning.criteria import CRITERIA, SCOPES
 from pruning.dynamic import END_FRACTION, GROWERS, drop_and_grow, drop_fraction, layer_kept, random_masks
+from pruning.iterative import ITERATIVE, round_sparsity
 from pruning.masks import measure_sparsity, prunable_parameters, prune_lowest
 from pruning.methods import PRUNING_METHODS
 from pruning.saliency import SCORERS
@@ -110,10 +117,11 @@ def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoc
 class Pruner:
     def __init__(self, method: str, model: nn.Module, sparsity: float, iters_per_epoch: int,
                  target_epoch: int, freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global",
-                 options: dict | None = None, seed: int = 0, epochs: int | None = None):
+                 options: dict | None = None, seed: int = 0, epochs: int | None = None, rewind: dict | None = None):
         """options: the method's own settings (MethodSpec.options: snip_batches, synflow_rounds, drop_fraction,
-        density); seed: the stream of a dynamic method's random masks and SET's growth; epochs: the run's length
-        (dynamic methods stop updating at 75% of it)."""
+        density, prune_rounds, rewind_epoch); seed: the stream of a dynamic method's random masks and SET's growth;
+        epochs: the run's length (dynamic methods stop updating at 75% of it; an iterative method's rounds split
+        it evenly); rewind: lth's rewind point, the state_dict every round starts from (training/sources.py)."""
         _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope)
         self.method, self.spec, self.s_f, self.freq = method, PRUNING_METHODS[method], float(sparsity), int(prune_freq)
         # one-shot methods (static) have no schedule: target epoch 0, and no freeze epoch (config.py
@@ -147,6 +155,8 @@ class Pruner:
             self._prune_once(scope)  # any step, by the method's criterion; the mask is final, so frozen at once
         if self.spec.grow:
             self._init_dynamic(seed, epochs)
+        if self.spec.iterative:
+            self._init_rounds(scope, epochs, rewind)
 
     # -- masks ----------------------------------------------------------------------------------
     @property
@@ -234,6 +244,44 @@ class Pruner:
         self._it = 0
         self._apply_masks()
 
+    def _init_rounds(self, scope: str, epochs: int | None, rewind: dict | None) -> None:
+        """imp, lth: --prune-rounds rounds of epochs // rounds epochs each; only the last round is at the target
+        sparsity, so only its epochs are eligible for the selected checkpoint (at_target)."""
+        self.rounds = int(self.options["prune_rounds"] or ITERATIVE[self.spec.iterative].default_rounds(self.s_f))
+        if self.rounds < 1:
+            raise UsageError(f"--prune-rounds must be at least 1, got {self.rounds}")
+        if epochs is None or epochs % self.rounds:
+            raise ValueError(f"{self.method} needs the loop's epochs, a multiple of its {self.rounds} rounds; got {epochs}")
+        if ITERATIVE[self.spec.iterative].rewind and rewind is None:
+            raise ValueError(f"{self.method} rewinds every round: it needs the dense run's rewind point")
+        self.round_epochs, self.scope, self.rewind = epochs // self.rounds, scope, rewind
+        self.target_iter = (self.rounds - 1) * self.round_epochs * self.iters_per_epoch
+
+    @torch.no_grad()
+    def start_round(self, epoch: int) -> bool:
+        """imp, lth at the first epoch of round r: prune the live weights by magnitude to round_sparsity(s, R, r),
+        globally or each layer (scope), the weights pruned before scored below every live one (the mask only
+        shrinks); lth then loads its rewind point into the model (weights, biases, BatchNorm: in place, a pack's
+        slices stay tied) and masks it. True where a round starts (the trainer restarts its rate and momentum)."""
+        if not self.spec.iterative or epoch % self.round_epochs:
+            return False
+        s = round_sparsity(self.s_f, self.rounds, epoch // self.round_epochs + 1)
+        scores = [torch.where(m, p.detach().abs(), -1.0) for p, m in zip(self.params, self.mask_list)]
+        if self.scope == "global":
+            new = prune_lowest(scores, max(int(round(s * self.numel)), self.num_pruned))
+        else:
+            new = [prune_lowest([sc], max(int(round(s * sc.numel())), int((~m).sum())))[0]
+                   for sc, m in zip(scores, self.mask_list)]
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        if self.rewind is not None:
+            self.model.load_state_dict(self.rewind)
+        self.num_pruned, self.current = sum(int((~m).sum()) for m in new), s
+        self.total_refreshes += 1
+        self._log.append((epoch * self.iters_per_epoch, s, torch.zeros((), dtype=torch.long, device=self.params[0].device)))
+        mask_params(self.params, self.fmask_list)
+        return True
+
     def _own_slot(self, kind: str) -> list:
         """The parameters' gradients ('grad'), or their momentum ('momentum': none known without a trainer)."""
         return [p.grad for p in self.params] if kind == "grad" else [None] * len(self.params)
@@ -283,7 +331,7 @@ class Pruner:
         if self.pending_init:
             raise RuntimeError(f"{self.method}: at_init(batches) must run before the first step")
         self._it = it
-        if self.frozen or self.spec.grow:  # a dynamic method updates in the optimizer hooks
+        if self.frozen or self.spec.grow or self.spec.iterative:  # dynamic: in the optimizer hooks; iterative: start_round
             return
         due = it % self.freq == 0 or it == self.target_iter  # the target iteration: final sparsity exact
         if due and (it <= self.target_iter or self.spec.regrow):  # gmp's mask is final after the target
@@ -367,9 +415,10 @@ class Pruner:
 
 def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch: int, target_epoch: int,
                  freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global",
-                 options: dict | None = None, seed: int = 0, epochs: int | None = None) -> Pruner:
+                 options: dict | None = None, seed: int = 0, epochs: int | None = None,
+                 rewind: dict | None = None) -> Pruner:
     """The trainer calls at_init(batches) once before the first step, then per iteration: before_step(it) ->
     forward/backward -> before_optimizer_step() (False: skip the optimizer step) -> optimizer.step() ->
-    after_optimizer_step(); end_epoch(epoch) and at_target(epoch) per epoch."""
+    after_optimizer_step(); start_round(epoch) before, end_epoch(epoch) and at_target(epoch) after each epoch."""
     return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope,
-                  options, seed, epochs)
+                  options, seed, epochs, rewind)

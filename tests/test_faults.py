@@ -386,6 +386,6 @@ def test_dry_run_states_the_disk_and_the_estimate_bounds_what_a_model_writes(tra
     per = disk_per_model(trained, cached_dataset(trained))
     assert line.startswith("disk: about ") and "for the 1 models to train" in line and " free in " in line
     written = sum(f.stat().st_size for f in paths.model_dir(experiment_dir(trained), 1).iterdir()
-                  if f.name in (paths.BEST_MODEL, paths.LAST_MODEL, paths.LOGITS, paths.SENSITIVITY))
+                  if f.name in (paths.BEST_MODEL, paths.LAST_MODEL, paths.LOGITS, paths.SENSITIVITY, paths.REWIND))
     resume_bytes = 3 * written  # bound on a resumable state (weights, momentum, best: 3 checkpoints' worth)
     assert written < per < written + resume_bytes + written  # an upper bound, not a wild one

@@ -60,6 +60,13 @@ def model_cost(cfg: ExperimentConfig, pool: int, test: int) -> dict:
     return {"batch": batch, "epochs": loop.epochs, "train_images": loop.epochs * iters * batch, "eval_images": evals}
 
 
+def _iterative(cfg: ExperimentConfig) -> bool:
+    """imp, lth: the loop runs --prune-rounds rounds (lth: each a full training from --rewind-epoch)."""
+    from pruning import PRUNING_METHODS
+
+    return bool(cfg.prune and PRUNING_METHODS[cfg.prune_method].iterative)
+
+
 def study_cost(configs: list[ExperimentConfig], models_to_train: dict[str, int], load) -> list[str]:
     """Lines stating the cost of training `models_to_train` (experiment name -> count) of `configs`.
     load(cfg) -> ArrayDataset (the study's loader). Data that cannot be loaded (absent offline) still gives the
@@ -81,7 +88,8 @@ def study_cost(configs: list[ExperimentConfig], models_to_train: dict[str, int],
                 continue
             pool, test = cfg.pool_size, cfg.test_size
         c = model_cost(cfg, pool, test)
-        line = (f"  {cfg.name}: {n} model(s) x {c['epochs']} epochs x {c['train_images'] // c['epochs']} images "
+        rounds = f" ({cfg.prune_rounds} rounds x {c['epochs'] // cfg.prune_rounds} epochs)" if _iterative(cfg) else ""
+        line = (f"  {cfg.name}: {n} model(s) x {c['epochs']} epochs{rounds} x {c['train_images'] // c['epochs']} images "
                 f"= {c['train_images']:,} training images each")
         if ds is not None:
             key = (cfg.arch, cfg.layers, cfg.width_factor, cfg.dataset, c["batch"], cfg.device)

@@ -23,7 +23,7 @@ from configs.config import ExperimentConfig, recipe_diff
 from data import ArrayDataset, load_dataset
 from training.membership import keep_matrix
 from training.signals import write_signals
-from training.sources import load_source, source_config, stale_reason
+from training.sources import load_rewind, load_source, rewinds, source_config, stale_reason
 from training.packing import auto_pack
 from training.trainer import train_models
 from utils.device import resolve_device
@@ -97,10 +97,15 @@ def _run_pack(cfg: ExperimentConfig, ds: ArrayDataset, exp: Path, keep: np.ndarr
         (out / paths.COMPLETE).unlink(missing_ok=True)  # retraining: the directory is partial until the end
         if not cfg.skip_existing:  # a run without --skip-existing trains from the start; with it, a killed
             (out / paths.RESUME).unlink(missing_ok=True)  # model resumes from its last state (training/resume.py)
+            (out / paths.REWIND).unlink(missing_ok=True)  # and a dense model keeps the rewind points of this run
         if i:  # the target's config.json is the experiment's
             save_json(_with_index(cfg, i).to_dict(), out / paths.CONFIG)
     sources = {i: load_source(cfg, i) for i in indices} if source_config(cfg) else {}  # fine-tuning: dense model i
-    trained = train_models(cfg, ds, keep, list(indices), outs, sources=sources)  # steps: config_steps(keep), the same for every pack
+    points = {i: load_rewind(cfg, i) for i in indices} if rewinds(cfg) else {}  # lth: its rewind point
+    for i, (_, record) in points.items():
+        sources[i][1]["rewind"] = record  # recorded beside the source: a resumable state of another one is refused
+    trained = train_models(cfg, ds, keep, list(indices), outs, sources=sources,  # steps: config_steps(keep), the same for every pack
+                           rewinds={i: state for i, (state, _) in points.items()})
     device = resolve_device(cfg.device)
     summaries, failed = [], []
     for i, out, got in zip(indices, outs, trained):
@@ -127,7 +132,8 @@ def disk_per_model(cfg: ExperimentConfig, ds: ArrayDataset) -> int:
     """Bytes one model of `cfg` needs at most, an estimate from its parameter count P (float32), the pool,
     queries and classes: two checkpoints (4P each, + P for a pruned model's masks), the resumable state
     (weights, momentum, best snapshot: 12P; a pruned model's masks and DPF's dense weights: + 6P),
-    logits and sensitivity (float32), and the atomic write's temp copy of the largest file beside the old one."""
+    logits and sensitivity (float32), a dense model's rewind points (4P each: pruning/iterative.REWIND_EPOCHS),
+    and the atomic write's temp copy of the largest file beside the old one."""
     import torch
 
     from models import build_model, count_params
@@ -138,7 +144,10 @@ def disk_per_model(cfg: ExperimentConfig, ds: ArrayDataset) -> int:
     state = (12 + 6 * cfg.prune) * p
     pool = len(ds.y_train)
     logits, sens = 4 * pool * cfg.mia_queries * ds.num_classes, 4 * pool * ds.num_classes
-    return int(2 * checkpoint + state + logits + sens + max(state, logits))
+    from pruning.iterative import REWIND_EPOCHS
+
+    rewind = 0 if cfg.prune else 4 * p * len(REWIND_EPOCHS)
+    return int(2 * checkpoint + state + logits + sens + rewind + max(state, logits, rewind))
 
 
 def model_indices(cfg: ExperimentConfig) -> list[int]:

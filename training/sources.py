@@ -1,13 +1,14 @@
 """Models made from other models: which model a fine-tuned one starts from, and whether it is stale.
 
-A method with a source (pruning/methods.py: finetune, filter_l1, filter_l2, slim) makes model i of its
+A method with a source (pruning/methods.py: finetune, filter_l1, filter_l2, slim, imp, lth) makes model i of its
 configuration from model i of the source configuration: the same study (runs directory, dataset, arch,
 recipe and keep matrix) with no pruning and no defense, i.e. the study's dense configuration. Model i
 records where it came from (the source checkpoint's path, relative to the runs directory, and its SHA-256)
 in its summary and checkpoint, so a changed source is seen from the files alone: the fine-tuned model is
 then stale and is retrained, never silently reused (training/experiment.py pending_models).
 This module is the one place that answers "which model needs which" for planning (train.py, run_experiment.py,
-the Ray executor) and for training (experiment.run_pack loads the source weights).
+the Ray executor) and for training (experiment.run_pack loads the source weights and, for lth, the rewind point:
+load_rewind).
 """
 from __future__ import annotations
 
@@ -78,6 +79,38 @@ def load_source(cfg: ExperimentConfig, index: int) -> tuple[dict, dict]:
                          f"which is not complete; train {source_config(cfg).name} model {index} first")
     record = provenance(cfg, index)
     return load_torch(source_checkpoint(cfg, index))["state_dict"], record
+
+
+def rewinds(cfg: ExperimentConfig) -> bool:
+    """Whether cfg's models rewind to a state of their source's training each round (lth)."""
+    from pruning.iterative import ITERATIVE
+
+    spec = PRUNING_METHODS.get(cfg.prune_method) if cfg.prune else None
+    return bool(spec and spec.iterative and ITERATIVE[spec.iterative].rewind)
+
+
+def load_rewind(cfg: ExperimentConfig, index: int) -> tuple[dict, dict]:
+    """lth: (dense model i's state at the end of epoch --rewind-epoch, where it comes from). From the dense run's
+    rewind artifact (configs/paths.REWIND, written by its training); for epoch 0, a dense run made before that
+    artifact existed has its initialisation regenerated from the seed (training/trainer.initial_state: the code
+    that initialised it). Another epoch without the artifact: refused with one line naming the command that
+    writes it (retraining dense model i; its lottery tickets are then stale and retrained too)."""
+    from training.trainer import initial_state
+
+    k, src_dir = cfg.rewind_epoch, paths.model_dir(source_dir(cfg), index)
+    path = src_dir / paths.REWIND
+    states = load_torch(path)["states"] if path.exists() else {}
+    if k in states:
+        return states[k], {"epoch": k, "file": str(path.relative_to(Path(cfg.runs_dir))), "sha256": sha256(path)}
+    if k == 0:
+        ck = load_torch(source_checkpoint(cfg, index))
+        return initial_state(source_config(cfg), ck["num_classes"], ck["in_channels"], index), \
+            {"epoch": 0, "file": None, "regenerated": "the initialisation, from the seed"}
+    from configs.config import command_line
+
+    raise UsageError(f"{cfg.name} model {index} rewinds to epoch {k} of {src_dir}, which has no {paths.REWIND} "
+                     f"holding it (dense runs made before lth existed keep none; --rewind-epoch 0 needs none); write "
+                     f"it by retraining that model: {command_line(source_config(cfg))} --model-index {index}")
 
 
 def stale_reason(cfg: ExperimentConfig, index: int, model_dir: Path) -> str | None:

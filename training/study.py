@@ -55,7 +55,7 @@ def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[floa
             sched = dict(target_epoch=base.target_epoch if spec.uses_target else None,
                          freeze_epoch=base.freeze_epoch if spec.uses_freeze else None,
                          prune_scope=base.prune_scope if spec.scoped else "global",
-                         **({} if spec.source else finetune_unset),
+                         **({} if spec.finetunes else finetune_unset),
                          **{f: None for f in METHOD_OPTIONS if f not in spec.options})
             configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
                         for s in dict.fromkeys(sparsities)]

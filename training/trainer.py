@@ -200,7 +200,8 @@ class Member:
     augmentation), its model (initialised from its own seed) and pruner, its history and best state."""
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, index: int,
-                 device: torch.device, batch: int, iters: int, dtype=None, init: dict | None = None):
+                 device: torch.device, batch: int, iters: int, dtype=None, init: dict | None = None,
+                 rewind: dict | None = None):
         self.cfg, self.index, self.batch, self.iters = cfg, index, batch, iters
         torch.manual_seed(model_seed(cfg.seed, index))
         self.gen = torch.Generator(device=device).manual_seed(model_seed(cfg.seed, index))
@@ -218,7 +219,7 @@ class Member:
             options = {f: getattr(cfg, f) for f in PRUNING_METHODS[cfg.prune_method].options}
             self.pruner = build_pruner(cfg.prune_method, self.model, cfg.sparsity, iters, cfg.target_epoch,
                                        cfg.freeze_epoch, cfg.prune_freq, cfg.prune_scope, options,
-                                       seed=model_seed(cfg.seed, index), epochs=cfg.epochs)
+                                       seed=model_seed(cfg.seed, index), epochs=cfg.epochs, rewind=rewind)
         self.history, self.best, self.best_key = [], None, None
         self.source = None  # provenance of the trained model it starts from (train_models; training/sources.py)
         self.failed = None  # why it stopped: its numbers are no longer finite (Trainer.fit; a DivergenceError)
@@ -314,8 +315,11 @@ def weights_finite(model: torch.nn.Module) -> bool:
 def divergence_line(m: Member, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
     """The one line of a diverged model: which, where, the likely causes and the flag to change."""
     cfg = m.cfg
-    flag = "--finetune-lr" if m.source else "--lr"
-    lr = cfg.finetune_lr if m.source else cfg.lr
+    from pruning import PRUNING_METHODS
+
+    finetunes = cfg.prune and PRUNING_METHODS[cfg.prune_method].finetunes
+    flag = "--finetune-lr" if finetunes else "--lr"
+    lr = cfg.finetune_lr if finetunes else cfg.lr
     causes = [f"a learning rate too high for {cfg.name} ({flag} {lr:g}: lower it)"]
     if precision in _AUTOCAST_DTYPES:
         causes.append(f"a {precision} overflow (--no-amp)")
@@ -335,10 +339,12 @@ class Trainer:
     (batch, iterations per epoch), by default from the smallest training set of `keep` (config_steps).
     dtype: the models' dtype (float64 in the packing tests; training runs in float32).
     init: model index -> state dict each model starts from (fine-tuning a trained model; default: its seed's
-    initialisation). cfg is the loop's config: for fine-tuning, ExperimentConfig.fit_config()."""
+    initialisation); rewind: model index -> lth's rewind point (training/sources.load_rewind). cfg is the loop's
+    config: for fine-tuning and iterative pruning, ExperimentConfig.fit_config()."""
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices=0,
-                 steps: tuple[int, int] | None = None, dtype=None, init: dict[int, dict] | None = None):
+                 steps: tuple[int, int] | None = None, dtype=None, init: dict[int, dict] | None = None,
+                 rewind: dict[int, dict] | None = None):
         keep = np.asarray(keep, dtype=bool)
         indices = [indices] if isinstance(indices, int) else list(indices)
         rows = {i: (keep if keep.ndim == 1 else keep[i]) for i in indices}
@@ -347,9 +353,9 @@ class Trainer:
         configure_backends(self.device)
         self.precision = say_precision(cfg, self.device, dtype or torch.float32)
         self.batch, self.iters = steps or config_steps(keep, cfg.batch_size)
-        init = init or {}
-        self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype, init.get(i))
-                        for i in indices]
+        init, rewind = init or {}, rewind or {}
+        self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype, init.get(i),
+                               rewind.get(i)) for i in indices]
         val_idx, test_idx = split_test(ds, cfg.val_fraction)  # one validation and test set for the pack
         self.val = DeviceData.build(ds.x_test[val_idx], ds.y_test[val_idx], ds, self.device)
         self.test = DeviceData.build(ds.x_test[test_idx], ds.y_test[test_idx], ds, self.device)
@@ -506,6 +512,16 @@ class Trainer:
             losses.append(loss.detach())
         return torch.cat(outs, 1), torch.cat(losses)
 
+    def start_round(self, epoch: int) -> None:
+        """imp, lth: at a round's first epoch each model is pruned further (and lth's rewound: Pruner.start_round),
+        and the round trains as a fresh run of its recipe: the learning rate back to the loop's first rate (its
+        later decays are the loop's milestones: pruning/iterative.round_schedule) and no momentum."""
+        started = [m.pruner.start_round(epoch) for m in self.members if m.pruner]
+        if any(started):
+            for g in self.opt.param_groups:
+                g["lr"] = self.cfg.lr
+            self.opt.state.clear()
+
     def train_epoch(self, epoch: int, bar) -> tuple[list[float], list[float], int]:
         """One epoch of every model: (mean loss per model, accuracy per model, images per model). A model
         whose training loss is not finite at a step is marked failed (Member.failed, naming that step): the
@@ -585,6 +601,8 @@ class Trainer:
             if m.pruner:
                 m.pruner.at_init(m.init_batches(self.device))
         for epoch in range(self.epochs_done, cfg.epochs):
+            if self.in_epoch is None:  # a round starts at an epoch's start, never inside a resumed epoch
+                self.start_round(epoch)
             lr = self.opt.param_groups[0]["lr"]
             with tqdm(total=self.iters, desc=f"[{cfg.name} {who}] epoch {epoch + 1}/{cfg.epochs}",
                       leave=False, disable=None, dynamic_ncols=True) as bar:
@@ -641,26 +659,76 @@ class Trainer:
                 "in_channels": self.ds.in_channels}
 
 
+def initial_state(cfg: ExperimentConfig, num_classes: int, in_channels: int, index: int) -> dict:
+    """Model `index`'s initialisation as Member builds it (torch's global stream seeded with model_seed(seed,
+    index), then the model built on the CPU), regenerated without training: lth's rewind point at epoch 0 for a
+    dense run that has no rewind artifact (training/sources.load_rewind). CPU tensors; the global stream is
+    left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model_seed(cfg.seed, index))
+        model = defended_model(cfg, build_model(cfg.arch, cfg.layers, cfg.width_factor, num_classes, in_channels))
+    return to_cpu(model.state_dict())
+
+
+class RewindKeeper:
+    """A dense run's rewind points (pruning/iterative.REWIND_EPOCHS; lth's --rewind-epoch): each model's state at
+    its start and at the end of those epochs, one file per model (configs/paths.REWIND), rewritten atomically
+    as each epoch is reached, so a resumed run adds to what its first part kept. __call__(epochs_done) is
+    Trainer.fit's after_epoch step."""
+
+    def __init__(self, tr: "Trainer", out_dirs: list[Path]):
+        from pruning.iterative import REWIND_EPOCHS
+
+        self.tr, self.out_dirs, self.epochs = tr, [Path(d) for d in out_dirs], REWIND_EPOCHS
+
+    def __call__(self, epochs_done: int) -> None:
+        from utils.io import load_torch
+
+        if epochs_done not in self.epochs:
+            return
+        for m, out in zip(self.tr.members, self.out_dirs):
+            path = out / paths.REWIND
+            kept = load_torch(path)["states"] if epochs_done and path.exists() else {}
+            if m.failed:
+                continue
+            kept[epochs_done] = to_cpu(m.model.state_dict())
+            save_torch({"model_index": m.index, "states": kept}, path)
+
+
 def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices: list[int],
                  out_dirs: list[Path], steps: tuple[int, int] | None = None,
-                 sources: dict[int, tuple[dict, dict]] | None = None) -> list[tuple[dict, torch.nn.Module]]:
+                 sources: dict[int, tuple[dict, dict]] | None = None,
+                 rewinds: dict[int, dict] | None = None) -> list[tuple[dict, torch.nn.Module]]:
     """Train models `indices` (pool[keep[i]] each), packed when several; write each one's checkpoints and
     summary into its out_dir, as a model trained alone. keep: the configuration's keep matrix.
     sources: model index -> (state dict, provenance) of the trained model it is fine-tuned from
     (training/sources.load_source); the loop then runs the fine-tuning schedule (cfg.fit_config()).
+    rewinds: model index -> lth's rewind point (training/sources.load_rewind). A dense run keeps its own rewind
+    points (RewindKeeper).
     Returns (summary, selected model as saved, eval mode) per model, or a DivergenceError for a model that
     diverged (nothing of it written; its last resumable state stays). Signals and the COMPLETE marker are
     written by the caller."""
     sources = sources or {}
-    tr = Trainer(cfg.fit_config(), ds, keep, indices, steps, init={i: s for i, (s, _) in sources.items()})
+    tr = Trainer(cfg.fit_config(), ds, keep, indices, steps, init={i: s for i, (s, _) in sources.items()},
+                 rewind=rewinds)
     for m in tr.members:  # each checkpoint's config names its model (the run's config, not the loop's)
         m.cfg = dataclasses.replace(cfg, model_index=m.index)
         m.source = sources.get(m.index, (None, None))[1]  # what it is fine-tuned from: its resumable state checks it
     # a killed run's models continue from their resumable states (run_pack removed them unless --skip-existing)
     resume.restore(tr, out_dirs)
+    checkpointer = resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every)
+    after_epoch = checkpointer
+    if not cfg.prune:  # a dense run keeps the rewind points of the lottery tickets made from it
+        keeper = RewindKeeper(tr, out_dirs)
+        if tr.epochs_done == 0 and tr.in_epoch is None:  # a resumed run's first part kept epoch 0
+            keeper(0)
+
+        def after_epoch(done):
+            keeper(done)
+            checkpointer(done)
     with stop_on_sigterm(tr):  # SIGTERM: the state at the next step boundary, then Preempted
         try:
-            results = tr.fit(resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every))
+            results = tr.fit(after_epoch)
         except StopRequested as stop:
             resume.save(tr, out_dirs)
             where = f"after epoch {stop.epoch}" if stop.step == 0 else \
