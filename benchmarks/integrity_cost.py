@@ -7,7 +7,7 @@ fails"; docs/run_directory.md), each as a ratio against the time it guards:
   batch 128, and the quick preset's digits pack of 9 at batch 32, whose steps are the shortest here). The
   added operations are timed alone, many times over: an A/B of two training runs on a shared machine varies
   by more than the 2% asked for.
-- reading: the reader (mia/artifacts.load_experiment) on a synthetic experiment of --models models at a
+- reading: the reader (artifacts/rundir.py load_experiment) on a synthetic experiment of --models models at a
   50,000-example pool (logits float32 [N, 2, 10], sensitivity [N, 10]: the shapes the issue names), with and
   without its checks (the signals' content hashes and the finite scan), against the reader alone and against
   the reader plus one attack (offline LiRA against model 0: the least an evaluation does with what it read).
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import cifar_like, machine
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from data.datasets import from_arrays, load_digits_dataset
-from mia import artifacts
+from artifacts import rundir
 from mia.cli import settings_for
 from mia.evaluate import attack_target
 from training.membership import keep_matrix
@@ -119,8 +119,8 @@ def synthetic_experiment(root: Path, models: int, pool: int, queries: int, class
 @contextmanager
 def unchecked():
     """The reader as it was before its checks: no content hash computed, no finite scan."""
-    with mock.patch.object(artifacts, "recorded_digests", lambda d: {}), \
-            mock.patch.object(artifacts, "count_nonfinite", lambda a: 0):
+    with mock.patch.object(rundir, "recorded_digests", lambda d: {}), \
+            mock.patch.object(rundir, "count_nonfinite", lambda a: 0):
         yield
 
 
@@ -134,9 +134,9 @@ def reading(models: int, pool: int, queries: int, classes: int, reps: int) -> di
         print(f"one logits file, {size / 1e6:.1f} MB [{pool}, {queries}, {classes}]: np.load {read * 1e3:.1f} ms; "
               + ", ".join(f"{k} {v * 1e3:.1f} ms ({size / v / 1e9:.2f} GB/s)" for k, v in hashes.items()))
         with unchecked():
-            plain = best_of(lambda: artifacts.load_experiment(exp), reps)
-            sig = artifacts.load_experiment(exp)
-        checked = best_of(lambda: artifacts.load_experiment(exp), reps)
+            plain = best_of(lambda: rundir.load_experiment(exp), reps)
+            sig = rundir.load_experiment(exp)
+        checked = best_of(lambda: rundir.load_experiment(exp), reps)
         attack = best_of(lambda: attack_target("lira_offline", sig, 0, settings_for("cpu")), 1)
         added = checked - plain
     print(f"reader, {models} models: load_experiment {plain * 1e3:.0f} ms unchecked (memory-mapped: it reads "

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import train
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from mia import mia_advanced
-from mia.artifacts import load_experiment
+from artifacts.rundir import load_experiment
 from mia.attacks import ATTACKS, AttackOutput, AttackSpec
 from run_experiment import main as run_experiment_main
 from run_experiment import run

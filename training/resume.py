@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from configs import paths
+from artifacts import paths
 from configs.config import recipe_diff
 from training.packing import model_slices
 from utils.errors import UsageError

@@ -73,7 +73,7 @@ HASH = "sha256"  # hashlib's fastest where the CPU has SHA instructions (x86 SHA
 
 def file_digest(path: str | os.PathLike, algorithm: str = HASH) -> str:
     """The content hash of a file, "<algorithm>:<hex>" (each model's summary records its artifacts' digests:
-    training/trainer.py, training/signals.py; mia/artifacts.py checks the signals' digests on every read)."""
+    training/trainer.py, training/signals.py; artifacts/rundir.py checks the signals' digests on every read)."""
     with open(path, "rb") as f:
         return f"{algorithm}:{hashlib.file_digest(f, algorithm).hexdigest()}"
 
