@@ -35,7 +35,7 @@ import pandas as pd
 from analysis import bootstrap as bs
 from artifacts import paths
 from artifacts.schema import Settings, Study, experiment_id
-from mia.metrics import FPR_LEVELS
+from mia.metrics import FPR_LEVELS, below_fpr_floor
 from utils.errors import UsageError
 from utils.io import load_json, load_npy, save_text
 
@@ -193,7 +193,7 @@ def floor_flags(metric: str, members: list[np.ndarray]) -> dict[str, bool]:
     if metric not in FPR_LEVELS:
         return {"below_floor": False, "coarse": False}
     n_out = np.array([max(1, int((~m).sum())) for m in members])
-    below = bool(np.any(FPR_LEVELS[metric] < 1 / n_out))
+    below = bool(np.any(below_fpr_floor(FPR_LEVELS[metric], n_out)))
     fp = int(bs._max_false_positives(FPR_LEVELS[metric], n_out).min())
     return {"below_floor": below, "coarse": not below and fp < COARSE_FALSE_POSITIVES}
 
