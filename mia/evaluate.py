@@ -22,7 +22,6 @@ from utils.errors import UsageError
 from utils.io import load_json, save_json, save_npy, save_text
 
 
-
 # -- one attack against one target ------------------------------------------------------------------
 
 def shadow_rows(sig: Signals, target: int, src: Signals | None = None) -> list[int]:
