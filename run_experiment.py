@@ -5,7 +5,7 @@
   python run_experiment.py --name dpf_90 --prune --prune-method dpf --sparsity 0.9
   python run_experiment.py --dataset digits --num-shadows 8 --model-index 3    # only shadow 3
 
-Outputs (see configs/paths.py and README): <runs-dir>/<method>/sparsity_<s>/<dataset>/.
+Outputs (see artifacts/paths.py and README): <runs-dir>/<method>/sparsity_<s>/<dataset>/.
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from configs import paths
-from mia.artifacts import Signals, load_experiment
+from artifacts import paths
+from artifacts.rundir import Signals, load_experiment
 from mia.attacks import ATTACKS, AttackSettings, run_attack
 from mia.cli import settings_for
 from mia.evaluate import attack_input, evaluate_experiment, find_experiment_dirs, shadow_rows

@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig, add_config_args, config_from_args
+from configs.evaluation import add_evaluation_args, evaluation_from_args
 from defenses import DEFENSES, NONE
-from mia.attacks import ATTACKS, check_attacks
-from mia.evaluate import check_targets
+from mia.evaluate import resolve_shadows_from
 from mia.unified_mia_evaluation import evaluate_study
 from training.cost import study_cost
 from training.experiment import Task, cached_dataset, disk_per_model, experiment_dir, plan_tasks
@@ -69,14 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--defenses", nargs="+", default=None,
                    help=f"defenses, each a configuration beside its undefended one when 'none' is listed, of "
                         f"{', '.join(DEFENSES)} (default: --defense, i.e. none; docs/defenses.md)")
-    g.add_argument("--results-dir", default="./results", help="attack results, CSVs and plots")
     g.add_argument("--summary-dir", default=".", help="where copies of training_results.csv and "
                    "comprehensive_mia_results.csv are left (the project root, as in the original layout)")
-    g.add_argument("--attacks", nargs="+", default=None, help=f"attacks to run, of {', '.join(ATTACKS)} (default: all)")
-    g.add_argument("--targets", default="0", help="target model(s): an index, a comma-separated list (0,1,2) or 'all' (leave-one-out)")
-    g.add_argument("--shadows-from", default=None, metavar="CONFIG",
-                   help="evaluate every configuration with the shadows of configuration CONFIG (e.g. dense: "
-                        "mia_prune's 'original' attacker); default: each configuration's own models (the adaptive attacker)")
     g.add_argument("--dry-run", action="store_true", help="list the planned trainings and the disk they need, and exit")
     g.add_argument("--no-eval", action="store_true", help="train only; run mia/unified_mia_evaluation.py later")
     g.add_argument("--wandb", action="store_true", help="log configs, per-model metrics and the attack table to wandb")
@@ -88,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ray-address", default=None, help="address of a running Ray cluster (default: start a local one)")
     e.add_argument("--gpus-per-model", type=float, default=None, help="Ray: GPUs per task (one task per pack, --pack); fractional shares a GPU (default: 1 if the cluster has GPUs, else 0)")
     e.add_argument("--cpus-per-model", type=float, default=1, help="Ray: CPUs per model")
+    add_evaluation_args(p.add_argument_group("evaluation (configs/evaluation.py)"))
     add_config_args(p.add_argument_group("recipe (every configuration)"), skip=_PER_CONFIG)
     p.set_defaults(num_shadows=16)
     return p
@@ -106,13 +101,13 @@ def parse(argv=None):
 def main(argv=None) -> None:
     args = parse(argv)
     base = config_from_args(args)
+    evaluation = evaluation_from_args(args)  # a misspelt attack or target is refused now, not after hours of training
     if args.defenses and base.defense != NONE:
         raise UsageError("give --defense (one defense) or --defenses (a study axis), not both")
     configs = plan_study(base, args.methods, args.sparsities, args.defenses or [base.defense])
-    check_attacks(args.attacks or [])  # a misspelt attack or target is refused now, not after hours of training
-    check_targets(args.targets)
     check_recipes(configs)
-    check_shadows_from(args.shadows_from, configs)
+    if evaluation.shadows_from is not None:
+        resolve_shadows_from(evaluation.shadows_from, [c.name for c in configs])
     tasks = plan_tasks(configs)
     skipped = sum(c.num_shadows + 1 for c in configs) - len(tasks)
     print(f"study: {len(configs)} configurations x {base.num_shadows + 1} models = "
@@ -135,7 +130,8 @@ def main(argv=None) -> None:
     print(f"training finished in {time.time() - t0:.0f}s")
     if args.no_eval:
         return
-    evaluate_study([experiment_dir(c) for c in configs], args, logger, shlex.join(["python", "train.py", *(argv or [])]))
+    evaluate_study([experiment_dir(c) for c in configs], evaluation, base.device, base.seed, args.summary_dir, logger,
+                   shlex.join(["python", "train.py", *(argv or [])]))
 
 
 def check_data(configs: list[ExperimentConfig]) -> None:
@@ -158,15 +154,6 @@ def disk_line(tasks: list[Task], runs_dir: str) -> str:
     return (f"disk: about {format_bytes(total)} for the {len(tasks)} models to train (checkpoints x2, resumable "
             f"state, logits, sensitivity: {', '.join(sorted({format_bytes(v) for v in need.values()}))} per model); "
             f"{format_bytes(shutil.disk_usage(where).free)} free in {runs_dir}")
-
-
-def check_shadows_from(spec: str | None, configs: list[ExperimentConfig]) -> None:
-    """--shadows-from names a configuration of this study (or an experiment directory): refused now, not
-    after hours of training."""
-    names = [c.name for c in configs]
-    if spec is not None and spec not in names and not (paths.Path(spec) / paths.KEEP_MATRIX).exists():
-        raise UsageError(f"--shadows-from {spec}: not a configuration of this study ({', '.join(names)}) "
-                         f"nor an experiment directory")
 
 
 def _wandb(args, configs):

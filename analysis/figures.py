@@ -1,4 +1,4 @@
-"""The per-example stage's figures, each with the table it draws (configs/paths.per_example_figure):
+"""The per-example stage's figures, each with the table it draws (artifacts/paths.per_example_figure):
 memorisation against the change in exposure (scatter, binned trend with an interval), exposure by sparsity
 for the most-memorised decile against the rest, and for image data the 16 examples whose exposure rose most."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import t as student_t
 
-from configs import paths
-from mia.plots import _save, plt
+from artifacts import paths
+from analysis.plots import plt, save_figure
 from utils.errors import UsageError
 from utils.io import save_text
 
@@ -64,7 +64,7 @@ def mem_vs_change(pair_tables: dict, results_dir: Path) -> str:
     axes.flat[0].legend(fontsize=7)
     fig.suptitle("with dense in the pair, memorisation and the change share the dense models' noise: "
                  "read the cross-fitted rho (exposure_changes.csv)", fontsize=9)
-    _save(fig, png)
+    save_figure(fig, png)
     return str(png)
 
 
@@ -100,7 +100,7 @@ def exposure_by_sparsity(cfgs: list, tables: dict, dense: dict, results_dir: Pat
                         fmt=style + "o", color=f"C{i}", capsize=2, label=f"{method}, {group} memorised")
     ax.set(xlabel="sparsity (dense at 0)", ylabel="mean exposure", title="exposure by sparsity")
     ax.legend(fontsize=7)
-    _save(fig, png)
+    save_figure(fig, png)
     return str(png)
 
 
@@ -140,7 +140,7 @@ def gallery(a, b, t: pd.DataFrame, results_dir: Path, n: int = 16) -> str:
         ax.set_title(f"#{int(r['index'])} class {int(r['label'])}\nmem {r['dense_mem']:.2f}  "
                      f"exp {r['exposure_b']:.1f}->{r['exposure_a']:.1f}", fontsize=7)
     fig.suptitle(f"exposure rose most: {a.name} against {b.name}", fontsize=9)
-    _save(fig, png)
+    save_figure(fig, png)
     return str(png)
 
 

@@ -19,7 +19,7 @@ from scipy.stats import rankdata
 from scipy.stats import t as student_t
 
 from mia.attacks import per_model, phi
-from mia.bootstrap import benjamini_hochberg
+from analysis.bootstrap import benjamini_hochberg
 
 
 # -- the per-model signals ------------------------------------------------------------------------------

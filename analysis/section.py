@@ -1,7 +1,7 @@
 """The report's section "Which examples pruning exposes", laid out from the per-example stage's tables
-(analysis/stage.py); nothing here recomputes a statistic. mia/report.py's render() calls lines() once; the
+(analysis/stage.py); nothing here recomputes a statistic. analysis/report.py's render() calls lines() once; the
 stage writes section.md and puts the section into an existing report.md (write()). This module imports
-nothing from mia/ (mia.report imports it), so it takes the report's table formatter as an argument.
+nothing from mia/ (analysis.report imports it), so it takes the report's table formatter as an argument.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from configs import paths
+from artifacts import paths
 from utils.io import load_json, save_text
 
 TITLE = "## Which examples pruning exposes"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which examples pruning exposes: the per-example stage over a finished study (docs/attacks.md, "Which
-examples pruning exposes"). Reads only the run directories (mia/artifacts.py) and the scores the evaluation
-saved (results/mia/unified/scores/, optional); writes under --results-dir/per_example/ (configs/paths.py):
+examples pruning exposes"). Reads only the run directories (artifacts/rundir.py) and the scores the evaluation
+saved (results/mia/unified/scores/, optional); writes under --results-dir/per_example/ (artifacts/paths.py):
 
   python -m analysis.stage --runs-dir ./runs --results-dir ./results [--pairs dpf_0.9:dense ...] [--targets 0]
 
@@ -18,7 +18,7 @@ saved (results/mia/unified/scores/, optional); writes under --results-dir/per_ex
   pies.csv                 per configuration against dense: PIE count and share (pool), and PIE - rest of the
                            exposure and of dense memorisation, with intervals
   pair_attack.csv          per pair: each pair attack against its one-model attack on A alone and on B alone,
-                           AUC and TPR at low FPR, paired intervals (mia/bootstrap.py) over --targets
+                           AUC and TPR at low FPR, paired intervals (analysis/bootstrap.py) over --targets
   figures/*.csv, ../plots/per_example_*.png   the tables behind the figures, and the figures
   stage.json               the settings, the stage's time (wall and CPU) and the attacks' time on the same study
   section.md               the report's section "Which examples pruning exposes" (also put into report.md)
@@ -40,11 +40,11 @@ import pandas as pd
 
 from analysis import figures, per_example as pe, section
 from analysis.pair_attack import PAIR_ATTACKS, PairInput
-from configs import paths
-from mia import bootstrap as bs
-from mia.artifacts import Signals, load_experiment
+from artifacts import paths
+from analysis import bootstrap as bs
+from artifacts.rundir import Signals, load_experiment
 from mia.attacks import run_attack
-from mia.compare import default_pairs, floor_flags, load_evaluations, named_pairs
+from analysis.compare import default_pairs, floor_flags, load_evaluations, named_pairs
 from mia.evaluate import attack_input, find_experiment_dirs, shadow_rows, target_indices
 from mia.shadows import AttackSettings, target_settings
 from utils.errors import UsageError, cli_main
@@ -59,7 +59,7 @@ class Config:
     phis: np.ndarray    # float64 [M, N]
 
     @property
-    def res(self) -> dict:  # what mia.compare's pairing rules read
+    def res(self) -> dict:  # what analysis.compare's pairing rules read
         c = self.sig.config
         return {"dataset": c.get("dataset"), "method": paths.method_label(c.get("method"), c.get("defense", "none")),
                 "sparsity": c.get("sparsity"), "defense": c.get("defense", "none"), "experiment": self.name}

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.common import machine
-from configs import paths
-from mia import bootstrap as bs
-from mia.compare import Settings, floor_flags, load_evaluations, mark_significance
+from artifacts import paths
+from analysis import bootstrap as bs
+from analysis.compare import Settings, floor_flags, load_evaluations, mark_significance
 from utils.errors import UsageError, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

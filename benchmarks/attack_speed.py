@@ -23,7 +23,7 @@ import numpy as np
 import scipy.stats
 
 from benchmarks.common import machine
-from mia.artifacts import ModelStack, Signals
+from artifacts.rundir import ModelStack, Signals
 from mia.attacks import (ATTACKS, AttackSettings, balanced_shadows, gaussian_fit, global_sigma, lira_online,
                          per_example, per_model, phi)
 from mia.evaluate import attack_input, attack_target, shadow_rows

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Paired-comparison speed: the paired bootstrap (mia/bootstrap.py) of one pair of configurations, every
+"""Paired-comparison speed: the paired bootstrap (analysis/bootstrap.py) of one pair of configurations, every
 attack at once (default: 12 attacks, a 50,000-example pool, one target, 1,000 resamples, AUC and TPR at
 1% / 0.1% FPR), on synthetic scores (half of the attacks with heavily tied scores, as threshold attacks
 give). Baseline in the same run: the plain way, compute_metrics (sklearn's roc_auc_score + roc_curve)
@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from benchmarks.common import machine
-from mia.bootstrap import METRICS, compare_attacks, resample_weights
+from analysis.bootstrap import METRICS, compare_attacks, resample_weights
 from mia.metrics import compute_metrics
 
 

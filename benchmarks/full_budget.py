@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from benchmarks.common import machine  # noqa: E402
-from configs import paths  # noqa: E402
+from artifacts import paths  # noqa: E402
 from utils.errors import UsageError, cli_main  # noqa: E402
 from utils.io import atomic_path, load_json, load_torch  # noqa: E402
 

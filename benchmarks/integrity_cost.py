@@ -7,7 +7,7 @@ fails"; docs/run_directory.md), each as a ratio against the time it guards:
   batch 128, and the quick preset's digits pack of 9 at batch 32, whose steps are the shortest here). The
   added operations are timed alone, many times over: an A/B of two training runs on a shared machine varies
   by more than the 2% asked for.
-- reading: the reader (mia/artifacts.load_experiment) on a synthetic experiment of --models models at a
+- reading: the reader (artifacts/rundir.py load_experiment) on a synthetic experiment of --models models at a
   50,000-example pool (logits float32 [N, 2, 10], sensitivity [N, 10]: the shapes the issue names), with and
   without its checks (the signals' digests and the finite scan), against what the read guards: the reader
   plus the attacks an evaluation runs on what it read. Measured: every attack of the default suites that
@@ -33,10 +33,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import cifar_like, machine
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from data.datasets import from_arrays, load_digits_dataset
-from mia import artifacts
+from artifacts import rundir
 from mia.attacks import ATTACKS
 from mia.cli import settings_for
 from mia.evaluate import attack_target
@@ -125,8 +125,8 @@ def synthetic_experiment(root: Path, models: int, pool: int, queries: int, class
 @contextmanager
 def unchecked():
     """The reader as it was before its checks: no content hash computed, no finite scan."""
-    with mock.patch.object(artifacts, "recorded_digests", lambda d: {}), \
-            mock.patch.object(artifacts, "count_nonfinite", lambda a: 0):
+    with mock.patch.object(rundir, "recorded_digests", lambda d: {}), \
+            mock.patch.object(rundir, "count_nonfinite", lambda a: 0):
         yield
 
 
@@ -140,9 +140,9 @@ def reading(models: int, pool: int, queries: int, classes: int, reps: int) -> di
         print(f"one logits file, {size / 1e6:.1f} MB [{pool}, {queries}, {classes}]: np.load {read * 1e3:.1f} ms; "
               + ", ".join(f"{k} {v * 1e3:.1f} ms ({size / v / 1e9:.2f} GB/s)" for k, v in hashes.items()))
         with unchecked():
-            plain = best_of(lambda: artifacts.load_experiment(exp), reps)
-            sig = artifacts.load_experiment(exp)
-        checked = best_of(lambda: artifacts.load_experiment(exp), reps)
+            plain = best_of(lambda: rundir.load_experiment(exp), reps)
+            sig = rundir.load_experiment(exp)
+        checked = best_of(lambda: rundir.load_experiment(exp), reps)
         st = settings_for("cpu")
         each = {a: best_of(lambda: attack_target(a, sig, 0, st), 1) for a in NO_NETWORK}
         added = checked - plain

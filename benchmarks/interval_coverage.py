@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Coverage of the paired 95% interval of delta AUC under simulated nulls, on real AUCs through the
-project's bootstrap (mia/bootstrap.py: bootstrap_attacks, difference), before and after issue 25:
+project's bootstrap (analysis/bootstrap.py: bootstrap_attacks, difference), before and after issue 25:
 
 - after: the crossed scheme (one example resample shared by every target; variance = shared example
   part + spread over targets, t with Satterthwaite df);
@@ -30,7 +30,7 @@ import numpy as np
 from scipy.stats import norm
 
 from benchmarks.common import machine
-from mia import bootstrap as bs
+from analysis import bootstrap as bs
 
 SCENARIOS = {  # sd of (a: example vulnerability per configuration, b: model-level, e: independent noise)
     "independent noise": (0.0, 0.0, 1.0),

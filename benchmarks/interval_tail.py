@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from benchmarks.common import machine
-from mia import bootstrap as bs
+from analysis import bootstrap as bs
 from utils.errors import UsageError, cli_main
 
 SCENARIOS = {  # standard deviations of a (examples, per configuration), b (model seed), e (model x example)

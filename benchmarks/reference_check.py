@@ -24,8 +24,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import machine
-from configs import paths
-from mia.plots import mean_interval
+from artifacts import paths
+from analysis.plots import mean_interval
 from utils.errors import UsageError, cli_main
 
 ROOT = Path(__file__).resolve().parents[1]

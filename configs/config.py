@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints
 
-from configs import paths
+from artifacts import paths
 from utils.errors import UsageError
 
 
@@ -422,22 +422,28 @@ def registry_names() -> dict[str, str]:
             "defenses": " | ".join(DEFENSES), **{p.field: p.default for d in DEFENSES.values() for p in d.params}}
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset()) -> None:
+def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset(),
+                    defaults: dict[str, Any] | None = None, names: dict[str, str] | None = None) -> None:
+    """One flag per field of the dataclass `cls` (--field-name), its help the field's `help` metadata with
+    the registries' {placeholders} filled (registry_names(), plus `names`); `defaults` replaces a field's
+    default for this parser (a script's own default, e.g. a suite's attacks)."""
     hints = get_type_hints(cls)
-    names = registry_names()
+    names = {**registry_names(), **(names or {})}
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         tp, elem = _base_type(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = (defaults or {}).get(f.name, default)
         help_ = f"{f.metadata.get('help', '').format_map(names)} (default: {default})"
+        kw = {"metavar": f.metadata["metavar"]} if "metavar" in f.metadata else {}
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_)
         elif tp is list:
-            parser.add_argument(flag, type=elem, nargs="+", default=default, help=help_)
+            parser.add_argument(flag, type=elem, nargs="+", default=default, help=help_, **kw)
         else:
-            parser.add_argument(flag, type=tp, default=default, help=help_)
+            parser.add_argument(flag, type=tp, default=default, help=help_, **kw)
 
 
 def config_from_args(args: argparse.Namespace, cls=ExperimentConfig) -> ExperimentConfig:

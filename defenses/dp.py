@@ -25,6 +25,7 @@ What changes in the model and the loop, and why:
 from __future__ import annotations
 
 import importlib.util
+import math
 import warnings
 
 import torch
@@ -32,6 +33,12 @@ import torch
 from utils.errors import UsageError
 
 NORMALIZATION = "GroupNorm"  # what replaces BatchNorm (ModuleValidator.fix), recorded in the summary
+
+
+def default_delta(num_train: int) -> float:
+    """1 / training-set size rounded down to a power of 10 (1,000 -> 1e-3; 25,000 -> 1e-5): the delta of a
+    DP model's accountant and of every empirical bound (mia/epsilon.py)."""
+    return 10.0 ** -math.ceil(math.log10(max(int(num_train), 1)))
 
 
 def require_opacus() -> None:
@@ -97,8 +104,6 @@ def make_private(tr) -> None:
 
 def record(cfg, num_train: int, batch: int, iters: int, epochs: int) -> dict:
     """What a DP model's summary says: epsilon at delta from the accountant, and what it rests on."""
-    from mia.epsilon import default_delta
-
     delta = cfg.dp_delta if cfg.dp_delta is not None else default_delta(num_train)
     q, steps = batch / num_train, epochs * iters
     return {"dp_epsilon": epsilon(cfg.dp_noise, q, steps, delta), "dp_delta": delta, "dp_sample_rate": q,

@@ -7,7 +7,7 @@ Attacks that define their own decision rule (per-class thresholds, learned attac
 shadows and return `score - threshold` with threshold 0; the others (LiRA, RMIA) are calibrated by
 the evaluator on a shadow playing the target (mia/evaluate.py).
 
-Logits may be memory-mapped [S] x [N, Q, C] float32 stacks (mia/artifacts.py): every transform runs
+Logits may be memory-mapped [S] x [N, Q, C] float32 stacks (artifacts/rundir.py): every transform runs
 per model and in row chunks, in float64, so memory stays bounded at N = 50,000, Q = 18, C = 100.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
 
-from configs import paths
+from artifacts import paths
 from mia import nn_attacks
 from mia.metrics import group_thresholds
 from mia.shadows import (AttackInput, AttackOutput, AttackSettings, balanced_shadows, require_shadows,

@@ -19,13 +19,9 @@ import math
 import numpy as np
 from scipy.stats import beta
 
+from defenses.dp import default_delta  # the accountant's delta: the bound is stated at the same delta
+
 CONFIDENCE = 0.95  # of each Clopper-Pearson interval (two-sided)
-
-
-def default_delta(num_train: int) -> float:
-    """1 / training-set size rounded down to a power of 10 (1,000 -> 1e-3; 25,000 -> 1e-5): the delta of a
-    DP model's accountant and of every empirical bound."""
-    return 10.0 ** -math.ceil(math.log10(max(int(num_train), 1)))
 
 
 def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:

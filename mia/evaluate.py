@@ -11,20 +11,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from configs import paths
-from mia.artifacts import Signals, arch_label, load_experiment
+from artifacts import paths
+from artifacts.rundir import Signals, arch_label, load_experiment
+from artifacts.schema import LONG_KEYS, METRICS, OWN, ROW_KEYS, experiment_id, flagged
 from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, pseudo_target_settings, run_attack,
                          suite_attacks)
 from mia.metrics import best_threshold, compute_metrics
 from mia.shadows import target_settings
 from utils.errors import UsageError
 from utils.io import load_json, save_json, save_npy, save_text
-
-METRICS = ("auc", "accuracy", "advantage", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr", "tpr_at_0.01pct_fpr",
-           "eps_lower_bound")
-ROW_KEYS = ("experiment", "method", "sparsity", "dataset", "arch", "shadows", "train_acc", "test_acc")
-OWN = "own"  # the shadows column when each target's shadows are its own configuration's other models
-LONG_KEYS = ("experiment", "method", "sparsity", "dataset", "attack", "target", "metric", "value", "below_floor")
 
 
 # -- one attack against one target ------------------------------------------------------------------
@@ -92,10 +87,6 @@ def target_indices(spec: str | int) -> list[int] | None:
     if not all(p.isdigit() for p in parts):
         raise UsageError(f"--targets must be 'all', a model index or a comma-separated list of them (e.g. 0,1,2), got {spec!r}")
     return list(dict.fromkeys(int(p) for p in parts))
-
-
-def check_targets(spec: str | int) -> None:
-    target_indices(spec)
 
 
 def target_rows(spec: str | int, sig: Signals) -> list[int]:
@@ -170,18 +161,21 @@ def save_scores(scores: Path, name: str, per: dict[int, dict]) -> None:
         save_npy(np.asarray(p.pop("scores"), np.float64), paths.score_file(scores, t, name))
 
 
+def check_same_study(src_dir: Path, exp_dir: Path, spec) -> None:
+    """--shadows-from's one compatibility rule: the other configuration is of the same study (the same
+    keep matrix and pool labels: model i of both trained on the same examples), else one line."""
+    same = all(np.array_equal(np.load(Path(src_dir) / f), np.load(Path(exp_dir) / f)) for f in (paths.KEEP_MATRIX, paths.LABELS))
+    if not same:
+        raise UsageError(f"--shadows-from {spec}: {src_dir} and {exp_dir} have different keep matrices or pools (not "
+                         f"the same study: another --mia-seed, pool or number of models); their models cannot be paired")
+
+
 def shadow_source(sig: Signals, shadows_dir) -> Signals | None:
-    """--shadows-from: the other configuration's signals, refused in one line unless it is the same study
-    (the same keep matrix and pool labels: model i of both trained on the same examples)."""
+    """--shadows-from: the other configuration's signals (check_same_study); None for the experiment itself."""
     if shadows_dir is None or Path(shadows_dir).resolve() == Path(sig.exp_dir).resolve():
         return None
-    src = load_experiment(shadows_dir)
-    same = (np.array_equal(np.load(Path(sig.exp_dir) / paths.KEEP_MATRIX), np.load(Path(shadows_dir) / paths.KEEP_MATRIX))
-            and np.array_equal(sig.labels, src.labels))
-    if not same:
-        raise UsageError(f"--shadows-from {src.config.get('name')}: {shadows_dir} has another keep matrix or pool than "
-                         f"{sig.exp_dir} (not the same study), so its models cannot be this configuration's shadows")
-    return src
+    check_same_study(Path(shadows_dir), Path(sig.exp_dir), shadows_dir)
+    return load_experiment(shadows_dir)
 
 
 def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", settings: AttackSettings | None = None,
@@ -213,10 +207,6 @@ def evaluate_experiment(exp_dir, attacks: list[str], targets: str | int = "0", s
 
 
 # -- tables (reused by the unified evaluation) ---------------------------------------------------------
-
-def experiment_id(res: dict) -> str:
-    return f"{res['experiment']}_{res['dataset']}"
-
 
 def below_floor(a: dict, metric: str) -> bool | None:
     """True when, for any target, `metric` is a TPR at an FPR level below 1/#non-members: that figure is
@@ -270,12 +260,6 @@ def write_results(results: list[dict], out_dir: str | Path, csv_stem: str) -> pd
     return df
 
 
-def flagged(df: pd.DataFrame, col: str) -> pd.Series:
-    """The boolean <col>_below_floor column of a wide table; False where absent (AUC, older tables)."""
-    flag = f"{col}_below_floor"
-    return df[flag].fillna(False).astype(bool) if flag in df else pd.Series(False, index=df.index)
-
-
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) and not pd.isna(v) else "nan"
 
@@ -307,6 +291,18 @@ def find_experiment_dirs(runs_dir) -> list[Path]:
     return exps
 
 
+def resolve_shadows_from(spec: str, names, where: str = "") -> Path | str:
+    """What --shadows-from names: an experiment directory (a Path) or one of `names`, the study's
+    configurations (train.py: those it plans; the mia/ scripts: those of the runs directory, per
+    dataset); anything else is refused in one line."""
+    if (Path(spec) / paths.KEEP_MATRIX).exists():
+        return Path(spec)
+    if spec in names:
+        return spec
+    raise UsageError(f"--shadows-from {spec}: no such configuration{where}: not a configuration of this study "
+                     f"({', '.join(sorted(map(str, names)))}) nor an experiment directory")
+
+
 def shadows_dirs(spec: str | None, exp_dirs: list[Path]) -> dict[Path, Path | None]:
     """--shadows-from, resolved for every experiment before anything runs (a bad one is one line and
     nothing is written): an experiment directory, or the name of a configuration, looked up among
@@ -316,19 +312,13 @@ def shadows_dirs(spec: str | None, exp_dirs: list[Path]) -> dict[Path, Path | No
         return out
     cfgs = {exp: load_json(Path(exp) / paths.CONFIG) for exp in exp_dirs}
     for exp in exp_dirs:
-        if (Path(spec) / paths.KEEP_MATRIX).exists():
-            src = Path(spec)
-        else:
-            same = [e for e in exp_dirs if cfgs[e].get("name") == spec and cfgs[e].get("dataset") == cfgs[exp].get("dataset")]
-            if not same:
-                names = sorted({c.get("name") for c in cfgs.values()})
-                raise UsageError(f"--shadows-from {spec}: no such configuration for dataset {cfgs[exp].get('dataset')} "
-                                 f"(configurations: {', '.join(names)}; or give an experiment directory)")
-            src = same[0]
+        ds = cfgs[exp].get("dataset")
+        same_data = [e for e in exp_dirs if cfgs[e].get("dataset") == ds]
+        src = resolve_shadows_from(spec, [cfgs[e].get("name") for e in same_data], f" for dataset {ds}")
+        if isinstance(src, str):
+            src = next(e for e in same_data if cfgs[e].get("name") == src)
         if Path(src).resolve() != Path(exp).resolve():
-            if not np.array_equal(np.load(Path(src) / paths.KEEP_MATRIX), np.load(Path(exp) / paths.KEEP_MATRIX)):
-                raise UsageError(f"--shadows-from {spec}: {src} and {exp} have different keep matrices (not the same "
-                                 f"study: another --mia-seed, pool or number of models); their models cannot be paired")
+            check_same_study(src, exp, spec)
             out[exp] = Path(src)
     return out
 

@@ -77,6 +77,12 @@ def check_inputs(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray,
     return scores, member.astype(bool)
 
 
+def below_fpr_floor(level, n_nonmembers):
+    """The FPR floor, the one rule: an FPR level below 1/#non-members is not measured (the TPR there is the
+    TPR with no false positive at all). Elementwise over arrays of levels or counts."""
+    return np.asarray(level) < 1.0 / np.asarray(n_nonmembers)
+
+
 def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float | None = None,
                     delta: float | None = None) -> dict:
     """auc, advantage, tpr_at_*, min_fpr (+ flags), accuracy and eps_lower_bound (when a threshold is given;
@@ -92,7 +98,7 @@ def compute_metrics(scores: np.ndarray, is_member: np.ndarray, threshold: float 
         if n_out < MIN_NONMEMBERS.get(key, 0):
             continue
         out[key] = float(tpr[fpr <= level].max())
-        out[f"{key}_below_floor"] = bool(level < out["min_fpr"])
+        out[f"{key}_below_floor"] = bool(below_fpr_floor(level, n_out))
     if threshold is not None:
         pred = scores >= threshold
         out["accuracy"] = float(0.5 * (pred[is_member].mean() + (~pred[~is_member]).mean()))

@@ -9,7 +9,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from configs import paths
+from artifacts import paths
 from mia.attacks import ATTACKS
 from mia.cli import mia_parser, parse
 from mia.unified_mia_evaluation import run_unified
@@ -18,13 +18,11 @@ from utils.errors import UsageError, cli_main
 
 @cli_main
 def main(argv=None) -> None:
-    args, st = parse(mia_parser(__doc__, list(ATTACKS), "results root (tables, plots, mia/unified/)", experiment=True), argv)
+    args, cfg, st = parse(mia_parser(__doc__, list(ATTACKS), experiment=True), argv)
     exp = Path(args.experiment_dir)
     if not (exp / paths.KEEP_MATRIX).exists():
         raise UsageError(f"{exp} is not an experiment directory (no {paths.KEEP_MATRIX}); see docs/run_directory.md")
-    _, failures = run_unified([exp], args.results_dir, args.attacks, args.targets, st,
-                              commands=[shlex.join(["python", "mia/run_mia_evaluation.py", *(argv or [])])],
-                              shadows_from=args.shadows_from)
+    _, failures = run_unified([exp], cfg, st, commands=[shlex.join(["python", "mia/run_mia_evaluation.py", *(argv or [])])])
     if failures:
         raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written")
 

@@ -12,9 +12,9 @@ Writes into --results-dir:
   mia/unified/<experiment>.json       every metric, ROC points, attack settings
   plots/privacy_utility_auc.png, plots/privacy_utility_tpr_at_0.1pct_fpr.png, plots/heatmap_auc.png,
   plots/roc_<experiment>.png                (one target's curve per attack, labelled with that target and its AUC)
-  mia/unified/scores/<experiment>/          every attack's per-example scores per target (configs/paths.py)
+  mia/unified/scores/<experiment>/          every attack's per-example scores per target (artifacts/paths.py)
   attack_intervals.csv, paired_comparisons.csv, per_class_auc.csv, plots/per_class_auc.png   (mia/compare.py)
-  report.md                                 the study in one page (mia/report.py)
+  report.md                                 the study in one page (analysis/report.py)
 Points below the FPR floor are drawn hollow (privacy-utility) or not at all (ROC).
 """
 from __future__ import annotations
@@ -25,13 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from configs import paths
-from mia import report
-from mia.artifacts import finished_model_dirs, read_model_record
+from artifacts import paths
+from analysis import report
+from artifacts.rundir import finished_model_dirs, read_model_record
 from mia.attacks import ATTACKS, AttackSettings
-from mia.cli import mia_parser, parse, settings_for
-from mia.compare import Settings, add_settings_args, run_comparisons, settings_from
-from mia.evaluate import evaluate_all, experiment_id, find_experiment_dirs, print_table, write_results
+from analysis.compare import run_comparisons
+from configs.evaluation import COMPARE_FIELDS, EvaluationConfig, add_evaluation_args
+from mia.cli import mia_parser, parse
+from artifacts.schema import experiment_id
+from mia.evaluate import evaluate_all, find_experiment_dirs, print_table, write_results
 from utils.errors import UsageError, cli_main
 from utils.io import save_text
 
@@ -53,15 +55,16 @@ def copy_tables(src: Path, dst: Path, names: list[str]) -> None:
         save_text((src / name).read_text(), dst / name)
 
 
-def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: str, st: AttackSettings,
-                summary_dir=None, logger=None, commands: list[str] = (), compare: Settings | None = None,
-                pair_specs: list[str] | None = None, shadows_from: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Evaluate, write CSVs/JSON/scores, compare the configurations (mia/compare.py), draw the figures and
-    write report.md (mia/report.py); returns the wide table and the problems met (already printed).
+def run_unified(exp_dirs: list[Path], cfg: EvaluationConfig, st: AttackSettings, summary_dir=None, logger=None,
+                commands: list[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Evaluate (cfg: which attacks, targets, shadows; st: the attack settings), write CSVs/JSON/scores,
+    compare the configurations (analysis/compare.py), draw the figures and write report.md
+    (analysis/report.py); returns the wide table and the problems met (already printed).
     `commands` (what was run) go into the report's "Reproduce" section."""
-    results_dir = Path(results_dir)
+    attacks = cfg.attacks or list(ATTACKS)
+    results_dir = Path(cfg.results_dir)
     unified = paths.mia_results_dir(results_dir, "unified")
-    results, failures = evaluate_all(exp_dirs, attacks, targets, st, suite_dir=unified, shadows_from=shadows_from)
+    results, failures = evaluate_all(exp_dirs, attacks, cfg.targets, st, suite_dir=unified, shadows_from=cfg.shadows_from)
     df = write_results(results, unified, paths.COMPREHENSIVE)
     training = training_results(exp_dirs)
     save_text(training.to_csv(index=False), unified / paths.TRAINING_RESULTS)
@@ -71,7 +74,7 @@ def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: 
         copy_tables(unified, Path(summary_dir), [paths.TRAINING_RESULTS, f"{paths.COMPREHENSIVE}.csv"])
     print_table(df, attacks)
     if results:  # the experiments just evaluated, not older ones the directory may hold
-        study = run_comparisons(results_dir, pair_specs, compare or Settings(seed=st.seed),
+        study = run_comparisons(results_dir, cfg.pairs, cfg.compare_settings(st.seed),
                                 only=[experiment_id(r) for r in results])
         failures += study.failures
         out = report.build(results_dir, df, training, results, study, list(commands))
@@ -84,25 +87,25 @@ def run_unified(exp_dirs: list[Path], results_dir, attacks: list[str], targets: 
     return df, failures
 
 
-def evaluate_study(exp_dirs: list[Path], args, logger=None, command: str = "python train.py") -> None:
-    """train.py's last stage: every attack on the configurations it trained (args: train.py's flags)."""
-    _, failures = run_unified(exp_dirs, args.results_dir, args.attacks or list(ATTACKS), args.targets,
-                              settings_for(args.device, args.seed), summary_dir=args.summary_dir, logger=logger,
-                              commands=[command], shadows_from=args.shadows_from)
+def evaluate_study(exp_dirs: list[Path], cfg: EvaluationConfig, device: str, training_seed: int, summary_dir=None,
+                   logger=None, command: str = "python train.py") -> None:
+    """train.py's last stage: every attack on the configurations it trained, on its device; the attack
+    seed defaults to its training seed."""
+    _, failures = run_unified(exp_dirs, cfg, cfg.attack_settings(device, training_seed), summary_dir=summary_dir,
+                              logger=logger, commands=[command])
     if failures:
         raise UsageError(f"{len(failures)} evaluation problem(s), listed above; the other results were written")
 
 
 @cli_main
 def main(argv=None) -> None:
-    parser = mia_parser(__doc__, list(ATTACKS), "results root (tables, plots, report.md, mia/unified/)", summary_dir=True)
-    add_settings_args(parser)
-    args, st = parse(parser, argv)
-    _, failures = run_unified(find_experiment_dirs(args.runs_dir), args.results_dir, args.attacks, args.targets, st,
-                              args.summary_dir, commands=[shlex.join(["python", "mia/unified_mia_evaluation.py", *(argv or [])])],
-                              compare=settings_from(args), pair_specs=args.pairs, shadows_from=args.shadows_from)
+    parser = mia_parser(__doc__, list(ATTACKS), summary_dir=True)
+    add_evaluation_args(parser, COMPARE_FIELDS)
+    args, cfg, st = parse(parser, argv)
+    _, failures = run_unified(find_experiment_dirs(args.runs_dir), cfg, st, args.summary_dir,
+                              commands=[shlex.join(["python", "mia/unified_mia_evaluation.py", *(argv or [])])])
     if failures:
-        raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written to {args.results_dir}")
+        raise UsageError(f"{len(failures)} problem(s), listed above; the other results were written to {cfg.results_dir}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Synthetic attack signals and the on-disk experiment layout (configs/paths.py), for the MIA tests.
+"""Synthetic attack signals and the on-disk experiment layout (artifacts/paths.py), for the MIA tests.
 
 Logits: example n has a shared "difficulty" d_n on its true class and shared logits on the others;
 each model adds its own noise, each query a little more, and a member of model m gets `gap` more on
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from configs import paths
-from mia.artifacts import ModelStack, Signals
+from artifacts import paths
+from artifacts.rundir import ModelStack, Signals
 from training.membership import keep_matrix
 from utils.io import save_json, save_npy, save_text
 

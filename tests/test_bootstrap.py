@@ -1,4 +1,4 @@
-"""mia/bootstrap.py: metrics against sklearn and compute_metrics, the bootstrap against explicit
+"""analysis/bootstrap.py: metrics against sklearn and compute_metrics, the bootstrap against explicit
 resampling, known answers (identical configurations, a shift with a closed-form AUC difference,
 coverage under the null, the paired t interval), multi-target and per-class behaviour. ~5 s on a loaded
 2-core CPU. Coverage of the crossed interval, multiplicity and per-class tests: tests/test_intervals.py."""
@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from scipy.stats import ttest_rel
 
-from mia.bootstrap import (METRICS, Replicates, accuracy_difference, auc_spread, benjamini_hochberg, bootstrap_attacks,
+from analysis.bootstrap import (METRICS, Replicates, accuracy_difference, auc_spread, benjamini_hochberg, bootstrap_attacks,
                            compare_attacks, difference, holm, paired_bootstrap, per_class_auc, resample_weights,
                            weighted_metrics)
 from mia.metrics import FPR_LEVELS, compute_metrics

@@ -1,4 +1,4 @@
-"""mia/compare.py and mia/report.py on synthetic run directories: saved scores, paired comparisons of a
+"""mia/compare.py and analysis/report.py on synthetic run directories: saved scores, paired comparisons of a
 study's configurations, per-class AUC, the report. (The bootstrap's statistics: tests/test_bootstrap.py.)"""
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from configs import paths
+from artifacts import paths
+from configs.evaluation import EvaluationConfig
 from mia.attacks import AttackSettings
-from mia.compare import Settings, load_evaluations, run_comparisons
+from analysis.compare import Settings, load_evaluations, run_comparisons
 from mia.evaluate import evaluate_experiment
 from mia.unified_mia_evaluation import run_unified
 from tests.mia_synthetic import synthetic_signals, write_experiment
@@ -30,8 +31,9 @@ def small(seed=0, gap=2.0):
 
 
 def evaluate(runs: Path, out: Path, targets="all", pairs=None):
-    return run_unified(sorted(paths.find_experiments(runs)), out, ATTACKS, targets, AttackSettings(device="cpu"),
-                       compare=FAST, pair_specs=pairs, commands=["python test"])
+    cfg = EvaluationConfig(results_dir=out, attacks=list(ATTACKS), targets=targets, n_boot=FAST.n_boot,
+                           bootstrap_seed=FAST.seed, level=FAST.level, pairs=pairs)
+    return run_unified(sorted(paths.find_experiments(runs)), cfg, AttackSettings(device="cpu"), commands=["python test"])
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +171,7 @@ def test_heatmap_labels_never_overlap(tmp_path, n_configs):
     """The study's 11 configurations (and more) stay legible: no two tick labels' boxes intersect."""
     import matplotlib.pyplot as plt
 
-    from mia import plots
+    from analysis import plots
     from mia.attacks import ATTACKS
 
     rng = np.random.default_rng(0)
@@ -177,12 +179,12 @@ def test_heatmap_labels_never_overlap(tmp_path, n_configs):
     df = pd.DataFrame({"experiment": names[:n_configs], "dataset": "cifar10",
                        **{f"{a}_auc": rng.uniform(0.5, 0.7, n_configs) for a in ATTACKS}})
     captured = {}
-    real_save = plots._save
-    plots._save = lambda fig, path: captured.setdefault("fig", fig) and path
+    real_save = plots.save_figure
+    plots.save_figure = lambda fig, path: captured.setdefault("fig", fig) and path
     try:
         plots.heatmap(df, "auc", tmp_path / "h.png")
     finally:
-        plots._save = real_save
+        plots.save_figure = real_save
     fig = captured["fig"]
     fig.canvas.draw()
     ax = fig.axes[0]

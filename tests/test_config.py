@@ -3,7 +3,7 @@ import json
 import pytest
 
 from configs.config import ExperimentConfig, add_config_args, config_from_args
-from configs import paths
+from artifacts import paths
 from data import DATASETS
 from pruning import PRUNING_METHODS
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig, command_line
 from defenses import DEFENSES, build_loss
 from utils.errors import UsageError
@@ -232,7 +232,7 @@ def test_every_attack_is_at_chance_on_a_null_copy_of_a_defended_configuration(tm
 
 
 def test_the_report_pairs_each_defended_configuration_with_its_undefended_one(tmp_path):
-    from mia.compare import Evaluated, default_pairs
+    from analysis.compare import Evaluated, default_pairs
 
     def ev(method, sparsity, defense="none"):
         name = paths.config_name(method, sparsity, defense)
@@ -251,7 +251,7 @@ def test_the_report_pairs_each_defended_configuration_with_its_undefended_one(tm
 def test_the_privacy_utility_plot_draws_defended_configurations_apart():
     import pandas as pd
 
-    from mia.plots import privacy_utility_figure
+    from analysis.plots import privacy_utility_figure
 
     df = pd.DataFrame({"experiment": ["dense", "dense+ppb", "dpf_0.9", "dpf_0.9+ppb"],
                        "method": ["dense", "dense+ppb", "dpf", "dpf+ppb"], "defense": ["none", "ppb", "none", "ppb"],

@@ -69,7 +69,7 @@ def test_a_perfect_rule_proves_what_its_sample_size_allows():
 def test_the_report_gives_each_attacks_bound_and_the_largest_per_configuration():
     import pandas as pd
 
-    from mia.report import epsilon_section
+    from analysis.report import epsilon_section
 
     df = pd.DataFrame({"experiment": ["dense", "dense+ppb"], "dataset": ["digits"] * 2,
                        "lira_eps_lower_bound": [1.234, 0.0], "loss_eps_lower_bound": [0.5, 0.25]})

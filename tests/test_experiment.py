@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from run_experiment import run
 from training.experiment import experiment_dir
@@ -29,14 +29,14 @@ def test_dense_run_writes_a_self_describing_directory(tiny_cfg):
     for k in ("model_index", "num_params", "train_acc", "test_acc", "train_loss", "test_loss", "best_epoch",
               "wall_time_s", "images_per_s", "device", "torch_version", "measured_sparsity", "history"):
         assert k in s, k
-    # measurements only: the recipe is config.json's, and one reader joins them (mia/artifacts.model_record)
+    # measurements only: the recipe is config.json's, and one reader joins them (artifacts/rundir.py: model_record)
     assert not {"name", "method", "sparsity", "dataset", "arch", "layers", "epochs"} & set(s)
     assert len(s["history"]) == 2 and s["measured_sparsity"] == 0.0
     # how it was computed: bf16 autocast on a CPU with native bf16 (training/trainer.cpu_bf16), else fp32
     from training.trainer import cpu_bf16
 
     assert (s["device_type"], s["precision"], s["pack_size"]) == ("cpu", "bf16" if cpu_bf16() else "fp32", 1)
-    from mia.artifacts import read_model_record
+    from artifacts.rundir import read_model_record
 
     record = read_model_record(exp, exp)
     assert (record["experiment"], record["method"], record["sparsity"], record["arch"]) == ("dense", "dense", 0.0, "resnet-20")
@@ -212,7 +212,7 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
 def test_stale_signals_are_recomputed_by_the_training_side_command(tiny_cfg, capsys):
     """mia/ only reads signals and names `python -m training.signals DIR` when they are missing;
     that command rebuilds exactly what training wrote, and leaves fresh ones alone."""
-    from mia.artifacts import load_experiment
+    from artifacts.rundir import load_experiment
     from training import signals
 
     cfg = tiny_cfg.resolved()

@@ -13,7 +13,7 @@ import torch.nn as nn
 from scipy.special import logsumexp
 
 import train
-from configs import paths
+from artifacts import paths
 from data.datasets import DATASETS, from_arrays
 from mia.attacks import ATTACKS, AttackOutput, AttackSpec
 from models import ARCHS, ArchSpec

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import train
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from mia import mia_advanced
-from mia.artifacts import load_experiment
+from artifacts.rundir import load_experiment
 from mia.attacks import ATTACKS, AttackOutput, AttackSpec
 from run_experiment import main as run_experiment_main
 from run_experiment import run
@@ -173,7 +173,7 @@ def test_the_report_names_the_models_at_chance_and_says_nothing_when_none_is(tra
     """The training table of the real run directory (every model's summary, as the report reads it): the
     flagged models are named in a column and in a warning under the table; the null cases (no model flagged,
     a table written before the flag) add neither."""
-    from mia import report
+    from analysis import report
     from mia.unified_mia_evaluation import training_results
 
     training = training_results([experiment_dir(trained)])
@@ -262,7 +262,7 @@ def test_digests_known_answers_and_a_summary_recording_sha256_still_verifies(cop
     import os
     import zlib
 
-    from mia import artifacts
+    from artifacts import rundir
 
     f = tmp_path / "check"
     f.write_bytes(b"123456789")
@@ -276,12 +276,12 @@ def test_digests_known_answers_and_a_summary_recording_sha256_still_verifies(cop
     assert summary["digests"][paths.LOGITS].startswith("crc32:")
     save_json({**summary, "digests": {n: file_digest(d / n, "sha256") for n in (paths.LOGITS, paths.SENSITIVITY)}},
               d / paths.SUMMARY)
-    assert artifacts.stale_signals(d, None) is None
+    assert rundir.stale_signals(d, None) is None
     _rewrite(d / paths.LOGITS, lambda a: a.reshape(-1).__setitem__(0, a.reshape(-1)[0] + 1), record=False)
-    assert "is not the file its training wrote" in artifacts.stale_signals(d, None)
+    assert "is not the file its training wrote" in rundir.stale_signals(d, None)
     save_json({**summary, "digests": {paths.LOGITS: "md4:00"}}, d / paths.SUMMARY)
     with pytest.raises(UsageError, match=r"its recorded digest uses 'md4'; this code knows crc32, sha256"):
-        artifacts.stale_signals(d, None)
+        rundir.stale_signals(d, None)
 
 
 def test_an_attack_that_makes_nan_from_finite_signals_is_refused(copy, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""The report's Findings (mia/findings.py) and the sparsity figure on synthetic studies built without training:
+"""The report's Findings (analysis/findings.py) and the sparsity figure on synthetic studies built without training:
 a planted ordering holds, a planted reversal is reversed, a null study resolves nothing, a missing configuration
 is named; and on the quick preset's code path (tests/test_pipeline.py runs it)."""
 from __future__ import annotations
@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import paths
+from artifacts import paths
+from configs.evaluation import EvaluationConfig
 from mia.attacks import AttackSettings
-from mia.compare import Settings
-from mia.findings import CLOSE, study_findings
+from analysis.compare import Settings
+from analysis.findings import CLOSE, study_findings
 from mia.unified_mia_evaluation import run_unified
 from tests.mia_synthetic import synthetic_signals, write_experiment
 from utils.io import load_json, save_json
@@ -34,8 +35,9 @@ def study(root: Path, gaps: dict, accs: dict, noise: bool = True) -> pd.DataFram
             f = paths.model_dir(exp, i) / paths.SUMMARY
             acc = accs[method, s] + rng.normal(0, 0.002)
             save_json({**load_json(f), "model_index": i, "test_acc": acc, "train_acc": min(1.0, acc + 0.1)}, f)
-    run_unified(sorted(paths.find_experiments(runs)), root / "results", ATTACKS, "all", AttackSettings(device="cpu"),
-                compare=FAST, commands=["python test"])
+    cfg = EvaluationConfig(results_dir=root / "results", attacks=list(ATTACKS), targets="all", n_boot=FAST.n_boot,
+                           bootstrap_seed=FAST.seed, level=FAST.level)
+    run_unified(sorted(paths.find_experiments(runs)), cfg, AttackSettings(device="cpu"), commands=["python test"])
     return pd.read_csv(root / "results" / paths.FINDINGS)
 
 

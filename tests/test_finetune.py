@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import train
-from configs import paths
+from artifacts import paths
 from models import build_model
 from pruning import PRUNING_METHODS, build_pruner
 from pruning.criteria import CRITERIA, conv_batchnorms, filter_sparsity
@@ -396,7 +396,7 @@ def test_the_report_pairs_fine_tuned_configurations_by_the_registry():
     """Default pairs: every pruned configuration - dense, and at each sparsity each method - the methods its
     registry entry names (dpf - static, finetune - static, filter pruners - finetune); with --shadows-from
     dense the fine-tuned rows (finetune_0.7@dense) still pair with dense."""
-    from mia.compare import Evaluated, default_pairs
+    from analysis.compare import Evaluated, default_pairs
 
     def ev(name, method, s):
         return Evaluated({"experiment": name, "method": method, "sparsity": s, "dataset": "d"}, paths.Path("."))

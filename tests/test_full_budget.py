@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from benchmarks import full_budget
-from configs import paths
+from artifacts import paths
 from utils.io import save_json, save_torch
 
 

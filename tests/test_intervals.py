@@ -22,9 +22,9 @@ import pytest
 from scipy.stats import norm
 
 from benchmarks.interval_tail import null_intervals
-from mia import bootstrap as bs
-from mia.compare import Settings, floor_flags, mark_exposed, mark_significance, per_class_rows
-from mia.report import per_class_table
+from analysis import bootstrap as bs
+from analysis.compare import Settings, floor_flags, mark_exposed, mark_significance, per_class_rows
+from analysis.report import per_class_table
 
 N, B, SIMS = 1000, 200, 2000  # the simulation's pool and resamples (benchmarks/interval_tail.py) and studies a cell
 SCENARIOS = {  # standard deviations of a (examples, per configuration), b (model seed), e (model x example)

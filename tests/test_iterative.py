@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import train
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from pruning import build_pruner
 from run_experiment import run

@@ -140,3 +140,20 @@ def test_non_finite_scores_and_labels_are_refused_with_one_line(bad):
     with pytest.raises(UsageError, match="0/1"):
         compute_metrics(np.arange(4.0), np.array([1.0, np.nan, 0.0, 0.0]))
     assert compute_metrics(np.arange(4.0), np.array([1, 1, 0, 0]))["auc"] == 0.0  # 0/1 integers are labels
+
+
+def test_the_fpr_floor_is_one_rule_for_the_metrics_and_the_comparisons():
+    """below_fpr_floor: a level strictly under 1/#non-members; compute_metrics' flags and the comparison's
+    floor_flags both read it (a level exactly at the floor is measured)."""
+    from analysis.compare import floor_flags
+    from mia.metrics import FPR_LEVELS, below_fpr_floor
+
+    assert bool(below_fpr_floor(0.001, 999)) and not bool(below_fpr_floor(0.001, 1000))
+    assert below_fpr_floor(0.01, np.array([50, 100, 200])).tolist() == [True, False, False]
+    rng = np.random.default_rng(0)
+    for n_out in (150, 1000, 1500):
+        member = np.r_[np.ones(200, bool), np.zeros(n_out, bool)]
+        m = compute_metrics(rng.normal(size=len(member)), member)
+        for key, level in FPR_LEVELS.items():
+            if key in m:
+                assert m[f"{key}_below_floor"] == (level < 1 / n_out) == floor_flags(key, [member])["below_floor"]

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import paths
-from mia.artifacts import load_experiment
+from artifacts import paths
+from artifacts.rundir import load_experiment
 from mia.attacks import ATTACKS, suite_attacks
 from mia.evaluate import METRICS, ROW_KEYS, below_floor, evaluate_experiment, long_rows, wide_row
 from tests.mia_synthetic import synthetic_signals, write_experiment
@@ -188,7 +188,7 @@ def test_below_floor_flag_is_any_target_below_its_floor():
 
 
 def test_privacy_utility_draws_points_below_the_floor_hollow_and_off_the_line():
-    from mia.plots import privacy_utility_figure
+    from analysis.plots import privacy_utility_figure
 
     col = "loss_tpr_at_0.1pct_fpr"
     df = pd.DataFrame({"experiment": ["dense", "static_0.5", "static_0.9"], "method": ["dense", "static", "static"],
@@ -203,8 +203,8 @@ def test_privacy_utility_draws_points_below_the_floor_hollow_and_off_the_line():
 
 
 def test_roc_plot_draws_one_target_from_its_floor_with_its_own_auc(tmp_path):
-    from mia.plots import roc_figure
-    from mia.report import roc_of
+    from analysis.plots import roc_figure
+    from analysis.report import roc_of
 
     res = evaluate_experiment(write_experiment(tmp_path, small(0)), ["loss"], targets="all")
     a = res["attacks"]["loss"]

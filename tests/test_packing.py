@@ -170,8 +170,8 @@ def test_packed_run_writes_every_artifact_and_resumes_per_pack(mode, tmp_path, m
     """run_experiment.py --pack 3 (either mode): each model's directory is what a one-by-one run writes (the reader of
     mia/ accepts it), every model ran the configuration's steps; a lost model is redone alone."""
     import run_experiment
-    from configs import paths
-    from mia.artifacts import read_model_record
+    from artifacts import paths
+    from artifacts.rundir import read_model_record
     from training import experiment
     from training.trainer import load_model
 
@@ -204,7 +204,7 @@ def test_packed_run_writes_every_artifact_and_resumes_per_pack(mode, tmp_path, m
 def test_one_by_one_models_run_the_configurations_steps(tmp_path):
     """--pack 1 and --model-index: the steps come from the configuration's smallest set, not the model's own."""
     import run_experiment
-    from configs import paths
+    from artifacts import paths
     from training import experiment
 
     cfg = tiny(tmp_path, epochs=1, pack=1, sens_draws=2, model_index=2)
@@ -271,8 +271,8 @@ def test_kill_9_mid_study_loses_only_the_pack_in_flight(tmp_path):
     import signal
     import time
 
-    from configs import paths
-    from mia.artifacts import read_model_record
+    from artifacts import paths
+    from artifacts.rundir import read_model_record
     from training import experiment
 
     root = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis import section, stage
-from configs import paths
+from artifacts import paths
 from tests.mia_synthetic import synthetic_signals, write_experiment
 from utils.io import load_json, save_text
 

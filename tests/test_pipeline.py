@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from configs import paths
+from artifacts import paths
 
 ROOT = paths.Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

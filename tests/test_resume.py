@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from run_experiment import run
 from training import resume

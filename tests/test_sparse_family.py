@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import train
-from configs import paths
+from artifacts import paths
 from models import build_model
 from pruning import PRUNING_METHODS, build_pruner, measure_sparsity
 from tests.test_finetune import _main

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import train
-from configs import paths
+from artifacts import paths
 from training import experiment as experiment_mod
 from training.experiment import experiment_dir
 from training.study import all_methods, plan_study

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from configs import paths
+from artifacts import paths
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig, recipe_diff
 from data import ArrayDataset, load_dataset
 from training.membership import keep_matrix

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from configs import paths
+from artifacts import paths
 from configs.config import recipe_diff
 from utils.errors import UsageError
 from utils.io import load_torch, save_torch

@@ -14,7 +14,7 @@ call (training's bf16 has 8 mantissa bits), and no TF32 (10 bits, ~1e-3 relative
 Attacks read only these arrays, the labels and the keep matrix; they never reload a model. Non-finite
 signals (a model that overflows) are refused, not written (DivergenceError: the model gets no COMPLETE),
 and each written file's content hash goes into the model's summary ("digests"), which the reader checks
-(mia/artifacts.py).
+(artifacts/rundir.py).
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from configs import paths
+from artifacts import paths
 from data import ArrayDataset, DeviceData, load_dataset
-from mia.artifacts import finished_model_dirs, stale_signals
+from artifacts.rundir import finished_model_dirs, stale_signals
 from training.trainer import load_model, model_seed
 from utils.device import resolve_device
 from utils.errors import DivergenceError, UsageError, cli_main
@@ -130,7 +130,8 @@ def compute_sensitivity(model, data: DeviceData, num_classes: int, draws: int, e
     dev = data.x.device
     gen = torch.Generator(device=dev).manual_seed(seed)
     # rows per step: a row and its draws go through one pass. CPU: about _batch_size images, kept at
-    # // draws (not draws + 1) so a seed gives the same noise per example as before the one-pass change;
+    # // draws (not draws + 1): the row blocks fix each example's noise draws, and these give the same
+    # noise per example as a pass per draw;
     # GPU: at most _batch_size images (the model's budget) in the pass.
     if dev.type == "cuda":
         bs = max(1, _batch_size(dev, model, data.x.shape[1:]) // (draws + 1))
@@ -170,7 +171,7 @@ def write_signals(model, cfg, ds: ArrayDataset, out_dir: Path, device, index: in
 
 def record_digests(model_dir: str | Path, names: list[str]) -> None:
     """Record the content hashes of a model's files `names` in its summary ("digests": file name -> digest),
-    which the reader checks (mia/artifacts.stale_signals). A directory without a summary records nothing."""
+    which the reader checks (artifacts/rundir.py: stale_signals). A directory without a summary records nothing."""
     summary_file = Path(model_dir) / paths.SUMMARY
     if not summary_file.exists():
         return

@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from configs import paths
+from artifacts import paths
 from configs.config import FINETUNE_FIELDS, METHOD_OPTIONS, ExperimentConfig
 from pruning import PRUNING_METHODS
 from utils.errors import UsageError

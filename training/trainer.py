@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from configs import paths
+from artifacts import paths
 from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params

@@ -93,7 +93,7 @@ _CHUNK = 1 << 20
 
 def file_digest(path: str | os.PathLike, algorithm: str = HASH) -> str:
     """The content digest of a file, "<algorithm>:<hex>", read in 1 MiB chunks (each model's summary records its
-    artifacts' digests: training/trainer.py, training/signals.py; mia/artifacts.py checks the signals' digests
+    artifacts' digests: training/trainer.py, training/signals.py; artifacts/rundir.py checks the signals' digests
     on every read, with the algorithm each records)."""
     if algorithm not in DIGESTS:
         raise UsageError(f"{path}: its recorded digest uses {algorithm!r}; this code knows {', '.join(DIGESTS)}")

@@ -23,7 +23,7 @@ class WandbLogger:
                               dir=args.results_dir, reinit=True)
 
     def log_training(self, rows: list[dict]) -> None:
-        """Per-epoch history of every model, then one table of final metrics (rows: mia/artifacts.model_record)."""
+        """Per-epoch history of every model, then one table of final metrics (rows: artifacts/rundir.py: model_record)."""
         for r in rows:
             for h in r.get("history", []):
                 self.wandb.log({f"{r['experiment']}/model_{r['model_index']}/{k}": v for k, v in h.items()})

@@ -347,14 +347,14 @@ def crossed_variance(point: np.ndarray, per_target: np.ndarray, floor_df: bool =
     The df: Satterthwaite's formula wants each part's expectation. For `shared` the estimate will do
     (B - 1 df); for `between` it will not: at 3 targets it rests on 2 df, falls below 1% of its
     expectation 1% of the time, and the plugged-in df then jumps to ~B - 1 while the statistic's
-    spread is still set by those 2 df (the A/A check on real models: p < 0.001 in 1% of cells, 10x too
-    often, so corrected marks fired in 7 of 20 repeats). Its expectation has a floor that IS well
+    spread is still set by those 2 df (far too many tiny p-values under a null: docs/attacks.md, "The
+    interval"). Its expectation has a floor that IS well
     measured: the spread of the T point values contains each target's own example noise (sigma_noise^2
     / N), which is the replicate variance of a target minus the shared part (`own`). So the df use
-    max(between, own / T) for E[between]: the same df as before when the targets' spread is at least
+    max(between, own / T) for E[between]: the plug-in df when the targets' spread is at least
     their own noise, T - 1 when it is by chance below it. The variance itself is not floored (that
     biased it upward: the simulated nulls over-covered, 0.974-0.9995). floor_df=False gives the plug-in
-    df of before (benchmarks/interval_tail.py compares the two). One target: its
+    df (benchmarks/interval_tail.py compares the two). One target: its
     example-resampling variance with B - 1 df (covers examples only). Resamples with a NaN (a small
     class drew no member) are left out; (nan, nan) without 2 resamples."""
     point, d = np.asarray(point, np.float64), np.asarray(per_target, np.float64)

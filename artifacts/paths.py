@@ -12,7 +12,7 @@ results/mia/<suite>/                             attack results (JSON per experi
     scores/<experiment>_<dataset>/target_<t>/members.npy, <attack>.npy
                                                  bool [pool] membership and float64 [pool] scores of target t
 results/attack_intervals.csv  paired_comparisons.csv  per_class_auc.csv  report.md  plots/
-                                                 the study report (mia/compare.py, mia/report.py)
+                                                 the study report (mia/compare.py, analysis/report.py)
 results/per_example/                             the per-example stage (analysis/stage.py)
     <experiment>_<dataset>/per_example.csv       one row per pool example of a configuration
     pairs/<A>__<B>_<dataset>.csv                 one row per pool example of a pair
@@ -43,7 +43,7 @@ TRAINING_RESULTS = "training_results.csv"
 INTERVALS = "attack_intervals.csv"
 PAIRED = "paired_comparisons.csv"
 PER_CLASS = "per_class_auc.csv"
-FINDINGS = "findings.csv"  # the report's answers to the study's expectations (mia/findings.py)
+FINDINGS = "findings.csv"  # the report's answers to the study's expectations (analysis/findings.py)
 REPORT = "report.md"
 PLOTS = "plots"
 # The per-example stage (analysis/stage.py), under results/per_example/.

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import section as per_example_section
-from configs import paths
+from analysis import findings, plots, section as per_example_section
+from artifacts import paths
 from configs.config import command_line, load_config
-from mia import findings, plots
-from mia.evaluate import experiment_id
+from artifacts.schema import Study, experiment_id
 from utils.errors import UsageError
 from utils.io import load_json, save_text
 
@@ -36,7 +35,7 @@ def roc_of(summary: dict) -> dict:
     return {**summary["roc"], "auc": own["auc"], "min_fpr": own["min_fpr"]}
 
 
-def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path, study=None,
+def make_plots(df: pd.DataFrame, results: list[dict], plot_dir: Path, study: Study | None = None,
                training: pd.DataFrame | None = None) -> dict[str, Path]:
     """Every figure of the evaluation, by name: the sparsity sweep (with a study, the training table and a
     pruned configuration), privacy-utility (AUC, TPR at 0.1% FPR; error bars from the study's intervals when
@@ -284,7 +283,7 @@ def reproduce_commands(results: list[dict], commands: list[str], results_dir: Pa
 
 
 def findings_section(found: pd.DataFrame, attack: str, level: int, figure: str) -> list[str]:
-    """The report's first section (mia/findings.py): one sentence per claim, the sweep figure, a table per
+    """The report's first section (analysis/findings.py): one sentence per claim, the sweep figure, a table per
     expectation."""
     if found.empty:
         return ["## Findings", "", "No finding can be stated: the study has no pair of configurations trained on the "
@@ -299,7 +298,7 @@ def findings_section(found: pd.DataFrame, attack: str, level: int, figure: str) 
     return s
 
 
-def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study, figures: dict[str, Path],
+def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study: Study, figures: dict[str, Path],
            results_dir: Path, commands: list[str], found: pd.DataFrame | None = None) -> str:
     attack = headline(df)
     n_targets = max((len(r["targets"]) for r in results), default=0)
@@ -366,7 +365,7 @@ def render(df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
     return "\n".join(s)
 
 
-def build(results_dir: Path, df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study,
+def build(results_dir: Path, df: pd.DataFrame, training: pd.DataFrame, results: list[dict], study: Study,
           commands: list[str]) -> Path:
     """Figures into results_dir/plots and results_dir/report.md (atomic writes)."""
     results_dir = Path(results_dir)
@@ -379,7 +378,7 @@ def build(results_dir: Path, df: pd.DataFrame, training: pd.DataFrame, results: 
     return out
 
 
-def build_from_disk(results_dir: Path, study, commands: list[str]) -> Path:
+def build_from_disk(results_dir: Path, study: Study, commands: list[str]) -> Path:
     """build() from the unified evaluation's files (mia/compare.py rebuilds the report this way)."""
     unified = paths.mia_results_dir(results_dir, "unified")
     results = [r for f in sorted(unified.glob("*.json")) if "attacks" in (r := load_json(f))]
@@ -389,7 +388,7 @@ def build_from_disk(results_dir: Path, study, commands: list[str]) -> Path:
     return build(results_dir, df, pd.read_csv(unified / paths.TRAINING_RESULTS), results, study, commands)
 
 
-def summary_line(study, report: Path) -> str:
+def summary_line(study: Study, report: Path) -> str:
     sig = int((study.paired["significant"] == True).sum()) if not study.paired.empty else 0  # noqa: E712
     return (f"report: {report} ({len(study.paired)} paired difference(s), {sig} significant after correction; "
             f"{len(study.intervals)} interval(s))")

@@ -13,11 +13,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from mia.evaluate import flagged  # noqa: E402
+from artifacts.schema import flagged  # noqa: E402
 from utils.io import atomic_path  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -30,7 +30,7 @@ def attacks_in(df: pd.DataFrame, metric: str) -> list[str]:
 
 
 def privacy_utility(df: pd.DataFrame, metric: str, path: Path, intervals: pd.DataFrame | None = None) -> Path:
-    return _save(privacy_utility_figure(df, metric, intervals), path)
+    return save_figure(privacy_utility_figure(df, metric, intervals), path)
 
 
 def _errorbars(ax, g: pd.DataFrame, col: str, attack: str, metric: str, intervals: pd.DataFrame | None, color) -> None:
@@ -97,7 +97,7 @@ def measured_roc(roc: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def roc_curves(experiment: str, rocs: dict[str, dict], path: Path) -> Path:
-    return _save(roc_figure(experiment, rocs), path)
+    return save_figure(roc_figure(experiment, rocs), path)
 
 
 def roc_figure(experiment: str, rocs: dict[str, dict]):
@@ -148,7 +148,7 @@ def heatmap(df: pd.DataFrame, metric: str, path: Path) -> Path:
     ax.set_ylabel("configuration")
     ax.set_title(f"attack {metric}")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def per_class(per_class_df: pd.DataFrame, attack: str, path: Path) -> Path:
@@ -171,7 +171,7 @@ def per_class(per_class_df: pd.DataFrame, attack: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def mean_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
@@ -187,7 +187,7 @@ def mean_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, floa
 
 
 def sparsity_sweep(intervals: pd.DataFrame, training: pd.DataFrame, attack: str, path: Path) -> Path:
-    return _save(sparsity_sweep_figure(intervals, training, attack), path)
+    return save_figure(sparsity_sweep_figure(intervals, training, attack), path)
 
 
 def sparsity_sweep_figure(intervals: pd.DataFrame, training: pd.DataFrame, attack: str):

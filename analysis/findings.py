@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mia import bootstrap as bs
+from analysis import bootstrap as bs
 
 # A configuration whose models' mean train accuracy (eval mode, saved checkpoint) is below this has not fit its
 # training subset: its leakage says little about the method (the reference study's regime fits above it).

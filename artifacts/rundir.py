@@ -1,4 +1,4 @@
-"""Load an experiment's signals (layout: configs/paths.py) for the attacks.
+"""Load an experiment's signals (layout: artifacts/paths.py) for the attacks.
 
 Only complete models (COMPLETE marker) are used. Per-model arrays stay memory-mapped float32
 (a ModelStack), so N = 50,000, 17 models, 18 queries and 100 classes (6 GB of logits) need not fit
@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from configs import paths
+from artifacts import paths
 from utils.errors import UsageError
 from utils.io import count_nonfinite, file_digest, load_json, load_npy
 
@@ -64,8 +64,8 @@ class Signals:
 def stale_signals(model_dir: Path, num_queries: int | None, need_sensitivity: bool = False) -> str | None:
     """Why a model's signals cannot be used (missing, older than its checkpoint, not the file training wrote:
     another content hash than its summary records, another query count), or None. A missing sensitivity.npy
-    only matters where asked (SAMIA names it itself). Summaries written before 2026-12-07 record no hashes:
-    their signals are read unchecked."""
+    only matters where asked (SAMIA names it itself). A summary that records no hashes (written before
+    they were recorded, docs/run_directory.md) has its signals read unchecked."""
     ck = model_dir / paths.BEST_MODEL
     names = [paths.LOGITS] + ([paths.SENSITIVITY] if need_sensitivity or (model_dir / paths.SENSITIVITY).exists() else [])
     for name in names:
@@ -119,8 +119,8 @@ def arch_label(config: dict) -> str | None:
 
 def model_record(config: dict, summary: dict) -> dict:
     """One model as every table shows it: the recipe from config.json (sparsity = the requested one)
-    joined with the measurements of experiment_summary.json (measured_sparsity). Summaries written
-    before 2026-11-29 held recipe fields and the measured value as 'sparsity': read as the same."""
+    joined with the measurements of experiment_summary.json (measured_sparsity). An older summary that
+    holds recipe fields and the measured value as 'sparsity' (docs/run_directory.md) reads the same."""
     measured = summary.get("measured_sparsity", summary.get("sparsity"))
     return {"experiment": config.get("name"), "method": config.get("method"), "sparsity": config.get("sparsity"),
             "target_sparsity": config.get("sparsity"), "dataset": config.get("dataset"), "arch": arch_label(config),
