@@ -20,7 +20,7 @@ lth  (Frankle & Carbin ICLR 2019; rewinding: Frankle et al. ICML 2020; facebookr
      (default_rounds), each the same fraction (0.189 for s = 0.9: 11 rounds); --prune-rounds sets fewer, larger
      rounds. Every round costs a full training: train.py --dry-run states rounds x epochs.
 
-The rewind point is an artifact of the dense run (configs/paths.REWIND, docs/run_directory.md): the dense
+The rewind point is an artifact of the dense run (artifacts/paths.REWIND, docs/run_directory.md): the dense
 model's training keeps its state at the end of the epochs REWIND_EPOCHS. Epoch 0, the initialisation, is also
 a deterministic function of the seed and the model index (training/trainer.initial_state): dense runs made
 before the artifact existed serve --rewind-epoch 0 by regenerating it (tests/test_iterative.py checks it equals

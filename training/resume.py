@@ -5,7 +5,7 @@ A model killed mid-run (a preemptible queue, a 200-epoch CPU run) loses only the
 state; one stopped by SIGTERM loses nothing: the same command rerun with --skip-existing continues from
 there and ends bitwise equal (CPU, fp32) to a run never interrupted (tests/test_resume.py).
 
-One file per model, resume.pth beside its checkpoints (configs/paths.RESUME), written atomically
+One file per model, resume.pth beside its checkpoints (artifacts/paths.RESUME), written atomically
 (utils/io), removed once the model is COMPLETE and at the start of a run without --skip-existing
 (training/experiment.run_pack). It holds the model's part of Trainer.state_dict() (weights, momentum,
 pruner, random streams, history, best snapshot; inside an epoch the epoch's data order, steps done and

@@ -91,7 +91,7 @@ def rewinds(cfg: ExperimentConfig) -> bool:
 
 def load_rewind(cfg: ExperimentConfig, index: int) -> tuple[dict, dict]:
     """lth: (dense model i's state at the end of epoch --rewind-epoch, where it comes from). From the dense run's
-    rewind artifact (configs/paths.REWIND, written by its training); for epoch 0, a dense run made before that
+    rewind artifact (artifacts/paths.REWIND, written by its training); for epoch 0, a dense run made before that
     artifact existed has its initialisation regenerated from the seed (training/trainer.initial_state: the code
     that initialised it). Another epoch without the artifact: refused with one line naming the command that
     writes it (retraining dense model i; its lottery tickets are then stale and retrained too)."""

@@ -672,7 +672,7 @@ def initial_state(cfg: ExperimentConfig, num_classes: int, in_channels: int, ind
 
 class RewindKeeper:
     """A dense run's rewind points (pruning/iterative.REWIND_EPOCHS; lth's --rewind-epoch): each model's state at
-    its start and at the end of those epochs, one file per model (configs/paths.REWIND), rewritten atomically
+    its start and at the end of those epochs, one file per model (artifacts/paths.REWIND), rewritten atomically
     as each epoch is reached, so a resumed run adds to what its first part kept. __call__(epochs_done) is
     Trainer.fit's after_epoch step."""
 
