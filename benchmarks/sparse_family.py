@@ -56,12 +56,13 @@ def table(results: Path) -> pd.DataFrame:
     pairs_file = results / "paired_comparisons.csv"
     pairs = pd.read_csv(pairs_file) if pairs_file.exists() else pd.DataFrame(columns=["a", "b", "attack", "metric"])
     seconds = train.groupby("experiment")["wall_time_s"].mean()
+    fit = train.groupby("experiment")["train_acc"].mean()  # leakage follows fit: the table shows it beside leakage
     rows = []
     for _, r in wide.iterrows():
         exp, method, s = r["experiment"], r["method"], r["sparsity"]
         static = wide[(wide["method"] == "static") & (wide["sparsity"] == s) & (wide["dataset"] == r["dataset"])]
         static_exp = static["experiment"].iloc[0] if len(static) else None
-        row = {"experiment": exp, "family": family(method), "test_acc": r["test_acc"]}
+        row = {"experiment": exp, "family": family(method), "train_acc": fit.get(exp), "test_acc": r["test_acc"]}
         for attack in ATTACKS:
             for metric in METRICS:
                 row[f"{attack}_{metric}"] = r.get(f"{attack}_{metric}")
