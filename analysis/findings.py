@@ -229,9 +229,24 @@ def tables(findings: pd.DataFrame, attack: str) -> list[tuple[str, str, pd.DataF
 
 
 def claim_sentences(findings: pd.DataFrame) -> list[tuple[str, str]]:
-    """(dataset, '**claim**: holds at 0.5, 0.7; not resolved at 0.9.') per claim, in order."""
-    return [(ds, f"**{claim}**: {summary_sentence(g)}.")
-            for ds, d in findings.groupby("dataset", sort=False) for claim, g in d.groupby("claim", sort=False)]
+    """(dataset, '**claim**: holds at 0.5, 0.7; not resolved at 0.9.') per claim, in order. Per-method claims
+    ('dpf: leakage lower at higher sparsity') that cannot be stated for one reason are one sentence naming the
+    methods: a study at one sparsity would otherwise list the same line for every method."""
+    out = []
+    for ds, d in findings.groupby("dataset", sort=False):
+        order: list = []  # a sentence, or the (claim, verdict) key of merged per-method claims
+        merged: dict[tuple[str, str], list[str]] = {}
+        for claim, g in d.groupby("claim", sort=False):
+            sentence = summary_sentence(g)
+            method, sep, rest = claim.partition(": ")
+            if sep and sentence.startswith("cannot state"):
+                if (rest, sentence) not in merged:
+                    order.append((rest, sentence))
+                merged.setdefault((rest, sentence), []).append(method)
+            else:
+                order.append(f"**{claim}**: {sentence}.")
+        out += [(ds, o if isinstance(o, str) else f"**{o[0]}** ({', '.join(merged[o])}): {o[1]}.") for o in order]
+    return out
 
 
 def intro(attack: str, level: int) -> str:

@@ -147,3 +147,17 @@ def test_dry_run_states_the_cost_before_anything_trains(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert "estimated cost: 27 model(s), ~" in out and "images/s" in out
     assert not list(tmp_path.rglob("COMPLETE"))
+
+
+def test_per_method_claims_that_cannot_be_stated_for_one_reason_are_one_sentence():
+    """A study at one sparsity: 'cannot state' for every method's sparsity claim is one line naming the methods;
+    a claim with a verdict keeps its own line."""
+    rows = [{"dataset": "d", "claim": f"{m}: leakage lower at higher sparsity", "sparsity": 0.9, "pair": "",
+             "verdict": "cannot state: one sparsity in the study (needs two)"} for m in ("dpf", "static")]
+    rows.append({"dataset": "d", "claim": "dense leaks more than static", "sparsity": 0.9, "pair": "static_0.9 - dense",
+                 "verdict": "holds"})
+    from analysis.findings import claim_sentences
+
+    s = [x for _, x in claim_sentences(pd.DataFrame(rows))]
+    assert s == ["**leakage lower at higher sparsity** (dpf, static): cannot state: one sparsity in the study "
+                 "(needs two) at 0.9.", "**dense leaks more than static**: holds at 0.9."]
