@@ -154,15 +154,14 @@ def pair_table(a: Config, b: Config, models: list[int], dense: Config | None, de
 def cross_fit_halves(a: Config, b: Config, dense: Config, models: list[int]) -> tuple[tuple, tuple]:
     """For a pair with dense on one side: dense memorisation and the change A - B, each from half of the
     dense models (by position), the other side's exposure from all its models (pe.cross_fit_correlation)."""
-    halves = (models[0::2], models[1::2])
+    other = b if a is dense else a
+    exp_other = pe.exposure(other.phis[other.rows(models)], other.sig.keep[other.rows(models)]).exposure
     mem, change = [], []
-    for h in halves:
+    for h in (models[0::2], models[1::2]):
         rows = dense.rows(h)
         keep = dense.sig.keep[rows]
         mem.append(pe.memorisation(dense.preds[rows] == dense.sig.labels, keep).mem)
         exp_dense = pe.exposure(dense.phis[rows], keep).exposure
-        other = b if a is dense else a
-        exp_other = pe.exposure(other.phis[other.rows(models)], other.sig.keep[other.rows(models)]).exposure
         change.append(exp_dense - exp_other if a is dense else exp_other - exp_dense)
     return tuple(mem), tuple(change)
 
