@@ -19,20 +19,10 @@ from mia.attacks import ATTACKS, suite_attacks
 from mia.cli import mia_parser
 from mia.evaluate import check_same_study, resolve_shadows_from
 from utils.errors import UsageError
+from tests.script_runs import run_main
 
 SCRIPTS = {"mia_advanced": mia_advanced.main, "mia_wemem": mia_wemem.main, "mia_classic": mia_classic.main,
            "run_mia_evaluation": run_mia_evaluation.main, "unified": unified_mia_evaluation.main}
-
-
-def _run(main, argv, capsys) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _flag(name: str) -> str:
@@ -54,7 +44,7 @@ def test_every_script_gets_its_evaluation_flags_with_the_dataclass_help(capsys):
     mains = {"train": train.main, "compare": compare.main, **SCRIPTS}
     seen = {}
     for script, names in wanted.items():
-        code, out, _ = _run(mains[script], ["--help"], capsys)
+        code, out, _ = run_main(mains[script], ["--help"], capsys)
         assert code == 0, script
         for name in FIELDS:
             assert (_flag(name) in out) == (name in names), (script, name)
@@ -63,7 +53,7 @@ def test_every_script_gets_its_evaluation_flags_with_the_dataclass_help(capsys):
     for f in fields(EvaluationConfig):  # one text per flag across scripts, and it is the field's own
         first_words = " ".join(f.metadata["help"].split()[:4])
         assert all(first_words in h for h in seen[f.name]), (f.name, seen[f.name])
-    code, out, _ = _run(mia_advanced.main, ["--help"], capsys)  # a script's own default: the suite's attacks
+    code, out, _ = run_main(mia_advanced.main, ["--help"], capsys)  # a script's own default: the suite's attacks
     assert f"(default: {suite_attacks('advanced')})" in _help_of(out, "--attacks")
 
 
@@ -85,7 +75,7 @@ def test_bad_evaluation_flags_are_one_line_and_the_same_in_every_script(argv, me
     else:
         cases.append((mia_wemem.main, [*runs, *argv]))
     for main, args in cases:
-        code, _, err = _run(main, args, capsys)
+        code, _, err = run_main(main, args, capsys)
         assert code == 2 and message in err and err.count("\n") == 1, (main.__module__, err)
     assert not (tmp_path / "r").exists()
 

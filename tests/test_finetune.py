@@ -20,6 +20,7 @@ from pruning.criteria import CRITERIA, conv_batchnorms, filter_sparsity
 from tests.test_pruning import batch, sgd, tiny_resnet
 from tests.test_pruning import train as train_steps
 from utils.io import load_json, load_torch, save_torch
+from tests.script_runs import run_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = paths.Path(__file__).resolve().parents[1]
@@ -213,18 +214,6 @@ def _cli(script, *args):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def _main(main, argv, capsys) -> tuple[int, str, str]:
-    """A script's main() in this process (no interpreter start): (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _complete_time(exp, i) -> float:
     return (paths.model_dir(exp, i) / paths.COMPLETE).stat().st_mtime_ns
 
@@ -277,11 +266,11 @@ def test_a_changed_dense_checkpoint_makes_the_fine_tuned_model_stale(study, tmp_
     state["state_dict"]["fc.bias"] += 1.0
     save_torch(state, ck)
     argv = [*TINY, "--methods", "finetune", "--runs-dir", str(runs), "--skip-existing", "--dry-run"]
-    code, out, err = _main(train.main, argv, capsys)
+    code, out, err = run_main(train.main, argv, capsys)
     assert code == 0, err
     assert "(1 to run, 7 already complete)" in out and "finetune_0.5 model 1 is stale" in out
     (paths.model_dir(runs / "dense" / "digits", 2) / paths.COMPLETE).unlink()  # dense model 2 will be retrained
-    code, out, err = _main(train.main, argv, capsys)
+    code, out, err = run_main(train.main, argv, capsys)
     assert "(3 to run, 5 already complete)" in out, out  # dense 2, finetune 1 and 2
 
 
@@ -343,7 +332,7 @@ def test_null_case_for_every_attack_on_a_fine_tuned_configuration(study, tmp_pat
 def test_bad_fine_tune_flags_are_one_line(tmp_path, args, needle, capsys):
     import run_experiment
 
-    code, _, err = _main(run_experiment.main, ["--dataset", "digits", "--runs-dir", str(tmp_path), *args], capsys)
+    code, _, err = run_main(run_experiment.main, ["--dataset", "digits", "--runs-dir", str(tmp_path), *args], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -354,7 +343,7 @@ def test_a_structured_sparsity_that_empties_a_layer_is_one_line(study, tmp_path,
 
     runs = tmp_path / "runs"
     shutil.copytree(study / "dense", runs / "dense")
-    code, _, err = _main(run_experiment.main, [
+    code, _, err = run_main(run_experiment.main, [
         "--dataset", "digits", "--epochs", "3", "--batch-size", "64", "--num-shadows", "3", "--prune", "--prune-method",
         "filter_l1", "--sparsity", "0.99", "--model-index", "0", "--runs-dir", str(runs), "--device", "cpu"], capsys)
     assert code == 2 and "would remove every filter of layer conv1 (16)" in err, err
@@ -364,7 +353,7 @@ def test_a_structured_sparsity_that_empties_a_layer_is_one_line(study, tmp_path,
 def test_no_train_source_names_the_missing_dense_models(tmp_path, capsys):
     import run_experiment
 
-    code, _, err = _main(run_experiment.main, [
+    code, _, err = run_main(run_experiment.main, [
         "--dataset", "digits", "--num-shadows", "2", "--prune", "--prune-method", "finetune", "--sparsity", "0.5",
         "--runs-dir", str(tmp_path / "runs"), "--no-train-source"], capsys)
     assert code == 2 and "starts from dense model(s) 0, 1, 2" in err and "--no-train-source" in err
@@ -376,18 +365,18 @@ def test_shadows_from_unknown_or_incompatible_is_one_line_and_keeps_the_tables(s
 
     out = tmp_path / "results"
     argv = ["--runs-dir", str(study), "--results-dir", str(out), "--attacks", "confidence"]
-    assert _main(mia_wemem.main, argv, capsys)[0] == 0
+    assert run_main(mia_wemem.main, argv, capsys)[0] == 0
     table = (out / "mia" / "wemem" / "wemem_mia_results.csv").read_text()
-    code, _, err = _main(mia_wemem.main, [*argv, "--shadows-from", "gmp_0.5"], capsys)
+    code, _, err = run_main(mia_wemem.main, [*argv, "--shadows-from", "gmp_0.5"], capsys)
     assert code == 2 and "--shadows-from gmp_0.5: no such configuration" in err, err
     other = tmp_path / "other"
     train.main(["--dataset", "digits", "--pool-size", "100", "--epochs", "1", "--batch-size", "64", "--num-shadows", "3",
                 "--sens-draws", "2", "--methods", "dense", "--mia-seed", "1", "--device", "cpu", "--no-eval",
                 "--runs-dir", str(other)])
-    code, _, err = _main(mia_wemem.main, [*argv, "--shadows-from", str(other / "dense" / "digits")], capsys)
+    code, _, err = run_main(mia_wemem.main, [*argv, "--shadows-from", str(other / "dense" / "digits")], capsys)
     assert code == 2 and "different keep matrices" in err, err
     assert (out / "mia" / "wemem" / "wemem_mia_results.csv").read_text() == table  # nothing written lost
-    code, _, err = _main(train.main, [*TINY, "--methods", "finetune", "--runs-dir", str(tmp_path / "x"),
+    code, _, err = run_main(train.main, [*TINY, "--methods", "finetune", "--runs-dir", str(tmp_path / "x"),
                                       "--shadows-from", "slim_0.5"], capsys)
     assert code == 2 and "not a configuration of this study" in err and not (tmp_path / "x").exists()
 
