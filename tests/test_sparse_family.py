@@ -15,7 +15,7 @@ import train
 from artifacts import paths
 from models import build_model
 from pruning import PRUNING_METHODS, build_pruner, measure_sparsity
-from tests.test_finetune import _main
+from tests.script_runs import run_main
 from utils.io import load_json, load_torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -276,7 +276,7 @@ def test_each_method_trains_and_saves_exactly_sparse_models(tmp_path, capsys):
         argv = [*TINY, "--prune", "--prune-method", method, "--sparsity", "0.8", "--runs-dir", str(tmp_path)]
         if method == "synflow":
             argv += ["--synflow-rounds", "10"]
-        code, _, err = _main(run_experiment.main, argv, capsys)
+        code, _, err = run_main(run_experiment.main, argv, capsys)
         assert code == 0, err
         exp = paths.experiment_dir(tmp_path, method, 0.8, "digits")
         for i in range(2):
@@ -324,7 +324,7 @@ def test_packed_snip_sees_each_models_own_batches(tmp_path):
 def test_bad_flags_are_one_line(tmp_path, args, needle, capsys):
     import run_experiment
 
-    code, _, err = _main(run_experiment.main, ["--dataset", "digits", "--runs-dir", str(tmp_path), *args], capsys)
+    code, _, err = run_main(run_experiment.main, ["--dataset", "digits", "--runs-dir", str(tmp_path), *args], capsys)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 
 
@@ -332,7 +332,7 @@ def test_an_allocation_that_cannot_be_met_is_one_line(tmp_path, capsys):
     """ResNet-20's first conv (144 weights on digits) is dense: at sparsity 0.9999 only 27 weights are kept."""
     import run_experiment
 
-    code, _, err = _main(run_experiment.main, [*TINY, "--prune", "--prune-method", "rigl", "--sparsity", "0.9999",
+    code, _, err = run_main(run_experiment.main, [*TINY, "--prune", "--prune-method", "rigl", "--sparsity", "0.9999",
                                                "--runs-dir", str(tmp_path)], capsys)
     assert code == 2 and "lower --sparsity" in err and len(err.strip().splitlines()) == 1, err
 
