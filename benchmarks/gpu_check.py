@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The mini study (train.py flags). GPU: 3 configurations x 9 models (each on ~2,200 of a 5,000-image pool,
 # 4 of 9 models per image) x 15 epochs, each configuration one pack (auto K), then every attack.
-# tiny: digits, a 400-image pool, 5 models per configuration in one pack, 2 epochs.
+# tiny: digits, a 200-image pool, 100 test images, 5 models per configuration in one pack, 2 epochs.
 STUDY = ["--methods", "dense", "static", "dpf", "--sparsities", "0.9"]
 FULL = ["--dataset", "npz", "--data-path", str(SHARED_CIFAR), "--pool-size", "5000", "--epochs", "15",
         "--num-shadows", "8"]
-TINY = ["--dataset", "digits", "--pool-size", "400", "--epochs", "2", "--batch-size", "32", "--num-shadows", "4",
+TINY = ["--dataset", "digits", "--pool-size", "200", "--test-size", "100", "--epochs", "2", "--batch-size", "32", "--num-shadows", "4",
         "--pack", "5", "--sens-draws", "2"]
 
 

@@ -16,8 +16,8 @@ from tests.mia_synthetic import in_memory, synthetic_signals
 from utils.errors import UsageError
 
 # Small attack models keep the suite fast; otherwise the defaults.
-FAST = AttackSettings(nn_max_train_rows=6000, samia_max_train_rows=3000, nn_min_class_rows=1000,
-                      nn_max_val_rows=2000, nn_max_epochs=20, samia_max_epochs=8)
+FAST = AttackSettings(nn_max_train_rows=6000, samia_max_train_rows=1500, nn_min_class_rows=1000,
+                      nn_max_val_rows=2000, nn_max_epochs=20, samia_max_epochs=4)  # SAMIA: a transformer, ~10x an MLP a row
 
 
 @pytest.fixture(scope="module")

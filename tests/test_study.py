@@ -15,6 +15,7 @@ from utils.errors import UsageError
 ROOT = paths.Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--num-shadows", "2", "--sens-draws", "2",
         "--methods", "dense", "static", "--sparsities", "0.5", "--no-eval", "--device", "cpu"]
+SMALL = ["--pool-size", "100", "--test-size", "60"]  # where a test starts processes (Ray workers): less to train
 
 
 def _cli(*args):
@@ -152,10 +153,10 @@ def test_ray_executor_gives_the_same_models_as_local(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # Ray gives each 1-CPU task one thread: match it for bitwise equality
     try:
-        train.main([*TINY, "--methods", "static", "--runs-dir", str(tmp_path / "local")])
+        train.main([*TINY, *SMALL, "--methods", "static", "--runs-dir", str(tmp_path / "local")])
     finally:
         torch.set_num_threads(threads)
-    r = _cli(*TINY, "--methods", "static", "--runs-dir", str(tmp_path / "ray"), "--executor", "ray",
+    r = _cli(*TINY, *SMALL, "--methods", "static", "--runs-dir", str(tmp_path / "ray"), "--executor", "ray",
              "--cpus-per-model", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     for i in range(3):
@@ -179,7 +180,7 @@ def test_ray_failed_task_is_named_others_finish_and_resume_redoes_only_it(tmp_pa
     blocker = paths.model_dir(exp, 2)
     blocker.parent.mkdir(parents=True)
     blocker.write_text("a file where shadow 2's directory must go: that one task fails")
-    args = [*TINY, "--methods", "static", "--runs-dir", str(runs)]
+    args = [*TINY, *SMALL, "--methods", "static", "--runs-dir", str(runs)]
     r = _cli(*args, "--executor", "ray", "--cpus-per-model", "1")
     assert r.returncode == 2, r.stdout + r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # Ray logs its own warnings
