@@ -34,6 +34,7 @@ import pandas as pd
 
 from analysis import bootstrap as bs
 from artifacts import paths
+from artifacts.rundir import same_membership
 from artifacts.schema import Settings, Study, experiment_id
 from mia.metrics import FPR_LEVELS, below_fpr_floor
 from utils.errors import UsageError
@@ -175,12 +176,10 @@ def check_paired(a: Evaluated, b: Evaluated, ma: list[np.ndarray], mb: list[np.n
     common = [t for t in a.targets if t in b.targets]
     if not common:
         raise UsageError(f"{a.name} and {b.name} share no target (targets {a.targets} vs {b.targets})")
-    if not np.array_equal(a.labels(), b.labels()):
-        raise UsageError(f"{a.name} and {b.name} have different pools: not paired")
     for t in common:
-        if not np.array_equal(ma[a.targets.index(t)], mb[b.targets.index(t)]):
+        if not same_membership(ma[a.targets.index(t)], a.labels(), mb[b.targets.index(t)], b.labels()):
             raise UsageError(f"{a.name} and {b.name}: model {t} trained on different examples (different keep "
-                             f"matrices: --mia-seed, --pool-size or --num-shadows differ): not paired")
+                             f"matrices or pools: --mia-seed, --pool-size or --num-shadows differ): not paired")
     return common
 
 

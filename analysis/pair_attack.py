@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 from scipy.stats import norm
 
+from artifacts.rundir import same_membership
 from mia.attacks import gaussian_fit, per_model, per_example, phi
 from mia.shadows import AttackInput, AttackOutput, AttackSettings, balanced_shadows, require_shadows
 from utils.errors import UsageError
@@ -30,8 +31,7 @@ class PairInput:
     b: AttackInput
 
     def __post_init__(self):
-        if (not np.array_equal(self.a.shadow_keep, self.b.shadow_keep)
-                or not np.array_equal(self.a.labels, self.b.labels)):
+        if not same_membership(self.a.shadow_keep, self.a.labels, self.b.shadow_keep, self.b.labels):
             raise UsageError("a pair attack needs the same shadows' subsets and pool in both configurations "
                              "(one keep matrix): these differ")
 

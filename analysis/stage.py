@@ -42,13 +42,13 @@ from analysis import figures, per_example as pe, section
 from analysis.pair_attack import PAIR_ATTACKS, PairInput
 from artifacts import paths
 from analysis import bootstrap as bs
-from artifacts.rundir import Signals, load_experiment
+from artifacts.rundir import Signals, load_experiment, same_study
 from mia.attacks import run_attack
 from analysis.compare import default_pairs, floor_flags, load_evaluations, named_pairs
 from mia.evaluate import attack_input, find_experiment_dirs, shadow_rows, target_indices
 from mia.shadows import AttackSettings, target_settings
 from utils.errors import UsageError, cli_main
-from utils.io import load_npy, save_json, save_text
+from utils.io import save_json, save_text
 
 
 @dataclass
@@ -93,8 +93,7 @@ def used_models(cfgs: list[Config], leave_out: int | None) -> list[int]:
 
 def check_same_study(a: Config, b: Config) -> None:
     """Model i of both must have trained on the same subset: one keep matrix and one pool."""
-    ka, kb = (load_npy(c.sig.exp_dir / paths.KEEP_MATRIX) for c in (a, b))
-    if ka.shape != kb.shape or not np.array_equal(ka, kb) or not np.array_equal(a.sig.labels, b.sig.labels):
+    if not same_study(a.sig.exp_dir, b.sig.exp_dir):
         raise UsageError(f"{a.name} and {b.name} ({a.res['dataset']}) have different keep matrices or pools (not the "
                          f"same study: --mia-seed, --pool-size or --num-shadows differ): their models cannot be paired")
 

@@ -149,6 +149,18 @@ def _load_keep_and_labels(exp: Path) -> tuple[np.ndarray, np.ndarray]:
     return keep, labels.astype(np.int64)
 
 
+def same_membership(keep_a, labels_a, keep_b, labels_b) -> bool:
+    """The pairing rule of a study (docs/protocol.md): two configurations' models are paired when model i of both
+    trained on the same examples, i.e. equal keep rows (whole matrices or single rows) over equal pool labels;
+    another --mia-seed, pool or number of models breaks it. Every paired comparison checks this, and only this."""
+    return np.array_equal(keep_a, keep_b) and np.array_equal(labels_a, labels_b)
+
+
+def same_study(exp_a: str | Path, exp_b: str | Path) -> bool:
+    """same_membership of two experiment directories (their keep matrices and pool labels)."""
+    return same_membership(*_load_keep_and_labels(Path(exp_a)), *_load_keep_and_labels(Path(exp_b)))
+
+
 def _check_shape(f: Path, arr: np.ndarray, expected: tuple, what: str) -> None:
     if tuple(arr.shape) != tuple(expected):
         raise UsageError(f"{f} has shape {tuple(arr.shape)}, expected {tuple(expected)} ({what})")

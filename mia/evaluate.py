@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from artifacts import paths
-from artifacts.rundir import Signals, arch_label, load_experiment
+from artifacts.rundir import Signals, arch_label, load_experiment, same_study
 from artifacts.schema import LONG_KEYS, METRICS, OWN, ROW_KEYS, experiment_id, flagged
 from mia.attacks import (ATTACKS, AttackInput, AttackSettings, check_attacks, pseudo_target_settings, run_attack,
                          suite_attacks)
@@ -164,8 +164,7 @@ def save_scores(scores: Path, name: str, per: dict[int, dict]) -> None:
 def check_same_study(src_dir: Path, exp_dir: Path, spec) -> None:
     """--shadows-from's one compatibility rule: the other configuration is of the same study (the same
     keep matrix and pool labels: model i of both trained on the same examples), else one line."""
-    same = all(np.array_equal(np.load(Path(src_dir) / f), np.load(Path(exp_dir) / f)) for f in (paths.KEEP_MATRIX, paths.LABELS))
-    if not same:
+    if not same_study(src_dir, exp_dir):
         raise UsageError(f"--shadows-from {spec}: {src_dir} and {exp_dir} have different keep matrices or pools (not "
                          f"the same study: another --mia-seed, pool or number of models); their models cannot be paired")
 
