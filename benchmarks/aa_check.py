@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The A/A check of the report's significance marks on real models (issue 25): the quick preset trained
+"""The A/A check of the report's significance marks on real models: the quick preset trained
 twice with different training seeds (--seed) and the same keep matrix (--mia-seed 0), so every
 configuration of run 1 is compared with the same configuration of run 2 (dense - dense, ...): every
 true difference is 0. Each repeat counts the cells mia/compare.py would mark significant after its

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The study's accuracy claim at its full budget (issue 24): ResNet-20 on CIFAR-10 (pool 50,000, so 25,000
+"""The study's accuracy claim at its full budget: ResNet-20 on CIFAR-10 (pool 50,000, so 25,000
 training images a model), 200 epochs, one model per configuration. This script trains nothing; it reads
 what the runs wrote and reports, so it can be run at any time, also while they train:
 

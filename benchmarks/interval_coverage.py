@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Coverage of the paired 95% interval of delta AUC under simulated nulls, on real AUCs through the
-project's bootstrap (analysis/bootstrap.py: bootstrap_attacks, difference), before and after issue 25:
+project's bootstrap (analysis/bootstrap.py: bootstrap_attacks, difference), the former scheme and the current one:
 
 - after: the crossed scheme (one example resample shared by every target; variance = shared example
   part + spread over targets, t with Satterthwaite df);
@@ -63,7 +63,7 @@ def study(rng, scenario: str, targets: int, n: int):
 
 
 def nested_interval(sa, sb, keep, n_boot: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """The scheme before issue 25: per target its own stratified resamples (members among members,
+    """The former scheme (docs/benchmarks.md, "Calibrated intervals, multiplicity, floors"): per target its own stratified resamples (members among members,
     non-members among non-members), then targets drawn with replacement, slot j of replicate b taking
     copy (b + j) mod n_boot of its target; percentile interval."""
     t_count = len(keep)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The tail of the crossed interval's null p-values (issue 25): the report's corrected marks read
+"""The tail of the crossed interval's null p-values: the report's corrected marks read
 p-values near 0.05 / #cells, where a coverage check (the 5% tail) sees nothing. Simulated studies under
 the linear stand-in of tests/test_intervals.py: a paired difference is, to first order, a mean over the
 pool's examples of per-(example, target) contributions (the AUC's Hajek projection), so each null is the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The sparse-training family's table from a finished study's results directory (docs/benchmarks.md, issue 35):
+"""The sparse-training family's table from a finished study's results directory (docs/benchmarks.md, "The sparse-training family"):
 per configuration its family, test accuracy, LiRA and RMIA AUC and TPR at 0.1% FPR, the paired differences
 against dense and against static at the same sparsity (with their intervals, from paired_comparisons.csv), and the
 training time per model against static's (training_results.csv: the mean wall time of a configuration's models).
