@@ -218,6 +218,41 @@ def test_null_case_for_every_attack_on_an_imp_configuration(study, tmp_path):
         assert abs(r["mean"]["auc"] - 0.5) < tol, (attack, r["mean"]["auc"])
 
 
+def test_shadows_from_dense_attacks_imp_and_lth_targets_with_the_dense_models(study):
+    """The attacker who trained only dense shadows: model i of dense and of imp / lth share keep row i."""
+    from mia.cli import settings_for
+    from mia.evaluate import evaluate_all
+
+    runs, _ = study
+    exps = [paths.experiment_dir(runs, m, s, "digits") for m, s in (("dense", 0.0), ("imp", 0.5), ("lth", 0.5))]
+    results, failures = evaluate_all(exps, ["lira_offline", "loss"], "0,1", settings_for("cpu"), shadows_from="dense")
+    assert not failures
+    by = {r["method"]: r for r in results}
+    for m in ("imp", "lth"):
+        assert by[m]["experiment"] == f"{m}_0.5@dense" and by[m]["shadows"] == "dense"
+        assert by[m]["num_shadows"] == 3  # the 4 dense models, the target's own index left out
+        assert all(np.isfinite(v["mean"]["auc"]) for v in by[m]["attacks"].values())
+
+
+def test_imp_and_lth_with_a_defense_prune_the_undefended_dense_models_and_train_with_the_defense(tmp_path):
+    """A defense applies to the rounds (as to fine-tuning, mia_prune's protocol); the source is the undefended dense run."""
+    runs = tmp_path / "runs"
+    train.main(["--dataset", "digits", "--pool-size", "160", "--epochs", "2", "--batch-size", "32", "--num-shadows", "1",
+                "--sens-draws", "1", "--sparsities", "0.5", "--finetune-epochs", "1", "--prune-rounds", "2",
+                "--methods", "imp", "lth", "--defenses", "label_smoothing", "--device", "cpu", "--no-eval",
+                "--runs-dir", str(runs)])
+    dense = paths.experiment_dir(runs, "dense", 0.0, "digits")
+    for method in ("imp", "lth"):
+        exp = paths.experiment_dir(runs, method, 0.5, "digits", "label_smoothing")
+        assert load_json(exp / paths.CONFIG)["defense"] == "label_smoothing"
+        for i in (0, 1):
+            d = paths.model_dir(exp, i)
+            summary = load_json(d / paths.SUMMARY)
+            assert (d / paths.COMPLETE).exists()
+            assert (runs / summary["source"]["checkpoint"]).resolve() == (paths.model_dir(dense, i) / paths.BEST_MODEL).resolve()
+            assert summary["measured_sparsity"] == pytest.approx(round(0.5 * summary["num_prunable"]) / summary["num_prunable"], abs=0)
+
+
 # -- resume inside a round -----------------------------------------------------------------------------------
 def test_imp_killed_mid_round_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     """2 rounds of 2 epochs: killed inside round 1 (after epoch 1) and at the round boundary (after epoch 2)."""
