@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,8 +22,8 @@ from utils.errors import UsageError
 
 def _f(default, help: str, **kw):
     """A dataclass field with its one-line documentation (shown in --help)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -123,15 +124,20 @@ class ExperimentConfig:
     sens_eps: float = _f(1e-3, "SAMIA: perturbation scale eps")
     skip_existing: bool = _f(False, "skip models already complete; redo partial ones")
     # --- defense against membership inference (docs/defenses.md) ----------------------------
-    # A defense's parameters stay None unless it is asked for; resolved() fills their defaults (defenses/).
     defense: str = _f("none", "{defenses}: the training loss of the target and its shadows (the adaptive attacker; docs/defenses.md)")
-    ppb_weight: Optional[float] = _f(None, "ppb: weight lambda of the KL term between the sorted posteriors of the batch's two halves, >= 0 (default with --defense ppb: {ppb_weight})")
-    relaxloss_alpha: Optional[float] = _f(None, "relaxloss: target loss level alpha, > 0 (default with --defense relaxloss: {relaxloss_alpha}, the authors' CIFAR-10 ResNet-20 value)")
-    relaxloss_upper: Optional[float] = _f(None, "relaxloss: cap on the true-class probability of the flattened soft labels, in (0, 1] (default with --defense relaxloss: {relaxloss_upper})")
-    label_smoothing_eps: Optional[float] = _f(None, "label_smoothing: weight of the uniform distribution in the labels, in [0, 1) (default with --defense label_smoothing: {label_smoothing_eps})")
-    dp_noise: Optional[float] = _f(None, "dp: noise multiplier sigma (Gaussian noise of std sigma x --dp-clip on the summed clipped gradients), >= 0 (default with --defense dp: {dp_noise})")
-    dp_clip: Optional[float] = _f(None, "dp: per-example gradient norm bound C, > 0 (default with --defense dp: {dp_clip})")
-    dp_delta: Optional[float] = _f(None, "dp: delta of the reported epsilon, in (0, 1) (default: 1 / training-set size rounded down to a power of 10)")
+    # Each defense's parameters (defenses/ DefenseSpec.params), by their keys `<defense>_<name>`: only those given
+    # (no None), filled with their defaults by resolved(). Flat everywhere else: one flag each (--ppb-weight),
+    # one config.json key each ("ppb_weight"), a keyword of the constructor and an attribute (cfg.ppb_weight).
+    defense_params: dict[str, Any] = _f({}, "the parameters of --defense", flags=lambda: _defense_flags())
+
+    def __post_init__(self):
+        self.defense_params = {k: v for k, v in self.defense_params.items() if v is not None}
+
+    def __getattr__(self, name: str):
+        """A defense parameter by its key (cfg.ppb_weight): its value, None when not given."""
+        if not name.startswith("_") and name != "defense_params" and name in _flat_keys(type(self)):
+            return self.defense_params.get(name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     # ----------------------------------------------------------------------------------
     @property
@@ -337,14 +343,16 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         from pruning import method_revision
 
-        d = dataclasses.asdict(self)
+        d, flat = {}, _flags(type(self))
+        for k, v in dataclasses.asdict(self).items():  # a mapping of flags flattened in place, every key present
+            d.update({key: v.get(key) for key in flat[k]} if k in flat else {k: v})
         d["method"] = self.method  # derived, recorded so readers need no logic
         d["method_revision"] = method_revision(self.method)  # the method's meaning (pruning/methods.py)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} | set(_flat_keys(cls))
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def to_json(self) -> str:
@@ -379,6 +387,45 @@ NON_RECIPE_FIELDS = {"name", "runs_dir", "data_dir", "device", "workers", "verbo
 PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode()
 # A method's own settings (pruning/methods.py MethodSpec.options) and their defaults, filled by resolved()
 from configs.method_options import METHOD_OPTIONS  # noqa: E402 (defaults of the methods' own fields)
+
+
+def _defense_flags() -> list[tuple[str, type, str]]:
+    from defenses import param_flags  # the registry loads torch: read when a parser or a config needs it
+
+    return param_flags()
+
+
+def _flags(cls) -> dict[str, list[str]]:
+    """The fields of cls that are mappings of flags (metadata "flags"), each with its keys in flag order."""
+    return {f.name: [key for key, _, _ in f.metadata["flags"]()] for f in fields(cls) if "flags" in f.metadata}
+
+
+def _flat_keys(cls) -> dict[str, str]:
+    """Each key of a mapping of flags (ppb_weight) -> the field that holds it (defense_params)."""
+    return {key: name for name, keys in _flags(cls).items() for key in keys}
+
+
+def _accept_flat_keys(cls):
+    """Let cls's constructor (and so dataclasses.replace and from_dict) take a mapping's keys as keywords,
+    as its flags and config.json name them: ExperimentConfig(defense="ppb", ppb_weight=2.0); a key given so
+    replaces the mapping's value (None: unset)."""
+    init, names = cls.__init__, {f.name for f in fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kw):
+        flat = {k: kw.pop(k) for k in [k for k in kw if k not in names]}
+        owner = _flat_keys(cls) if flat else {}
+        for k, v in flat.items():
+            if k not in owner:
+                raise TypeError(f"{cls.__name__}.__init__() got an unexpected keyword argument '{k}'")
+            kw[owner[k]] = {**kw.get(owner[k], {}), k: v}
+        init(self, *args, **kw)
+
+    cls.__init__ = __init__
+    return cls
+
+
+_accept_flat_keys(ExperimentConfig)
 
 
 def _options_owners(field_name: str) -> str:
@@ -419,7 +466,7 @@ def registry_names() -> dict[str, str]:
             "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze),
             "scoped": methods(lambda s: s.scoped), "from_dense": methods(lambda s: s.finetunes),
             "rewind_epochs": ", ".join(map(str, REWIND_EPOCHS)),
-            "defenses": " | ".join(DEFENSES), **{p.field: p.default for d in DEFENSES.values() for p in d.params}}
+            "defenses": " | ".join(DEFENSES)}
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset(),
@@ -431,6 +478,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip:
     names = {**registry_names(), **(names or {})}
     for f in fields(cls):
         if f.name in skip:
+            continue
+        if "flags" in f.metadata:  # a mapping: one flag per key, each unset (None) unless given
+            for key, tp, text in f.metadata["flags"]():
+                parser.add_argument("--" + key.replace("_", "-"), type=tp, default=None, help=f"{text} (default: None)")
             continue
         flag = "--" + f.name.replace("_", "-")
         tp, elem = _base_type(hints[f.name])
@@ -447,7 +498,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip:
 
 
 def config_from_args(args: argparse.Namespace, cls=ExperimentConfig) -> ExperimentConfig:
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    names = [f.name for f in fields(cls)] + list(_flat_keys(cls))
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -468,19 +520,21 @@ def command_line(cfg: ExperimentConfig, script: str = "run_experiment.py") -> st
     field that differs from its default, derived fields only where they differ from their derivation."""
     import shlex
 
-    from defenses import param_fields
-
-    derived_fields = (*DERIVED_FIELDS, *param_fields())  # a defense's parameters at their defaults are derived too
+    flat = _flat_keys(type(cfg))
+    derived_fields = (*DERIVED_FIELDS, *flat)  # a defense's parameters at their defaults are derived too
     derived = dataclasses.replace(cfg, **{k: None for k in derived_fields}).resolved()
     out = [f"python {script}"]
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name in _NOT_IN_COMMAND or v == default or (f.name in derived_fields and v == getattr(derived, f.name)):
+    defaults = {}
+    for f in fields(cfg):  # every flag's default, a mapping's keys in its place (None: unset)
+        defaults.update(dict.fromkeys(_flags(type(cfg))[f.name]) if f.name in flat.values() else
+                        {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()})
+    for name, default in defaults.items():
+        v = getattr(cfg, name)
+        if name in _NOT_IN_COMMAND or v == default or (name in derived_fields and v == getattr(derived, name)):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         if isinstance(v, bool):
-            out.append(flag if v else "--no-" + f.name.replace("_", "-"))
+            out.append(flag if v else "--no-" + name.replace("_", "-"))
         elif isinstance(v, list):
             out.append(" ".join([flag, *(shlex.quote(str(x)) for x in v)]))
         else:
