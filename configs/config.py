@@ -33,9 +33,9 @@ class ExperimentConfig:
     name: Optional[str] = _f(None, "experiment name (default: '<method>' or '<method>_<sparsity>')")
     runs_dir: str = _f("./runs", "root directory of all runs")
     # --- data ----------------------------------------------------------------------------
-    dataset: str = _f("cifar10", "{datasets} (digits, tabular: embedded, offline; npz: --data-path; docs/datasets.md)")
+    dataset: str = _f("cifar10", "{datasets} ({embedded}: embedded, offline; {data_path}: --data-path; docs/datasets.md)")
     data_dir: str = _f("./datasets", "where datasets are stored / downloaded (file layouts: docs/datasets.md)")
-    data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset npz)")
+    data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset {data_path})")
     pool_size: Optional[int] = _f(None, "use only the first N training images as the membership pool (default: all)")
     test_size: Optional[int] = _f(None, "use only N images of the test split (a fixed random draw, seed 0) for "
                                         "validation and test accuracy (default: all); evaluating 10,000 images per "
@@ -277,16 +277,12 @@ class ExperimentConfig:
                                    val_from=(rounds - 1) * length + min(max(1, first), length))
 
     def validate(self) -> None:
-        from data import DATASETS
-        from data.datasets import holds_feature_vectors
+        from data.datasets import check_dataset, holds_feature_vectors
         from defenses import check_defense
         from models import check_arch
         from pruning import PRUNING_METHODS
 
-        if self.dataset not in DATASETS:
-            raise UsageError(f"unknown dataset '{self.dataset}'; valid: {', '.join(DATASETS)}")
-        if self.dataset == "npz" and not self.data_path:
-            raise UsageError("--dataset npz needs --data-path FILE.npz (x_train, y_train, x_test, y_test)")
+        check_dataset(self)
         check_arch(self.arch, self.layers, self.width_factor)
         check_defense(self)
         for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws", "val_every"):
@@ -459,7 +455,8 @@ def registry_names() -> dict[str, str]:
     def methods(has) -> str:
         return ", ".join(m for m, spec in PRUNING_METHODS.items() if has(spec))
 
-    return {"datasets": " | ".join(DATASETS), "archs": " | ".join(ARCHS),
+    return {"datasets": " | ".join(DATASETS), "embedded": ", ".join(d for d, s in DATASETS.items() if s.embedded),
+            "data_path": ", ".join(d for d, s in DATASETS.items() if s.data_path), "archs": " | ".join(ARCHS),
             "default_layers": ", ".join(f"{a} {spec.default_layers}" for a, spec in ARCHS.items()),
             "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
             "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
