@@ -2,7 +2,9 @@
 
 Each field's `help` metadata is its comment and its --help text; defaults live only here. A help
 text names the registries' entries through {placeholders} (registry_names()), filled when the parser
-is built, so a new dataset, arch or pruning method shows in --help with no edit here.
+is built, so a new dataset, arch or pruning method shows in --help with no edit here. A field with `flags`
+metadata is a mapping whose keys are flags of their own, generated from a registry (defense_params: each
+defense's parameters, from its DefenseSpec), so a new defense's parameters need no field here either.
 Defaults are the predecessor recipe (docs/protocol.md, "The recipe"): SGD lr 0.1, momentum 0.9,
 wd 5e-4, batch 128, 200 epochs, LR x0.1 at 50% and 75% of training.
 """
