@@ -325,8 +325,7 @@ def holds_feature_vectors(cfg) -> bool:
 def load_dataset(cfg) -> ArrayDataset:
     """Load cfg.dataset, restricted to the first cfg.pool_size training images and to cfg.test_size test
     images (a fixed draw, seed 0) if set."""
-    if cfg.dataset not in DATASETS:
-        raise UsageError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(DATASETS)}")
+    check_dataset(cfg)
     ds = DATASETS[cfg.dataset].loader(cfg)
     if cfg.pool_size is not None:
         if cfg.pool_size > len(ds.x_train):
