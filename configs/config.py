@@ -2,7 +2,9 @@
 
 Each field's `help` metadata is its comment and its --help text; defaults live only here. A help
 text names the registries' entries through {placeholders} (registry_names()), filled when the parser
-is built, so a new dataset, arch or pruning method shows in --help with no edit here.
+is built, so a new dataset, arch or pruning method shows in --help with no edit here. A field with `flags`
+metadata is a mapping whose keys are flags of their own, generated from a registry (defense_params: each
+defense's parameters, from its DefenseSpec), so a new defense's parameters need no field here either.
 Defaults are the predecessor recipe (docs/protocol.md, "The recipe"): SGD lr 0.1, momentum 0.9,
 wd 5e-4, batch 128, 200 epochs, LR x0.1 at 50% and 75% of training.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,8 +24,8 @@ from utils.errors import UsageError
 
 def _f(default, help: str, **kw):
     """A dataclass field with its one-line documentation (shown in --help)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
@@ -32,9 +35,9 @@ class ExperimentConfig:
     name: Optional[str] = _f(None, "experiment name (default: '<method>' or '<method>_<sparsity>')")
     runs_dir: str = _f("./runs", "root directory of all runs")
     # --- data ----------------------------------------------------------------------------
-    dataset: str = _f("cifar10", "{datasets} (digits, tabular: embedded, offline; npz: --data-path; docs/datasets.md)")
+    dataset: str = _f("cifar10", "{datasets} ({embedded}: embedded, offline; {data_path}: --data-path; docs/datasets.md)")
     data_dir: str = _f("./datasets", "where datasets are stored / downloaded (file layouts: docs/datasets.md)")
-    data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset npz)")
+    data_path: Optional[str] = _f(None, "npz file with x_train, y_train, x_test, y_test (for --dataset {data_path})")
     pool_size: Optional[int] = _f(None, "use only the first N training images as the membership pool (default: all)")
     test_size: Optional[int] = _f(None, "use only N images of the test split (a fixed random draw, seed 0) for "
                                         "validation and test accuracy (default: all); evaluating 10,000 images per "
@@ -123,15 +126,20 @@ class ExperimentConfig:
     sens_eps: float = _f(1e-3, "SAMIA: perturbation scale eps")
     skip_existing: bool = _f(False, "skip models already complete; redo partial ones")
     # --- defense against membership inference (docs/defenses.md) ----------------------------
-    # A defense's parameters stay None unless it is asked for; resolved() fills their defaults (defenses/).
     defense: str = _f("none", "{defenses}: the training loss of the target and its shadows (the adaptive attacker; docs/defenses.md)")
-    ppb_weight: Optional[float] = _f(None, "ppb: weight lambda of the KL term between the sorted posteriors of the batch's two halves, >= 0 (default with --defense ppb: {ppb_weight})")
-    relaxloss_alpha: Optional[float] = _f(None, "relaxloss: target loss level alpha, > 0 (default with --defense relaxloss: {relaxloss_alpha}, the authors' CIFAR-10 ResNet-20 value)")
-    relaxloss_upper: Optional[float] = _f(None, "relaxloss: cap on the true-class probability of the flattened soft labels, in (0, 1] (default with --defense relaxloss: {relaxloss_upper})")
-    label_smoothing_eps: Optional[float] = _f(None, "label_smoothing: weight of the uniform distribution in the labels, in [0, 1) (default with --defense label_smoothing: {label_smoothing_eps})")
-    dp_noise: Optional[float] = _f(None, "dp: noise multiplier sigma (Gaussian noise of std sigma x --dp-clip on the summed clipped gradients), >= 0 (default with --defense dp: {dp_noise})")
-    dp_clip: Optional[float] = _f(None, "dp: per-example gradient norm bound C, > 0 (default with --defense dp: {dp_clip})")
-    dp_delta: Optional[float] = _f(None, "dp: delta of the reported epsilon, in (0, 1) (default: 1 / training-set size rounded down to a power of 10)")
+    # Each defense's parameters (defenses/ DefenseSpec.params), by their keys `<defense>_<name>`: only those given
+    # (no None), filled with their defaults by resolved(). Flat everywhere else: one flag each (--ppb-weight),
+    # one config.json key each ("ppb_weight"), a keyword of the constructor and an attribute (cfg.ppb_weight).
+    defense_params: dict[str, Any] = _f({}, "the parameters of --defense", flags=lambda: _defense_flags())
+
+    def __post_init__(self):
+        self.defense_params = {k: v for k, v in self.defense_params.items() if v is not None}
+
+    def __getattr__(self, name: str):
+        """A defense parameter by its key (cfg.ppb_weight): its value, None when not given."""
+        if not name.startswith("_") and name != "defense_params" and name in _flat_keys(type(self)):
+            return self.defense_params.get(name)
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     # ----------------------------------------------------------------------------------
     @property
@@ -271,16 +279,12 @@ class ExperimentConfig:
                                    val_from=(rounds - 1) * length + min(max(1, first), length))
 
     def validate(self) -> None:
-        from data import DATASETS
-        from data.datasets import holds_feature_vectors
+        from data.datasets import check_dataset, holds_feature_vectors
         from defenses import check_defense
         from models import check_arch
         from pruning import PRUNING_METHODS
 
-        if self.dataset not in DATASETS:
-            raise UsageError(f"unknown dataset '{self.dataset}'; valid: {', '.join(DATASETS)}")
-        if self.dataset == "npz" and not self.data_path:
-            raise UsageError("--dataset npz needs --data-path FILE.npz (x_train, y_train, x_test, y_test)")
+        check_dataset(self)
         check_arch(self.arch, self.layers, self.width_factor)
         check_defense(self)
         for name in ("epochs", "batch_size", "prune_freq", "mia_queries", "sens_draws", "val_every"):
@@ -337,14 +341,16 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         from pruning import method_revision
 
-        d = dataclasses.asdict(self)
+        d, flat = {}, _flags(type(self))
+        for k, v in dataclasses.asdict(self).items():  # a mapping of flags flattened in place, every key present
+            d.update({key: v.get(key) for key in flat[k]} if k in flat else {k: v})
         d["method"] = self.method  # derived, recorded so readers need no logic
         d["method_revision"] = method_revision(self.method)  # the method's meaning (pruning/methods.py)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} | set(_flat_keys(cls))
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def to_json(self) -> str:
@@ -381,6 +387,45 @@ PACK_MODES = ("auto", "grouped", "sequential")  # training/packing.py pack_mode(
 from configs.method_options import METHOD_OPTIONS  # noqa: E402 (defaults of the methods' own fields)
 
 
+def _defense_flags() -> list[tuple[str, type, str]]:
+    from defenses import param_flags  # the registry loads torch: read when a parser or a config needs it
+
+    return param_flags()
+
+
+def _flags(cls) -> dict[str, list[str]]:
+    """The fields of cls that are mappings of flags (metadata "flags"), each with its keys in flag order."""
+    return {f.name: [key for key, _, _ in f.metadata["flags"]()] for f in fields(cls) if "flags" in f.metadata}
+
+
+def _flat_keys(cls) -> dict[str, str]:
+    """Each key of a mapping of flags (ppb_weight) -> the field that holds it (defense_params)."""
+    return {key: name for name, keys in _flags(cls).items() for key in keys}
+
+
+def _accept_flat_keys(cls):
+    """Let cls's constructor (and so dataclasses.replace and from_dict) take a mapping's keys as keywords,
+    as its flags and config.json name them: ExperimentConfig(defense="ppb", ppb_weight=2.0); a key given so
+    replaces the mapping's value (None: unset)."""
+    init, names = cls.__init__, {f.name for f in fields(cls)}
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kw):
+        flat = {k: kw.pop(k) for k in [k for k in kw if k not in names]}
+        owner = _flat_keys(cls) if flat else {}
+        for k, v in flat.items():
+            if k not in owner:
+                raise TypeError(f"{cls.__name__}.__init__() got an unexpected keyword argument '{k}'")
+            kw[owner[k]] = {**kw.get(owner[k], {}), k: v}
+        init(self, *args, **kw)
+
+    cls.__init__ = __init__
+    return cls
+
+
+_accept_flat_keys(ExperimentConfig)
+
+
 def _options_owners(field_name: str) -> str:
     from pruning import PRUNING_METHODS
 
@@ -412,14 +457,15 @@ def registry_names() -> dict[str, str]:
     def methods(has) -> str:
         return ", ".join(m for m, spec in PRUNING_METHODS.items() if has(spec))
 
-    return {"datasets": " | ".join(DATASETS), "archs": " | ".join(ARCHS),
+    return {"datasets": " | ".join(DATASETS), "embedded": ", ".join(d for d, s in DATASETS.items() if s.embedded),
+            "data_path": ", ".join(d for d, s in DATASETS.items() if s.data_path), "archs": " | ".join(ARCHS),
             "default_layers": ", ".join(f"{a} {spec.default_layers}" for a, spec in ARCHS.items()),
             "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
             "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
             "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze),
             "scoped": methods(lambda s: s.scoped), "from_dense": methods(lambda s: s.finetunes),
             "rewind_epochs": ", ".join(map(str, REWIND_EPOCHS)),
-            "defenses": " | ".join(DEFENSES), **{p.field: p.default for d in DEFENSES.values() for p in d.params}}
+            "defenses": " | ".join(DEFENSES)}
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip: set[str] = frozenset(),
@@ -431,6 +477,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip:
     names = {**registry_names(), **(names or {})}
     for f in fields(cls):
         if f.name in skip:
+            continue
+        if "flags" in f.metadata:  # a mapping: one flag per key, each unset (None) unless given
+            for key, tp, text in f.metadata["flags"]():
+                parser.add_argument("--" + key.replace("_", "-"), type=tp, default=None, help=f"{text} (default: None)")
             continue
         flag = "--" + f.name.replace("_", "-")
         tp, elem = _base_type(hints[f.name])
@@ -447,7 +497,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip:
 
 
 def config_from_args(args: argparse.Namespace, cls=ExperimentConfig) -> ExperimentConfig:
-    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    names = [f.name for f in fields(cls)] + list(_flat_keys(cls))
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -468,19 +519,21 @@ def command_line(cfg: ExperimentConfig, script: str = "run_experiment.py") -> st
     field that differs from its default, derived fields only where they differ from their derivation."""
     import shlex
 
-    from defenses import param_fields
-
-    derived_fields = (*DERIVED_FIELDS, *param_fields())  # a defense's parameters at their defaults are derived too
+    flat = _flat_keys(type(cfg))
+    derived_fields = (*DERIVED_FIELDS, *flat)  # a defense's parameters at their defaults are derived too
     derived = dataclasses.replace(cfg, **{k: None for k in derived_fields}).resolved()
     out = [f"python {script}"]
-    for f in fields(cfg):
-        v = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        if f.name in _NOT_IN_COMMAND or v == default or (f.name in derived_fields and v == getattr(derived, f.name)):
+    defaults = {}
+    for f in fields(cfg):  # every flag's default, a mapping's keys in its place (None: unset)
+        defaults.update(dict.fromkeys(_flags(type(cfg))[f.name]) if f.name in flat.values() else
+                        {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()})
+    for name, default in defaults.items():
+        v = getattr(cfg, name)
+        if name in _NOT_IN_COMMAND or v == default or (name in derived_fields and v == getattr(derived, name)):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         if isinstance(v, bool):
-            out.append(flag if v else "--no-" + f.name.replace("_", "-"))
+            out.append(flag if v else "--no-" + name.replace("_", "-"))
         elif isinstance(v, list):
             out.append(" ".join([flag, *(shlex.quote(str(x)) for x in v)]))
         else:

@@ -1,4 +1,4 @@
-"""Dataset registry. Every dataset loads to arrays (N, C, H, W) plus int64 labels: uint8 images, or
+"""Dataset registry (DATASETS: a DatasetSpec per name). Every dataset loads to arrays (N, C, H, W) plus int64 labels: uint8 images, or
 float32 feature vectors (tabular data) as [N, F, 1, 1], F features as the channels of a 1x1 image, so
 the image pipeline carries them unchanged (ArrayDataset.feature_vectors; docs/datasets.md: file layouts).
 
@@ -29,6 +29,21 @@ from utils.errors import UsageError
 
 DIGITS_TRAIN = 1297  # digits: size of the training split (pool); the remaining 500 are the test split
 TABULAR_TEST = 0.2   # purchase100, texas100, tabular: the fraction of the records held out as the test split
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset: its loader and what is known of it before loading (the config's checks and defaults,
+    --help, docs/datasets.md read these, never the dataset's name)."""
+    loader: Callable[..., "ArrayDataset"]  # (cfg) -> ArrayDataset; UsageError naming the files when absent
+    description: str
+    source: str = ""  # where it comes from (paper, package, files)
+    feature_vectors: bool | Callable[..., bool] = False  # tabular records [N, F, 1, 1], not images; or (cfg) -> bool
+    embedded: bool = False  # shipped with the code or its packages: offline, nothing under --data-dir
+    data_path: str = ""  # what --data-path must name, for a dataset read from it (refused without it); "": not read
+
+    def holds_feature_vectors(self, cfg) -> bool:
+        return bool(self.feature_vectors(cfg) if callable(self.feature_vectors) else self.feature_vectors)
 
 
 @dataclass
@@ -155,7 +170,6 @@ def _published_arrays(name: str, files: list[str], source: str, read: Callable) 
         x, y = read(found)
         return fixed_split(name, x.astype(np.uint8), y.astype(np.int64) - 1, int(round((1 - TABULAR_TEST) * len(x))))
 
-    load.feature_vectors = True
     return load
 
 
@@ -248,9 +262,6 @@ def _npz_holds_features(cfg) -> bool:
         return False
 
 
-load_npz_dataset.feature_vectors = _npz_holds_features
-load_tabular_dataset.feature_vectors = True
-
 
 def _torchvision_loader(tv_name: str, files: str) -> Callable:
     def load(cfg) -> ArrayDataset:
@@ -270,33 +281,52 @@ def _torchvision_loader(tv_name: str, files: str) -> Callable:
     return load
 
 
-# Registry: dataset name -> loader(cfg) -> ArrayDataset
-DATASETS: dict[str, Callable] = {
-    "cifar10": _torchvision_loader("CIFAR10", "cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)"),
-    "cifar100": _torchvision_loader("CIFAR100", "cifar-100-python.tar.gz (or its extracted cifar-100-python/)"),
-    "svhn": load_svhn_dataset,
-    "cinic10": load_cinic10_dataset,
-    "purchase100": _published_arrays("purchase100", ["dataset_purchase"], "dataset_purchase.tgz", _read_purchase),
-    "texas100": _published_arrays("texas100", ["feats", "labels"], "dataset_texas.tgz: texas/100/", _read_texas),
-    "digits": load_digits_dataset,
-    "tabular": load_tabular_dataset,
-    "npz": load_npz_dataset,
+# Registry: dataset name -> DatasetSpec (docs/datasets.md: files, sizes, arrays)
+DATASETS: dict[str, DatasetSpec] = {
+    "cifar10": DatasetSpec(_torchvision_loader("CIFAR10", "cifar-10-python.tar.gz (or its extracted cifar-10-batches-py/)"),
+                           "CIFAR-10: 32x32 colour images, 10 classes", "torchvision, downloaded into --data-dir"),
+    "cifar100": DatasetSpec(_torchvision_loader("CIFAR100", "cifar-100-python.tar.gz (or its extracted cifar-100-python/)"),
+                            "CIFAR-100: 32x32 colour images, 100 classes", "torchvision, downloaded into --data-dir"),
+    "svhn": DatasetSpec(load_svhn_dataset, "SVHN cropped digits, 32x32 colour, not flipped",
+                        "Netzer et al. 2011; train_32x32.mat, test_32x32.mat in --data-dir"),
+    "cinic10": DatasetSpec(load_cinic10_dataset, "CINIC-10: 32x32 colour images, 10 classes",
+                           "Darlow et al. 2018; its archive extracted into --data-dir/cinic10"),
+    "purchase100": DatasetSpec(_published_arrays("purchase100", ["dataset_purchase"], "dataset_purchase.tgz", _read_purchase),
+                               "Purchase-100: 600 binary features, 100 classes",
+                               "Shokri et al. 2017; --data-dir/purchase100/dataset_purchase", feature_vectors=True),
+    "texas100": DatasetSpec(_published_arrays("texas100", ["feats", "labels"], "dataset_texas.tgz: texas/100/", _read_texas),
+                            "Texas-100: 6,169 binary features, 100 classes",
+                            "Shokri et al. 2017; --data-dir/texas100/feats and labels", feature_vectors=True),
+    "digits": DatasetSpec(load_digits_dataset, "8x8 grayscale digits, 10 classes, 1,297 / 500",
+                          "scikit-learn's bundled load_digits", embedded=True),
+    "tabular": DatasetSpec(load_tabular_dataset, "Purchase-like binary feature vectors, 20 classes, 1,600 / 400",
+                           "scikit-learn's make_classification, seeded (TABULAR)", feature_vectors=True, embedded=True),
+    "npz": DatasetSpec(load_npz_dataset, "your arrays x_train, y_train, x_test, y_test", "--data-path FILE.npz",
+                       feature_vectors=_npz_holds_features, data_path="FILE.npz (x_train, y_train, x_test, y_test)"),
 }
+
+
+def check_dataset(cfg) -> None:
+    """A known dataset, with the file it needs: one line naming the problem."""
+    spec = DATASETS.get(cfg.dataset)
+    if spec is None:
+        raise UsageError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(DATASETS)}")
+    if spec.data_path and not cfg.data_path:
+        raise UsageError(f"--dataset {cfg.dataset} needs --data-path {spec.data_path}")
 
 
 def holds_feature_vectors(cfg) -> bool:
     """Whether cfg.dataset is tabular, known before loading it (config.py derives --mia-queries from it):
-    its loader's `feature_vectors` attribute (a bool, or a function of cfg for npz); absent = images."""
-    flag = getattr(DATASETS.get(cfg.dataset), "feature_vectors", False)
-    return bool(flag(cfg) if callable(flag) else flag)
+    its spec's `feature_vectors` (for npz, read from the file's header); an unknown dataset: images."""
+    spec = DATASETS.get(cfg.dataset)
+    return spec.holds_feature_vectors(cfg) if spec else False
 
 
 def load_dataset(cfg) -> ArrayDataset:
     """Load cfg.dataset, restricted to the first cfg.pool_size training images and to cfg.test_size test
     images (a fixed draw, seed 0) if set."""
-    if cfg.dataset not in DATASETS:
-        raise UsageError(f"unknown dataset '{cfg.dataset}'; valid: {', '.join(DATASETS)}")
-    ds = DATASETS[cfg.dataset](cfg)
+    check_dataset(cfg)
+    ds = DATASETS[cfg.dataset].loader(cfg)
     if cfg.pool_size is not None:
         if cfg.pool_size > len(ds.x_train):
             raise UsageError(f"--pool-size {cfg.pool_size} exceeds the {len(ds.x_train)} training images of {cfg.dataset}")

@@ -16,12 +16,17 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter of a defense: an ExperimentConfig field named `<defense>_<name>`, left None unless the
-    defense is asked for (a parameter given without its defense is refused: configs/config.py)."""
-    field: str
-    default: float | None  # None: derived where it is used (dp_delta: from the training-set size)
+    """One parameter of a defense, named `name` in its loss function. In the config, the flags and config.json
+    it is `<defense>_<name>` (ppb's weight: --ppb-weight, "ppb_weight"), left None unless the defense is asked
+    for (a parameter given without its defense is refused: defenses.check_defense); its flag and help text
+    are generated from these fields (configs/config.py add_config_args)."""
+    name: str
+    default: float | None  # None: derived where it is used (dp's delta: from the training-set size)
     valid: Callable[[float], bool]
-    rule: str  # what `valid` accepts, for the one-line message ("> 0", "in [0, 1)")
+    rule: str  # what `valid` accepts, for the one-line message and the help ("> 0", "in [0, 1)")
+    help: str  # what it is, for --help
+    type: type = float  # what the flag parses its value as
+    default_help: str = ""  # the default in --help when more than its value (a derivation, a source)
     to_loss: bool = True  # passed to the loss function (dp's parameters act on the optimizer step instead)
 
 
@@ -39,6 +44,11 @@ class DefenseSpec:
     per_example: bool = False          # per-example gradients: one model at a time (--pack 1), in fp32 (no
                                        # autocast: the clip bound needs each example's exact norm), contiguous
                                        # (Opacus's per-example conv gradients are wrong for channels_last inputs)
+
+
+def param(cfg, name: str):
+    """The value of cfg's defense's parameter `name` (dp's "delta" is cfg's "dp_delta"); None when unset."""
+    return cfg.defense_params.get(f"{cfg.defense}_{name}")
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, **kw) -> torch.Tensor:

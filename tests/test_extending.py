@@ -14,7 +14,7 @@ from scipy.special import logsumexp
 
 import train
 from artifacts import paths
-from data.datasets import DATASETS, from_arrays
+from data.datasets import DATASETS, DatasetSpec, from_arrays
 from mia.attacks import ATTACKS, AttackOutput, AttackSpec
 from models import ARCHS, ArchSpec
 from pruning import PRUNING_METHODS
@@ -45,7 +45,7 @@ def toy_loss(inp, st):
 
 @pytest.fixture
 def toy_entries(monkeypatch):
-    monkeypatch.setitem(DATASETS, "toy", load_toy)
+    monkeypatch.setitem(DATASETS, "toy", DatasetSpec(load_toy, "72 random 8x8 images, 3 classes"))
     monkeypatch.setitem(ARCHS, "toy", ArchSpec(build_toy, lambda layers: layers == 1, (1,), default_layers=1))
     monkeypatch.setitem(PRUNING_METHODS, "toy_gmp",
                         dataclasses.replace(PRUNING_METHODS["gmp"], description="gmp under another name", extra=False))

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Callable
 
 from configs.config import FINETUNE_FIELDS, METHOD_OPTIONS, ExperimentConfig
-from defenses import DEFENSES, NONE
+from defenses import DEFENSES, NONE, params
 from pruning import PRUNING_METHODS
 from training.experiment import Task, check_recipe, experiment_dir, plan_packs, run_pack_task
 from training.progress import Progress
@@ -85,14 +85,13 @@ def with_defenses(configs: list[ExperimentConfig], defenses: list[str]) -> list[
     bad = [d for d in defenses if d not in DEFENSES]
     if bad:
         raise UsageError(f"unknown defense {bad[0]!r}; valid: {', '.join(DEFENSES)}")
-    for name, spec in DEFENSES.items():
-        given = [p.field for p in spec.params if getattr(configs[0], p.field) is not None] if configs else []
-        if given and name not in defenses:
-            raise UsageError(f"--{given[0].replace('_', '-')} applies to defense {name}, which is not in --defenses {' '.join(defenses)}")
-    own = {d: {p.field for p in DEFENSES[d].params} for d in defenses}
-    unset = {p.field: None for spec in DEFENSES.values() for p in spec.params}
+    owner = {key: name for key, (name, _) in params().items()}
+    for key in owner:
+        if configs and key in configs[0].defense_params and owner[key] not in defenses:
+            raise UsageError(f"--{key.replace('_', '-')} applies to defense {owner[key]}, which is not in --defenses {' '.join(defenses)}")
     one_by_one = {d: {"pack": None} if DEFENSES[d].per_example else {} for d in defenses}
-    return [dataclasses.replace(c, defense=d, **{f: v for f, v in unset.items() if f not in own[d]}, **one_by_one[d])
+    return [dataclasses.replace(c, defense=d, **one_by_one[d],  # an unknown key stays, for check_defense to name
+                                defense_params={k: v for k, v in c.defense_params.items() if owner.get(k, d) == d})
             for c in configs for d in dict.fromkeys(defenses)]
 
 
