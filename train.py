@@ -54,7 +54,7 @@ PRESETS = {
                         sens_draws=4, executor="ray", cpus_per_model=1),
 }
 # Per-configuration fields train.py sets itself.
-_PER_CONFIG = {"name", "prune", "prune_method", "sparsity", "model_index"}
+_PER_CONFIG = {"name", "method", "sparsity", "model_index"}
 
 
 def build_parser() -> argparse.ArgumentParser:

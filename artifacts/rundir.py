@@ -141,6 +141,23 @@ RECIPE_IN_OLD_SUMMARIES = {"name", "method", "sparsity", "target_sparsity", "dat
                            "epochs", "prune_method", "prune_freq", "target_epoch", "freeze_epoch"}
 
 
+def current_config(d: dict) -> dict:
+    """A recorded config (config.json, a checkpoint's or a resumable state's recipe) in today's keys. Until
+    2026-12-07 a config recorded the method as two fields, `prune` (bool) and `prune_method` (None for dense),
+    beside the derived `method`; today `method` alone, a name of the method registry (dense included). A
+    config that records neither spelling was not written by this pipeline: refused with one line."""
+    if "prune" not in d and "prune_method" not in d:
+        if "method" not in d:
+            raise UsageError("a recorded config without a method (neither 'method' nor 'prune'/'prune_method'): "
+                             "not written by this pipeline; retrain that configuration")
+        return d
+    method = d.get("prune_method") if d.get("prune") else "dense"
+    if method is None or d.get("method", method) != method:
+        raise UsageError(f"a recorded config whose method fields disagree (prune {d.get('prune')!r}, prune_method "
+                         f"{d.get('prune_method')!r}, method {d.get('method')!r}); retrain that configuration")
+    return {**{k: v for k, v in d.items() if k not in ("prune", "prune_method")}, "method": method}
+
+
 def _load_keep_and_labels(exp: Path) -> tuple[np.ndarray, np.ndarray]:
     keep, labels = load_npy(exp / paths.KEEP_MATRIX), load_npy(exp / paths.LABELS)
     if keep.dtype != bool or keep.ndim != 2 or labels.ndim != 1 or labels.shape[0] != keep.shape[1]:

@@ -75,7 +75,7 @@ def measure(a) -> list[dict]:
     else:
         x, y, source = cifar_like(a.batch_size * max(a.iters, a.warmup))
         ds = from_arrays("bench", x, y, x[:64], y[:64])
-    prune = dict(prune=True, prune_method=a.method, sparsity=0.9) if a.method != "dense" else {}
+    prune = dict(method=a.method, sparsity=0.9) if a.method != "dense" else {}
     cfg = ExperimentConfig(dataset="npz", data_path="-", arch=a.arch, layers=a.layers, width_factor=a.width_factor,
                            batch_size=a.batch_size, epochs=10, device=a.device, amp=a.amp, pack_mode=a.pack_mode,
                            channels_last=a.channels_last, compile=a.compile, **prune).resolved()

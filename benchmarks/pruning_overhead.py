@@ -26,7 +26,7 @@ from models import build_model
 from pruning import PRUNING_METHODS, build_pruner
 from training.trainer import autocast
 
-METHODS = ("dense", *PRUNING_METHODS)
+METHODS = tuple(PRUNING_METHODS)  # dense first: the baseline
 
 
 def parse() -> argparse.Namespace:
@@ -57,10 +57,9 @@ class Run:
         self.model = build_model(a.arch, a.layers, a.width_factor, 10, 3).to(device, memory_format=torch.channels_last)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         # target far beyond the run: the cubic schedule keeps refreshing every prune_freq iterations
-        self.pruner = None
-        if method != "dense":
-            self.pruner = build_pruner(method, self.model, a.sparsity, iters_per_epoch=10**6, target_epoch=1,
-                                       freeze_epoch=None, prune_freq=a.prune_freq, epochs=1)  # rigl, set: updating
+        self.pruner = build_pruner(method, self.model, a.sparsity, iters_per_epoch=10**6, target_epoch=1,
+                                   freeze_epoch=None, prune_freq=a.prune_freq, epochs=1)  # rigl, set: updating; dense: None
+        if self.pruner is not None:
             self.pruner.at_init([(x, y)])  # snip, synflow: the mask (not timed: once per run)
         self.it, self.hook_s = 0, 0.0  # hook_s: time inside the pruner's calls (less noisy than the ratio)
         self.cfg, self.device = ExperimentConfig(amp=a.amp), device

@@ -21,7 +21,7 @@ from data.datasets import from_arrays
 from training import resume
 from training.trainer import Trainer
 
-METHODS = {"dense": {}, "dpf": dict(prune=True, prune_method="dpf", sparsity=0.9, target_epoch=1, freeze_epoch=2)}
+METHODS = {"dense": {}, "dpf": dict(method="dpf", sparsity=0.9, target_epoch=1, freeze_epoch=2)}
 
 
 class _Bar:

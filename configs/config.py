@@ -81,8 +81,8 @@ class ExperimentConfig:
                                                "default: after the first epoch, then as soon as writing has taken at most "
                                                "5%% of the time since the last write; 0: never")
     # --- pruning (docs/pruning.md) ---------------------------------------------------------
-    prune: bool = _f(False, "train a pruned model (needs --prune-method)")
-    prune_method: Optional[str] = _f(None, "{methods} (docs/pruning.md)")
+    method: str = _f("dense", "{methods}: dense trains the unpruned model, every other method prunes to --sparsity "
+                              "(docs/pruning.md); --prune --prune-method M is the same as --method M")
     sparsity: float = _f(0.0, "target fraction of prunable weights (every Conv2d, every Linear but the classifier) set to zero, in (0, 1)")
     prune_freq: int = _f(16, "mask refresh interval (iterations)")
     target_epoch: Optional[int] = _f(None, "{scheduled}: epoch at which the cubic schedule reaches --sparsity (default 0.375 x epochs); {one_shot}: none (pruned at init)")
@@ -142,10 +142,6 @@ class ExperimentConfig:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     # ----------------------------------------------------------------------------------
-    @property
-    def method(self) -> str:
-        return self.prune_method if self.prune else "dense"
-
     def resolved(self) -> "ExperimentConfig":
         """Fill the defaults that depend on other fields, validate, and return a new config."""
         from data.datasets import holds_feature_vectors
@@ -163,8 +159,8 @@ class ExperimentConfig:
             c.mia_queries = 1 if holds_feature_vectors(c) else 2
         if c.milestones is None:
             c.milestones = [c.epochs // 2, (c.epochs * 3) // 4]
-        if c.prune and c.prune_method in PRUNING_METHODS:  # an unknown method is named by validate()
-            spec = PRUNING_METHODS[c.prune_method]
+        spec = PRUNING_METHODS.get(c.method)  # an unknown method is named by validate()
+        if spec is not None and spec.prunes:
             c.check_schedule_flags(spec)  # before the defaults fill them
             if c.target_epoch is None:
                 c.target_epoch = int(round(0.375 * c.epochs)) if spec.uses_target else 0
@@ -191,11 +187,11 @@ class ExperimentConfig:
         """--target-epoch and --freeze-epoch only where the method has them: a static run given a
         schedule would otherwise silently be a different experiment from the one asked for."""
         if not spec.uses_target and self.target_epoch not in (None, 0):  # 0 = at init: what static does
-            raise UsageError(f"--target-epoch does not apply to --prune-method {self.prune_method} (pruned once at "
+            raise UsageError(f"--target-epoch does not apply to --prune-method {self.method} (pruned once at "
                              f"initialisation); use --prune-method gmp for gradual magnitude pruning")
         if not spec.uses_freeze and self.freeze_epoch is not None:
             raise UsageError(f"--freeze-epoch applies to --prune-method {registry_names()['frozen']} only, "
-                             f"not {self.prune_method}")
+                             f"not {self.method}")
 
     def check_finetune_flags(self, spec) -> None:
         """Scope and fine-tuning flags only where the method has them (one line naming the flag)."""
@@ -205,11 +201,11 @@ class ExperimentConfig:
             raise UsageError(f"unknown --prune-scope '{self.prune_scope}'; valid: {', '.join(SCOPES)}")
         if self.prune_scope != "global" and not spec.scoped:
             raise UsageError(f"--prune-scope {self.prune_scope} applies to {registry_names()['scoped']} only, "
-                             f"not {self.prune_method}")
+                             f"not {self.method}")
         given = [f for f in FINETUNE_FIELDS if getattr(self, f) is not None]
         if not spec.finetunes and given:
             raise UsageError(f"--{given[0].replace('_', '-')} applies to {registry_names()['from_dense']} only "
-                             f"(they fine-tune a trained dense model), not {self.prune_method}")
+                             f"(they fine-tune a trained dense model), not {self.method}")
         if spec.finetunes:
             if self.finetune_epochs <= 0:
                 raise UsageError(f"--finetune-epochs must be positive, got {self.finetune_epochs}")
@@ -235,7 +231,7 @@ class ExperimentConfig:
             v, flag = getattr(self, f), "--" + f.replace("_", "-")
             if f not in spec.options:
                 if v is not None:
-                    raise UsageError(f"{flag} applies to --prune-method {_options_owners(f)} only, not {self.prune_method}")
+                    raise UsageError(f"{flag} applies to --prune-method {_options_owners(f)} only, not {self.method}")
                 continue
             if f in ("snip_batches", "synflow_rounds", "prune_rounds") and v < 1:
                 raise UsageError(f"{flag} must be at least 1, got {v}")
@@ -251,7 +247,7 @@ class ExperimentConfig:
                                  f"{', '.join(str(e) for e in REWIND_EPOCHS if e < self.epochs)} of its {self.epochs}")
         reads = (spec.scorer and SCORERS[spec.scorer].reads_data) or (spec.grow and GROWERS[spec.grow].reads_gradient)
         if reads and self.defense == "dp":
-            raise UsageError(f"--prune-method {self.prune_method} ranks weights by gradients of the training data "
+            raise UsageError(f"--prune-method {self.method} ranks weights by gradients of the training data "
                              f"outside DP-SGD's clipping and noise: --defense dp's epsilon would not hold")
 
     def fit_config(self) -> "ExperimentConfig":
@@ -262,8 +258,8 @@ class ExperimentConfig:
         from pruning import PRUNING_METHODS
         from pruning.iterative import round_schedule
 
-        spec = PRUNING_METHODS.get(self.prune_method) if self.prune else None
-        if spec is None or not (spec.finetunes or spec.iterative):
+        spec = PRUNING_METHODS[self.method]
+        if not (spec.finetunes or spec.iterative):
             return self
         epochs, lr, milestones = (self.finetune_epochs, self.finetune_lr, self.finetune_milestones) if spec.finetunes \
             else (self.epochs, self.lr, self.milestones)
@@ -316,21 +312,20 @@ class ExperimentConfig:
             raise UsageError(f"--num-shadows must be >= 0, got {self.num_shadows}")
         if self.model_index is not None and not 0 <= self.model_index <= self.num_shadows:
             raise UsageError(f"--model-index must be in 0..{self.num_shadows} (the target and {self.num_shadows} shadows), got {self.model_index}")
+        spec = PRUNING_METHODS.get(self.method)
+        if spec is None:
+            raise UsageError(f"unknown --method '{self.method}'; valid: {', '.join(PRUNING_METHODS)}")
         given = [f for f in METHOD_OPTIONS if getattr(self, f) is not None]
-        if not self.prune and given:
+        if not spec.prunes and given:
             raise UsageError(f"--{given[0].replace('_', '-')} applies to --prune-method {_options_owners(given[0])} only")
-        if not self.prune and (self.prune_scope != "global" or any(getattr(self, f) is not None for f in FINETUNE_FIELDS)):
+        if not spec.prunes and (self.prune_scope != "global" or any(getattr(self, f) is not None for f in FINETUNE_FIELDS)):
             raise UsageError("--prune-scope and --finetune-* apply to pruned configurations (--prune --prune-method ...)")
-        if self.prune != (self.prune_method is not None):
-            raise UsageError("--prune and --prune-method go together (e.g. --prune --prune-method dpf --sparsity 0.9)")
-        if self.prune:
-            if self.prune_method not in PRUNING_METHODS:
-                raise UsageError(f"unknown --prune-method '{self.prune_method}'; valid: {', '.join(PRUNING_METHODS)}")
-            if not 0 < self.sparsity < 1:
+        if spec.prunes:
+            if not 0 < self.sparsity < 1:  # the one check of the range: the study and the pruner trust it
                 raise UsageError(f"--sparsity must be in (0, 1), got {self.sparsity}")
-            self.check_schedule_flags(PRUNING_METHODS[self.prune_method])
-            self.check_finetune_flags(PRUNING_METHODS[self.prune_method])
-            self.check_method_options(PRUNING_METHODS[self.prune_method])
+            self.check_schedule_flags(spec)
+            self.check_finetune_flags(spec)
+            self.check_method_options(spec)
             if not 0 <= self.target_epoch < self.epochs:  # the last epoch must train at full sparsity
                 raise UsageError(f"--target-epoch must be in 0..{self.epochs - 1} (before the last epoch), got {self.target_epoch}")
             if self.freeze_epoch is not None:
@@ -344,12 +339,16 @@ class ExperimentConfig:
         d, flat = {}, _flags(type(self))
         for k, v in dataclasses.asdict(self).items():  # a mapping of flags flattened in place, every key present
             d.update({key: v.get(key) for key in flat[k]} if k in flat else {k: v})
-        d["method"] = self.method  # derived, recorded so readers need no logic
         d["method_revision"] = method_revision(self.method)  # the method's meaning (pruning/methods.py)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        """A config as recorded in a run directory (config.json, a checkpoint's config), in any format the
+        run-directory reader converts (artifacts/rundir.current_config); keys no field holds are dropped."""
+        from artifacts.rundir import current_config
+
+        d = current_config(d)
         names = {f.name for f in fields(cls)} | set(_flat_keys(cls))
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -368,9 +367,10 @@ class ExperimentConfig:
 def recipe_diff(stored: dict, cfg: ExperimentConfig) -> list[str]:
     """What differs between a recorded recipe (a config.json's, a resumable state's) and cfg's, one item a
     field; first, when the method's meaning changed since (pruning/methods.py revisions), that change."""
+    from artifacts.rundir import current_config
     from pruning.methods import former_meaning
 
-    new = cfg.recipe()
+    stored, new = current_config(stored), cfg.recipe()
     diff = [f"{k}: {stored.get(k)!r} there vs {new.get(k)!r} asked"
             for k in sorted(set(stored) | set(new)) if stored.get(k) != new.get(k)]
     former = former_meaning(cfg.method, stored.get("method_revision"))
@@ -455,13 +455,15 @@ def registry_names() -> dict[str, str]:
     from pruning.iterative import REWIND_EPOCHS
 
     def methods(has) -> str:
-        return ", ".join(m for m, spec in PRUNING_METHODS.items() if has(spec))
+        return ", ".join(m for m, spec in PRUNING_METHODS.items() if has(spec))  # each switch is False for dense
 
     return {"datasets": " | ".join(DATASETS), "embedded": ", ".join(d for d, s in DATASETS.items() if s.embedded),
             "data_path": ", ".join(d for d, s in DATASETS.items() if s.data_path), "archs": " | ".join(ARCHS),
             "default_layers": ", ".join(f"{a} {spec.default_layers}" for a, spec in ARCHS.items()),
             "default_widths": ", ".join(f"{a} {spec.default_width}" for a, spec in ARCHS.items()),
-            "methods": " | ".join(PRUNING_METHODS), "scheduled": methods(lambda s: s.uses_target),
+            "methods": " | ".join(PRUNING_METHODS),
+            "pruning_methods": " | ".join(m for m, spec in PRUNING_METHODS.items() if spec.prunes),
+            "scheduled": methods(lambda s: s.uses_target),
             "one_shot": methods(lambda s: s.one_shot), "frozen": methods(lambda s: s.uses_freeze),
             "scoped": methods(lambda s: s.scoped), "from_dense": methods(lambda s: s.finetunes),
             "rewind_epochs": ", ".join(map(str, REWIND_EPOCHS)),
@@ -494,11 +496,24 @@ def add_config_args(parser: argparse.ArgumentParser, cls=ExperimentConfig, skip:
             parser.add_argument(flag, type=elem, nargs="+", default=default, help=help_, **kw)
         else:
             parser.add_argument(flag, type=tp, default=default, help=help_, **kw)
+        if cls is ExperimentConfig and f.name == "method":  # the two-flag spelling users know (config_from_args)
+            parser.add_argument("--prune", action=argparse.BooleanOptionalAction, default=None,
+                                help="with --prune-method M: the same as --method M")
+            parser.add_argument("--prune-method", default=None, metavar="M",
+                                help=f"with --prune: the same as --method M, one of {names['pruning_methods']}")
 
 
 def config_from_args(args: argparse.Namespace, cls=ExperimentConfig) -> ExperimentConfig:
     names = [f.name for f in fields(cls)] + list(_flat_keys(cls))
-    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    prune, prune_method = getattr(args, "prune", None), getattr(args, "prune_method", None)
+    if prune or prune_method is not None:  # --prune --prune-method M spells --method M
+        if not prune or prune_method is None:
+            raise UsageError("--prune and --prune-method go together (e.g. --prune --prune-method dpf --sparsity 0.9)")
+        if values["method"] not in ("dense", prune_method):
+            raise UsageError(f"--method {values['method']} and --prune-method {prune_method} disagree; give one")
+        values["method"] = prune_method
+    return cls(**values)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -532,7 +547,9 @@ def command_line(cfg: ExperimentConfig, script: str = "run_experiment.py") -> st
         if name in _NOT_IN_COMMAND or v == default or (name in derived_fields and v == getattr(derived, name)):
             continue
         flag = "--" + name.replace("_", "-")
-        if isinstance(v, bool):
+        if name == "method":  # the spelling users know (--method is the same)
+            out.append(f"--prune --prune-method {shlex.quote(v)}")
+        elif isinstance(v, bool):
             out.append(flag if v else "--no-" + name.replace("_", "-"))
         elif isinstance(v, list):
             out.append(" ".join([flag, *(shlex.quote(str(x)) for x in v)]))

@@ -52,9 +52,9 @@ def check(cfg) -> None:
     from pruning import PRUNING_METHODS
 
     require_opacus()
-    spec = PRUNING_METHODS.get(cfg.prune_method) if cfg.prune else None
+    spec = PRUNING_METHODS.get(cfg.method)  # an unknown method is named by the config's validation
     if getattr(spec, "source", None):
-        raise UsageError(f"--defense dp trains a GroupNorm model from scratch; --prune-method {cfg.prune_method} fine-tunes "
+        raise UsageError(f"--defense dp trains a GroupNorm model from scratch; --prune-method {cfg.method} fine-tunes "
                          f"a trained BatchNorm model: use a method that prunes during training (static, gmp, dpf)")
 
 

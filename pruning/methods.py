@@ -1,7 +1,8 @@
 """Registry of pruning methods (docs/pruning.md has the table and the papers).
 
 Every method runs the same mechanism (pruning/pruner.py) and differs only in these switches, so a new
-variant is one entry here, not another if/elif branch. `revision` is part of each run's recipe: a
+variant is one entry here, not another if/elif branch. `dense`, the unpruned baseline, is an entry too
+(prunes=False): a configuration's method is one name of this registry (configs/config.py `method`). `revision` is part of each run's recipe: a
 method whose meaning changes gets a new revision, so runs made under the old meaning are refused
 instead of being mixed with new ones (training/experiment.py).
 """
@@ -30,11 +31,12 @@ class MethodSpec:
     options: tuple[str, ...] = ()  # its own config fields (configs/config.py METHOD_OPTIONS), refused for other methods
     iterative: str | None = None  # pruned in rounds from the trained dense model (pruning/iterative.py ITERATIVE:
     #                               imp keeps the survivors, lth rewinds them), each round a stretch of training
+    prunes: bool = True     # False for dense only: no pruner, sparsity 0, no pruning flag applies
 
     @property
     def uses_target(self) -> bool:
         """Gradual methods follow the cubic schedule to --target-epoch; one-shot, dynamic and iterative ones have none."""
-        return not self.one_shot and self.grow is None and self.iterative is None
+        return self.prunes and not self.one_shot and self.grow is None and self.iterative is None
 
     @property
     def finetunes(self) -> bool:
@@ -46,6 +48,8 @@ class MethodSpec:
 
 
 PRUNING_METHODS: dict[str, MethodSpec] = {
+    "dense": MethodSpec(one_shot=False, regrow=False, straight_through=False, uses_freeze=False, revision=1,
+                        description="no pruning: the dense baseline every method is compared with", prunes=False),
     # revision 1 of "static" (until 2026-11-29) was gradual magnitude pruning: that is "gmp" now
     "static": MethodSpec(one_shot=True, regrow=False, straight_through=False, uses_freeze=False, revision=2,
                          description="one-shot global magnitude pruning at initialisation, fixed mask", scoped=True),
@@ -117,5 +121,5 @@ def former_meaning(method: str, revision) -> str | None:
 
 
 def method_revision(method: str) -> int:
-    """Revision of a method's meaning; dense never changed."""
+    """Revision of a method's meaning (an unknown name, refused by the config's validation: 1)."""
     return PRUNING_METHODS[method].revision if method in PRUNING_METHODS else 1

@@ -104,8 +104,9 @@ def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoc
     if scope != "global" and not PRUNING_METHODS[method].scoped:
         raise UsageError(f"--prune-scope {scope} applies to {', '.join(m for m, s in PRUNING_METHODS.items() if s.scoped)} only, "
                          f"not {method}")
-    if not 0 < sparsity < 1:
-        raise UsageError(f"sparsity must be in (0, 1), got {sparsity}")
+    # the range is validated once, by the config (ExperimentConfig.validate); a caller that bypasses it would
+    # otherwise train silently wrong: nothing pruned at 0, every weight at 1
+    assert 0 < sparsity < 1, f"sparsity must be in (0, 1), got {sparsity}"
     if iters_per_epoch <= 0 or prune_freq <= 0:
         raise UsageError(f"iterations per epoch and prune_freq must be positive, got {iters_per_epoch}, {prune_freq}")
     if target_epoch < 0:
@@ -416,9 +417,12 @@ class Pruner:
 def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch: int, target_epoch: int,
                  freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global",
                  options: dict | None = None, seed: int = 0, epochs: int | None = None,
-                 rewind: dict | None = None) -> Pruner:
-    """The trainer calls at_init(batches) once before the first step, then per iteration: before_step(it) ->
+                 rewind: dict | None = None) -> Pruner | None:
+    """The method's pruner; None for a method that prunes nothing (dense), whose run has no pruning hooks.
+    The trainer calls at_init(batches) once before the first step, then per iteration: before_step(it) ->
     forward/backward -> before_optimizer_step() (False: skip the optimizer step) -> optimizer.step() ->
     after_optimizer_step(); start_round(epoch) before, end_epoch(epoch) and at_target(epoch) after each epoch."""
+    if method in PRUNING_METHODS and not PRUNING_METHODS[method].prunes:
+        return None
     return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope,
                   options, seed, epochs, rewind)

@@ -42,7 +42,7 @@ def _features(n: int = 4, f: int = 12):
 
 
 def _cfg(arch: str, method: str | None, **kw) -> ExperimentConfig:
-    prune = dict(prune=True, prune_method=method, sparsity=0.7, target_epoch=0) if method else {}
+    prune = dict(method=method, sparsity=0.7, target_epoch=0) if method else {}
     return ExperimentConfig(dataset="digits", arch=arch, layers=SMALLEST[arch], epochs=1, batch_size=4,
                             device="cpu", amp=False, sens_draws=1, **prune, **kw).resolved()
 

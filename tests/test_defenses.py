@@ -133,7 +133,7 @@ def test_a_defended_configuration_has_its_own_name_directory_and_recipe(tmp_path
     from training.experiment import experiment_dir, recipe_diff
 
     dense, ppb = _cfg(), _cfg(defense="ppb")
-    pruned = _cfg(defense="ppb", prune=True, prune_method="dpf", sparsity=0.9)
+    pruned = _cfg(defense="ppb", method="dpf", sparsity=0.9)
     assert (dense.name, ppb.name, pruned.name) == ("dense", "dense+ppb", "dpf_0.9+ppb")
     assert experiment_dir(ppb).relative_to(ppb.runs_dir).as_posix() == "dense+ppb/digits"
     assert experiment_dir(pruned).relative_to(pruned.runs_dir).as_posix() == "dpf+ppb/sparsity_0.9/digits"
@@ -186,7 +186,7 @@ def test_a_static_model_keeps_its_exact_mask_under_every_defense(defense, one_th
     from pruning import measure_sparsity
     from training.trainer import Trainer
 
-    cfg = dataclasses.replace(_cfg(defense=defense, prune=True, prune_method="static", sparsity=0.9), pool_size=64,
+    cfg = dataclasses.replace(_cfg(defense=defense, method="static", sparsity=0.9), pool_size=64,
                               epochs=2, batch_size=16, layers=20, lr=0.05)
     ds = load_dataset(cfg)
     keep = np.zeros((2, 64), bool)

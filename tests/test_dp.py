@@ -46,7 +46,7 @@ def test_without_noise_or_clipping_a_dp_step_is_a_plain_sgd_step(method, monkeyp
     """Two steps in float64 with noise 0 and clip 1e12: the weights equal those of the same GroupNorm model,
     seed and batches trained by the plain loop (dp's loop hook removed), to 1e-12. Static masks the
     per-example gradients before clipping, DPF passes them straight through: both as in the plain loop."""
-    prune = dict(prune=True, prune_method=method, sparsity=0.8) if method else {}
+    prune = dict(method=method, sparsity=0.8) if method else {}
     cfg = _cfg(dp_noise=0.0, dp_clip=1e12, weight_decay=5e-4, **prune)
     private = _trainer(cfg, steps=(16, 2), dtype=torch.float64)
     _run_epoch(private)
@@ -63,7 +63,7 @@ def test_each_examples_clipped_gradient_stays_within_the_clip_bound(one_thread):
     """Batch 1 and noise 0: the step's gradient is the one example's clipped gradient, seen by a step hook
     after Opacus clipped it: its norm is at most C, and equals C since the raw gradients are far larger."""
     clip = 1e-3
-    tr = _trainer(_cfg(dp_noise=0.0, dp_clip=clip, batch_size=1, prune=True, prune_method="static", sparsity=0.8),
+    tr = _trainer(_cfg(dp_noise=0.0, dp_clip=clip, batch_size=1, method="static", sparsity=0.8),
                   steps=(1, 6))
     norms = []
     tr.opt.attach_step_hook(lambda opt: norms.append(float(torch.stack([p.grad.norm() for p in opt.params]).norm())))
@@ -77,7 +77,7 @@ def test_noise_reaches_live_weights_and_never_revives_a_pruned_one(method, one_t
     the mask never grows (static: equal; gmp: only shrinks), while nearly every live weight moves."""
     from tqdm import tqdm
 
-    tr = _trainer(_cfg(dp_noise=5.0, prune=True, prune_method=method, sparsity=0.8, epochs=2, target_epoch=0), steps=(8, 3))
+    tr = _trainer(_cfg(dp_noise=5.0, method=method, sparsity=0.8, epochs=2, target_epoch=0), steps=(8, 3))
     _run_epoch(tr)
     mask = {k: v.clone().bool() for k, v in tr.pruner.masks.items()}
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
@@ -125,7 +125,7 @@ def test_a_dp_run_records_epsilon_groupnorm_and_reloads(tmp_path, one_thread):
     (dict(dp_delta=1.0), "--dp-delta must be in (0, 1), got 1.0"),
     (dict(pack=4), "--defense dp trains one model at a time: --pack must be 1, got 4"),
     (dict(defense="ppb", dp_noise=1.0), "--dp-noise applies to --defense dp only, not --defense ppb"),
-    (dict(prune=True, prune_method="finetune", sparsity=0.5), "--defense dp trains a GroupNorm model from scratch; "
+    (dict(method="finetune", sparsity=0.5), "--defense dp trains a GroupNorm model from scratch; "
      "--prune-method finetune fine-tunes a trained BatchNorm model: use a method that prunes during training (static, gmp, dpf)"),
 ])
 def test_bad_dp_input_is_one_line(kw, message):

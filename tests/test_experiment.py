@@ -137,7 +137,7 @@ def _pruned_run(tiny_cfg, method, **kw):
 
     from utils.io import load_torch
 
-    cfg = dataclasses.replace(tiny_cfg, prune=True, prune_method=method, sparsity=0.8, epochs=4, **kw).resolved()
+    cfg = dataclasses.replace(tiny_cfg, method=method, sparsity=0.8, epochs=4, **kw).resolved()
     [summary] = run(cfg)
     exp = experiment_dir(cfg)
     return summary, load_torch(exp / paths.BEST_MODEL), load_torch(exp / paths.LAST_MODEL)

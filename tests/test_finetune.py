@@ -407,7 +407,7 @@ def test_a_resumable_state_of_a_fine_tuning_from_another_source_is_refused(tmp_p
     from training.trainer import Trainer
 
     cfg = ExperimentConfig(dataset="digits", pool_size=64, epochs=2, batch_size=16, device="cpu", num_shadows=1,
-                           prune=True, prune_method="finetune", sparsity=0.5, runs_dir=str(tmp_path)).resolved()
+                           method="finetune", sparsity=0.5, runs_dir=str(tmp_path)).resolved()
     ds = load_dataset(cfg)
     keep = keep_matrix(2, len(ds.y_train), cfg.mia_seed)
     dense = build_model("resnet", 20, 1, 10, 1).state_dict()

@@ -109,13 +109,13 @@ def test_round_counts_and_the_loop_schedule():
     assert round_schedule(100, 0.1, [50, 75], 0.1, 0, 3) == (300, 0.1, [50, 75, 150, 175, 250, 275])
     assert round_schedule(100, 0.1, [50, 75], 0.1, 60, 2) == (80, 0.01, [15, 55])
     assert round_schedule(1, 0.01, [0, 0], 0.1, 0, 2) == (2, pytest.approx(1e-4), [])  # finetune-epochs 1
-    cfg = ExperimentConfig(dataset="digits", epochs=10, prune=True, prune_method="lth", sparsity=0.9,
+    cfg = ExperimentConfig(dataset="digits", epochs=10, method="lth", sparsity=0.9,
                            rewind_epoch=2).resolved()
     assert cfg.prune_rounds == 11 and cfg.fit_config().epochs == 11 * 8
     # validated only in the last round, from its first decay (epoch 5 of 10 = epoch 3 after the rewind to 2)
     assert cfg.fit_config().val_from == 10 * 8 + 3
     assert dataclasses.replace(cfg, val_from=8).fit_config().val_from == 10 * 8 + 6
-    imp = ExperimentConfig(dataset="digits", epochs=10, prune=True, prune_method="imp", sparsity=0.5).resolved()
+    imp = ExperimentConfig(dataset="digits", epochs=10, method="imp", sparsity=0.5).resolved()
     assert imp.prune_rounds == 5 and imp.fit_config().epochs == 5 * imp.finetune_epochs == 25
     assert imp.fit_config().val_from == 4 * 5 + 2  # finetune milestones [2, 3]
 
@@ -191,8 +191,8 @@ def test_a_dense_run_without_rewind_points_regenerates_epoch_0_and_refuses_a_lat
     shutil.copytree(runs / "dense", old / "dense")
     for f in (old / "dense").rglob(paths.REWIND):
         f.unlink()
-    base = dict(dataset="digits", epochs=3, batch_size=64, num_shadows=3, sens_draws=2, device="cpu", prune=True,
-                prune_method="lth", sparsity=0.5, prune_rounds=2, runs_dir=str(old))
+    base = dict(dataset="digits", epochs=3, batch_size=64, num_shadows=3, sens_draws=2, device="cpu",
+                method="lth", sparsity=0.5, prune_rounds=2, runs_dir=str(old))
     for i in range(4):
         state, record = load_rewind(ExperimentConfig(**base, rewind_epoch=0).resolved(), i)
         saved = load_torch(paths.model_dir(runs / "dense" / "digits", i) / paths.REWIND)["states"][0]
@@ -256,7 +256,7 @@ def test_imp_and_lth_with_a_defense_prune_the_undefended_dense_models_and_train_
 # -- resume inside a round -----------------------------------------------------------------------------------
 def test_imp_killed_mid_round_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     """2 rounds of 2 epochs: killed inside round 1 (after epoch 1) and at the round boundary (after epoch 2)."""
-    kw = dict(prune=True, prune_method="imp", sparsity=0.8, prune_rounds=2, finetune_epochs=2)
+    kw = dict(method="imp", sparsity=0.8, prune_rounds=2, finetune_epochs=2)
     ref = tiny(tmp_path / "ref", **kw)
     run(ref)
     for k in (1, 2):
@@ -283,13 +283,13 @@ def test_bad_iterative_flags_are_one_line_and_exit_2(args, needle, tmp_path, cap
 
 
 def test_flags_of_other_methods_are_refused_for_a_configuration():
-    lth = dict(dataset="digits", epochs=3, prune=True, prune_method="lth", sparsity=0.5)
+    lth = dict(dataset="digits", epochs=3, method="lth", sparsity=0.5)
     with pytest.raises(UsageError, match="--finetune-epochs applies to"):
         ExperimentConfig(**lth, finetune_epochs=2).resolved()
     with pytest.raises(UsageError, match="--rewind-epoch applies to --prune-method lth only"):
-        ExperimentConfig(**{**lth, "prune_method": "imp"}, rewind_epoch=1).resolved()
+        ExperimentConfig(**{**lth, "method": "imp"}, rewind_epoch=1).resolved()
     with pytest.raises(UsageError, match="--prune-rounds applies to --prune-method imp, lth only"):
-        ExperimentConfig(**{**lth, "prune_method": "static"}, prune_rounds=2).resolved()
+        ExperimentConfig(**{**lth, "method": "static"}, prune_rounds=2).resolved()
     with pytest.raises(UsageError, match="--target-epoch does not apply"):
         ExperimentConfig(**lth, target_epoch=1).resolved()
 
@@ -321,7 +321,7 @@ def test_packed_rounds_equal_one_by_one_in_float64(method, mode, tmp_path):
 
     kw = dict(prune_rounds=2, finetune_epochs=2, epochs=4) if method == "imp" else dict(prune_rounds=2, epochs=2)
     cfg = ExperimentConfig(dataset="digits", batch_size=16, pool_size=240, device="cpu", num_shadows=2,
-                           prune=True, prune_method=method, sparsity=0.8, pack_mode=mode, runs_dir=str(tmp_path),
+                           method=method, sparsity=0.8, pack_mode=mode, runs_dir=str(tmp_path),
                            **kw).resolved().fit_config()
     ds = load_dataset(cfg)
     keep = keep_matrix(3, len(ds.y_train), cfg.mia_seed)

@@ -29,13 +29,13 @@ def tiny(tmp_path, **kw):
     return cfg.resolved()
 
 
-PRUNED = {"dense": {}, "static": dict(prune=True, prune_method="static", sparsity=0.8),
-          "dpf": dict(prune=True, prune_method="dpf", sparsity=0.8, target_epoch=2, freeze_epoch=3),
-          "gmp": dict(prune=True, prune_method="gmp", sparsity=0.8, target_epoch=2),
+PRUNED = {"dense": {}, "static": dict(method="static", sparsity=0.8),
+          "dpf": dict(method="dpf", sparsity=0.8, target_epoch=2, freeze_epoch=3),
+          "gmp": dict(method="gmp", sparsity=0.8, target_epoch=2),
           # snip: each model's saliency on its own batches; rigl: updates every 4 steps to step 21, each model's
           # gradients and momentum its part of the packed tensors
-          "snip": dict(prune=True, prune_method="snip", sparsity=0.8, snip_batches=2),
-          "rigl": dict(prune=True, prune_method="rigl", sparsity=0.8)}
+          "snip": dict(method="snip", sparsity=0.8, snip_batches=2),
+          "rigl": dict(method="rigl", sparsity=0.8)}
 
 
 @pytest.mark.parametrize("mode", ["grouped", "sequential"])
@@ -175,7 +175,7 @@ def test_packed_run_writes_every_artifact_and_resumes_per_pack(mode, tmp_path, m
     from training import experiment
     from training.trainer import load_model
 
-    cfg = tiny(tmp_path, epochs=1, pack=3, pack_mode=mode, sens_draws=2, prune=True, prune_method="static", sparsity=0.5)
+    cfg = tiny(tmp_path, epochs=1, pack=3, pack_mode=mode, sens_draws=2, method="static", sparsity=0.5)
     summaries = run_experiment.run(cfg)
     exp = experiment.experiment_dir(cfg)
     keep = np.load(exp / paths.KEEP_MATRIX)

@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from configs.config import ExperimentConfig
 from models import build_model
 from pruning import (PRUNING_METHODS, build_pruner, global_magnitude_masks, measure_sparsity,
                      prunable_parameters, scheduled_sparsity)
@@ -14,7 +15,8 @@ from utils.errors import UsageError
 # Methods trained from scratch whose masks are global magnitude masks; the ones that prune a trained model and
 # fine-tune it have their own references in tests/test_finetune.py (structured masks are not global magnitude
 # masks), the saliency and dynamic ones (snip, synflow, rigl, set) in tests/test_sparse_family.py.
-METHODS = [m for m, spec in PRUNING_METHODS.items() if spec.source is None and spec.scorer is None and spec.grow is None]
+METHODS = [m for m, spec in PRUNING_METHODS.items()
+           if spec.prunes and spec.source is None and spec.scorer is None and spec.grow is None]
 GRADUAL = [m for m in METHODS if PRUNING_METHODS[m].uses_target]  # gmp, dpf: the cubic schedule
 
 
@@ -298,9 +300,6 @@ def test_works_for_resnet_and_wrn(arch, layers, width, method):
 # -- bad input ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(method="magic"), f"valid: {', '.join(PRUNING_METHODS)}"),
-    (dict(sparsity=0.0), "sparsity must be in (0, 1)"),
-    (dict(sparsity=1.0), "sparsity must be in (0, 1)"),
-    (dict(sparsity=1.5), "sparsity must be in (0, 1)"),
     (dict(method="dpf", target_epoch=5, freeze_epoch=3), "before the target epoch"),
     (dict(prune_freq=0), "must be positive"),
 ])
@@ -309,6 +308,21 @@ def test_bad_input(kwargs, needle):
     args.update(kwargs)
     with pytest.raises(UsageError, match=needle.replace("(", r"\(").replace(")", r"\)")):
         build_pruner(model=tiny_resnet(), **args)
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0, 1.5])
+def test_a_sparsity_out_of_range_is_refused_by_the_config(sparsity):
+    """The range is validated once, by the config the pruner is built from (the pruner only asserts it)."""
+    with pytest.raises(UsageError, match=r"sparsity must be in \(0, 1\)"):
+        ExperimentConfig(dataset="digits", epochs=4, method="static", sparsity=sparsity).resolved()
+    with pytest.raises(AssertionError):
+        build_pruner("static", tiny_resnet(), sparsity, 10, 0)
+
+
+def test_dense_is_a_method_that_builds_no_pruner():
+    assert not PRUNING_METHODS["dense"].prunes and next(iter(PRUNING_METHODS)) == "dense"
+    assert build_pruner("dense", tiny_resnet(), 0.0, 10, None) is None
+    assert all(spec.prunes for m, spec in PRUNING_METHODS.items() if m != "dense")
 
 
 def test_only_dpf_uses_a_freeze_epoch():

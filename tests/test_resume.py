@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Digits, a 240-image pool, batch 16: 7 steps an epoch, 4 epochs; fp32 (bitwise is a CPU fp32 promise).
 TINY = dict(dataset="digits", epochs=4, batch_size=16, pool_size=240, device="cpu", prune_freq=4, amp=False,
             mia_queries=1, sens_draws=1, checkpoint_every=1)
-DPF = dict(prune=True, prune_method="dpf", sparsity=0.8, target_epoch=2, freeze_epoch=3)  # refreshes every 4 steps to step 14, frozen at step 21
+DPF = dict(method="dpf", sparsity=0.8, target_epoch=2, freeze_epoch=3)  # refreshes every 4 steps to step 14, frozen at step 21
 
 
 def tiny(runs_dir, **kw) -> ExperimentConfig:
@@ -96,15 +96,15 @@ def dense_ref(one_thread, tmp_path_factory):
 
 
 CASES = {  # name: (config, epochs after which the run is killed)
-    "static": (dict(prune=True, prune_method="static", sparsity=0.8), [1]),
-    "gmp": (dict(prune=True, prune_method="gmp", sparsity=0.8, target_epoch=2), [1]),  # mid-ramp
+    "static": (dict(method="static", sparsity=0.8), [1]),
+    "gmp": (dict(method="gmp", sparsity=0.8, target_epoch=2), [1]),  # mid-ramp
     "dpf": (DPF, [1, 3]),  # 1: refreshes, the target and the freeze still ahead; 3: frozen, dense weights dropped
     "pack3-grouped": (dict(DPF, num_shadows=2, pack=3, pack_mode="grouped"), [2]),
     "pack3-sequential": (dict(DPF, num_shadows=2, pack=3, pack_mode="sequential"), [2]),
     "dp-sgd": (dict(defense="dp"), [2]),
-    "snip": (dict(prune=True, prune_method="snip", sparsity=0.8), [1]),  # the mask from the state, not rescored
-    "rigl": (dict(prune=True, prune_method="rigl", sparsity=0.8), [1]),  # updates every 4 steps to step 21 ahead
-    "set-pack2": (dict(prune=True, prune_method="set", sparsity=0.8, num_shadows=1, pack=2), [2]),  # its stream  # the optimizer's noise stream carried over, not restarted (repeated)
+    "snip": (dict(method="snip", sparsity=0.8), [1]),  # the mask from the state, not rescored
+    "rigl": (dict(method="rigl", sparsity=0.8), [1]),  # updates every 4 steps to step 21 ahead
+    "set-pack2": (dict(method="set", sparsity=0.8, num_shadows=1, pack=2), [2]),  # its stream  # the optimizer's noise stream carried over, not restarted (repeated)
 }
 
 

@@ -302,7 +302,7 @@ def test_packed_snip_sees_each_models_own_batches(tmp_path):
     from training.trainer import Trainer
 
     cfg = ExperimentConfig(dataset="digits", epochs=1, batch_size=16, pool_size=240, device="cpu", num_shadows=1,
-                           prune=True, prune_method="snip", sparsity=0.8, runs_dir=str(tmp_path)).resolved()
+                           method="snip", sparsity=0.8, runs_dir=str(tmp_path)).resolved()
     ds = load_dataset(cfg)
     tr = Trainer(cfg, ds, keep_matrix(2, len(ds.y_train), cfg.mia_seed), [0, 1])
     tr.fit()

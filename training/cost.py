@@ -64,7 +64,7 @@ def _iterative(cfg: ExperimentConfig) -> bool:
     """imp, lth: the loop runs --prune-rounds rounds (lth: each a full training from --rewind-epoch)."""
     from pruning import PRUNING_METHODS
 
-    return bool(cfg.prune and PRUNING_METHODS[cfg.prune_method].iterative)
+    return bool(PRUNING_METHODS[cfg.method].iterative)
 
 
 def study_cost(configs: list[ExperimentConfig], models_to_train: dict[str, int], load) -> list[str]:

@@ -140,13 +140,16 @@ def disk_per_model(cfg: ExperimentConfig, ds: ArrayDataset) -> int:
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         p = count_params(build_model(cfg.arch, cfg.layers, cfg.width_factor, ds.num_classes, ds.in_channels))
-    checkpoint = (4 + cfg.prune) * p
-    state = (12 + 6 * cfg.prune) * p
+    from pruning import PRUNING_METHODS
+
+    pruned = PRUNING_METHODS[cfg.method].prunes
+    checkpoint = (4 + pruned) * p
+    state = (12 + 6 * pruned) * p
     pool = len(ds.y_train)
     logits, sens = 4 * pool * cfg.mia_queries * ds.num_classes, 4 * pool * ds.num_classes
     from pruning.iterative import REWIND_EPOCHS
 
-    rewind = 0 if cfg.prune else 4 * p * len(REWIND_EPOCHS)
+    rewind = 0 if pruned else 4 * p * len(REWIND_EPOCHS)
     return int(2 * checkpoint + state + logits + sens + rewind + max(state, logits, rewind))
 
 

@@ -26,15 +26,14 @@ from utils.io import load_json, load_torch
 def source_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
     """The configuration whose model i model i of `cfg` starts from; None for models trained from scratch.
     The source is undefended: as in mia_prune, a defense applies to the fine-tuning (docs/defenses.md)."""
-    spec = PRUNING_METHODS.get(cfg.prune_method) if cfg.prune else None
-    if spec is None or spec.source is None:
+    if PRUNING_METHODS[cfg.method].source is None:
         return None
     undefended = {}
     if getattr(cfg, "defense", "none") != "none":
         from defenses import param_fields
 
         undefended = {"defense": "none", **{f: None for f in param_fields()}}
-    return dataclasses.replace(cfg, prune=False, prune_method=None, sparsity=0.0, prune_scope="global", name=None,
+    return dataclasses.replace(cfg, method="dense", sparsity=0.0, prune_scope="global", name=None,
                                target_epoch=None, freeze_epoch=None, model_index=None,
                                **{f: None for f in FINETUNE_FIELDS}, **{f: None for f in METHOD_OPTIONS},
                                **undefended).resolved()
@@ -85,8 +84,8 @@ def rewinds(cfg: ExperimentConfig) -> bool:
     """Whether cfg's models rewind to a state of their source's training each round (lth)."""
     from pruning.iterative import ITERATIVE
 
-    spec = PRUNING_METHODS.get(cfg.prune_method) if cfg.prune else None
-    return bool(spec and spec.iterative and ITERATIVE[spec.iterative].rewind)
+    spec = PRUNING_METHODS[cfg.method]
+    return bool(spec.iterative and ITERATIVE[spec.iterative].rewind)
 
 
 def load_rewind(cfg: ExperimentConfig, index: int) -> tuple[dict, dict]:

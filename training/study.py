@@ -23,42 +23,36 @@ from utils.errors import DivergenceError, UsageError
 # Functions, not constants: the registry is read when asked, so an entry added to it (or a test's toy
 # entry) is a method of train.py with no edit here.
 def all_methods() -> tuple[str, ...]:
-    """Every method train.py --methods accepts: dense and each registered pruning method."""
-    return ("dense", *PRUNING_METHODS)
+    """Every method train.py --methods accepts: each entry of the method registry, dense included."""
+    return tuple(PRUNING_METHODS)
 
 
 def default_methods() -> tuple[str, ...]:
-    """The study's comparison: dense and every pruning method not marked `extra` (gmp is one)."""
-    return ("dense", *(m for m, spec in PRUNING_METHODS.items() if not spec.extra))
+    """The study's comparison: every method not marked `extra` (gmp is one), dense first as in the registry."""
+    return tuple(m for m, spec in PRUNING_METHODS.items() if not spec.extra)
 
 
 def plan_study(base: ExperimentConfig, methods: list[str], sparsities: list[float],
                defenses: list[str] = (NONE,)) -> list[ExperimentConfig]:
     """One resolved config per configuration: dense once, each pruning method at each sparsity, each
-    of them with every defense (a defense's parameters reach only its own configurations)."""
+    of them with every defense (a defense's parameters reach only its own configurations). Each sparsity
+    is validated by the configurations' own validation (ExperimentConfig.validate)."""
     valid = all_methods()
     bad = [m for m in methods if m not in valid]
     if bad:
         raise UsageError(f"unknown method {bad[0]!r}; valid: {', '.join(valid)}")
-    for s in sparsities:
-        if not 0 < s < 1:
-            raise UsageError(f"sparsity must be in (0, 1), got {s}")
     configs = []
     finetune_unset = {f: None for f in FINETUNE_FIELDS}
     for m in dict.fromkeys(methods):  # de-duplicated, in the order given
-        if m == "dense":
-            configs.append(dataclasses.replace(base, prune=False, prune_method=None, sparsity=0.0, name=None,
-                                               target_epoch=None, freeze_epoch=None, prune_scope="global",
-                                               **finetune_unset, **{f: None for f in METHOD_OPTIONS}))
-        else:  # the study-wide schedule, scope and fine-tuning flags reach only the methods that have them
-            spec = PRUNING_METHODS[m]
-            sched = dict(target_epoch=base.target_epoch if spec.uses_target else None,
-                         freeze_epoch=base.freeze_epoch if spec.uses_freeze else None,
-                         prune_scope=base.prune_scope if spec.scoped else "global",
-                         **({} if spec.finetunes else finetune_unset),
-                         **{f: None for f in METHOD_OPTIONS if f not in spec.options})
-            configs += [dataclasses.replace(base, prune=True, prune_method=m, sparsity=s, name=None, **sched)
-                        for s in dict.fromkeys(sparsities)]
+        # the study-wide schedule, scope and fine-tuning flags reach only the methods that have them
+        spec = PRUNING_METHODS[m]
+        sched = dict(target_epoch=base.target_epoch if spec.uses_target else None,
+                     freeze_epoch=base.freeze_epoch if spec.uses_freeze else None,
+                     prune_scope=base.prune_scope if spec.scoped else "global",
+                     **({} if spec.finetunes else finetune_unset),
+                     **{f: None for f in METHOD_OPTIONS if f not in spec.options})
+        configs += [dataclasses.replace(base, method=m, sparsity=s, name=None, **sched)
+                    for s in (dict.fromkeys(sparsities) if spec.prunes else [0.0])]  # dense: trained once
     configs = with_sources([c.resolved() for c in with_defenses(configs, defenses)])
     check_distinct(configs)
     return configs

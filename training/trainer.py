@@ -32,7 +32,7 @@ from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from models import build_model, count_params
 from defenses import build_loss, defended_model, defense_summary, prepare_loop
-from pruning import measure_sparsity
+from pruning import PRUNING_METHODS, build_pruner, measure_sparsity
 from pruning.criteria import filter_sparsity
 from training import resume
 from training.packing import PackedPruning, model_slices, pack_mode, pack_models, unpack
@@ -212,14 +212,10 @@ class Member:
             self.model.load_state_dict(init)
         if dtype is not None:
             self.model.to(dtype)
-        self.pruner = None
-        if cfg.prune:
-            from pruning import PRUNING_METHODS, build_pruner
-
-            options = {f: getattr(cfg, f) for f in PRUNING_METHODS[cfg.prune_method].options}
-            self.pruner = build_pruner(cfg.prune_method, self.model, cfg.sparsity, iters, cfg.target_epoch,
-                                       cfg.freeze_epoch, cfg.prune_freq, cfg.prune_scope, options,
-                                       seed=model_seed(cfg.seed, index), epochs=cfg.epochs, rewind=rewind)
+        options = {f: getattr(cfg, f) for f in PRUNING_METHODS[cfg.method].options}
+        self.pruner = build_pruner(cfg.method, self.model, cfg.sparsity, iters, cfg.target_epoch,
+                                   cfg.freeze_epoch, cfg.prune_freq, cfg.prune_scope, options,
+                                   seed=model_seed(cfg.seed, index), epochs=cfg.epochs, rewind=rewind)  # dense: None
         self.history, self.best, self.best_key = [], None, None
         self.source = None  # provenance of the trained model it starts from (train_models; training/sources.py)
         self.failed = None  # why it stopped: its numbers are no longer finite (Trainer.fit; a DivergenceError)
@@ -315,9 +311,7 @@ def weights_finite(model: torch.nn.Module) -> bool:
 def divergence_line(m: Member, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
     """The one line of a diverged model: which, where, the likely causes and the flag to change."""
     cfg = m.cfg
-    from pruning import PRUNING_METHODS
-
-    finetunes = cfg.prune and PRUNING_METHODS[cfg.prune_method].finetunes
+    finetunes = PRUNING_METHODS[cfg.method].finetunes
     flag = "--finetune-lr" if finetunes else "--lr"
     lr = cfg.finetune_lr if finetunes else cfg.lr
     causes = [f"a learning rate too high for {cfg.name} ({flag} {lr:g}: lower it)"]
@@ -718,7 +712,7 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
     resume.restore(tr, out_dirs)
     checkpointer = resume.Checkpointer(tr, out_dirs, cfg.checkpoint_every)
     after_epoch = checkpointer
-    if not cfg.prune:  # a dense run keeps the rewind points of the lottery tickets made from it
+    if not PRUNING_METHODS[cfg.method].prunes:  # a dense run keeps the rewind points of the lottery tickets made from it
         keeper = RewindKeeper(tr, out_dirs)
         if tr.epochs_done == 0 and tr.in_epoch is None:  # a resumed run's first part kept epoch 0
             keeper(0)
