@@ -142,10 +142,10 @@ RECIPE_IN_OLD_SUMMARIES = {"name", "method", "sparsity", "target_sparsity", "dat
 
 
 def current_config(d: dict) -> dict:
-    """A recorded config (config.json, a checkpoint's or a resumable state's recipe) in today's keys. Until
-    2026-12-07 a config recorded the method as two fields, `prune` (bool) and `prune_method` (None for dense),
-    beside the derived `method`; today `method` alone, a name of the method registry (dense included). A
-    config that records neither spelling was not written by this pipeline: refused with one line."""
+    """A recorded config (config.json, a checkpoint's config, a resumable state's recipe) in today's keys: the
+    method recorded as `prune` (bool) and `prune_method` (None for dense) becomes the one `method` field
+    (docs/run_directory.md, "Older config formats"). A config that records no method, or two that disagree,
+    was not written by this pipeline: refused with one line."""
     if "prune" not in d and "prune_method" not in d:
         if "method" not in d:
             raise UsageError("a recorded config without a method (neither 'method' nor 'prune'/'prune_method'): "
