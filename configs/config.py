@@ -314,7 +314,7 @@ class ExperimentConfig:
             raise UsageError(f"--model-index must be in 0..{self.num_shadows} (the target and {self.num_shadows} shadows), got {self.model_index}")
         spec = PRUNING_METHODS.get(self.method)
         if spec is None:
-            raise UsageError(f"unknown --method '{self.method}'; valid: {', '.join(PRUNING_METHODS)}")
+            raise UsageError(f"unknown --prune-method '{self.method}'; valid: {', '.join(PRUNING_METHODS)}")
         given = [f for f in METHOD_OPTIONS if getattr(self, f) is not None]
         if not spec.prunes and given:
             raise UsageError(f"--{given[0].replace('_', '-')} applies to --prune-method {_options_owners(given[0])} only")

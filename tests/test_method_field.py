@@ -72,7 +72,7 @@ def test_the_two_spellings_give_the_same_config(method, extra):
     (["--prune-method", "dpf"], "--prune and --prune-method go together (e.g. --prune --prune-method dpf --sparsity 0.9)"),
     (["--no-prune", "--prune-method", "dpf"], "--prune and --prune-method go together"),
     (["--method", "static", "--prune", "--prune-method", "dpf"], "--method static and --prune-method dpf disagree"),
-    (["--method", "magic"], f"unknown --method 'magic'; valid: {', '.join(PRUNING_METHODS)}"),
+    (["--method", "magic"], f"unknown --prune-method 'magic'; valid: {', '.join(PRUNING_METHODS)}"),
     (["--method", "static", "--sparsity", "1.0"], "--sparsity must be in (0, 1), got 1.0"),
     (["--snip-batches", "2"], "--snip-batches applies to --prune-method snip only"),
 ])
