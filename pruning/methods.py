@@ -2,9 +2,9 @@
 
 Every method runs the same mechanism (pruning/pruner.py) and differs only in these switches, so a new
 variant is one entry here, not another if/elif branch. `dense`, the unpruned baseline, is an entry too
-(prunes=False): a configuration's method is one name of this registry (configs/config.py `method`). `revision` is part of each run's recipe: a
-method whose meaning changes gets a new revision, so runs made under the old meaning are refused
-instead of being mixed with new ones (training/experiment.py).
+(prunes=False): a configuration's method is one name of this registry (configs/config.py `method`).
+`revision` is part of each run's recipe: a method whose meaning changes gets a new revision, so runs
+made under the old meaning are refused instead of being mixed with new ones (training/experiment.py).
 """
 from __future__ import annotations
 

@@ -26,14 +26,15 @@ from utils.io import load_json, load_torch
 def source_config(cfg: ExperimentConfig) -> ExperimentConfig | None:
     """The configuration whose model i model i of `cfg` starts from; None for models trained from scratch.
     The source is undefended: as in mia_prune, a defense applies to the fine-tuning (docs/defenses.md)."""
-    if PRUNING_METHODS[cfg.method].source is None:
+    source = PRUNING_METHODS[cfg.method].source  # a method of the registry (dense)
+    if source is None:
         return None
     undefended = {}
     if getattr(cfg, "defense", "none") != "none":
         from defenses import param_fields
 
         undefended = {"defense": "none", **{f: None for f in param_fields()}}
-    return dataclasses.replace(cfg, method="dense", sparsity=0.0, prune_scope="global", name=None,
+    return dataclasses.replace(cfg, method=source, sparsity=0.0, prune_scope="global", name=None,
                                target_epoch=None, freeze_epoch=None, model_index=None,
                                **{f: None for f in FINETUNE_FIELDS}, **{f: None for f in METHOD_OPTIONS},
                                **undefended).resolved()
