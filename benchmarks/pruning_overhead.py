@@ -5,7 +5,7 @@ method, masks refreshed every --prune-freq iterations throughout (the schedule n
 here, so gmp refreshes too: the worst case; static is pruned once at initialisation, so its cost is the
 per-step masking alone). Methods are interleaved over --rounds to spread machine noise. Every method, dense
 included, runs the same synchronisations (around each hook point) and the training autocast (bf16 on
-CUDA from compute capability 8.0, fp16 before, none on CPU: training.trainer.autocast).
+CUDA from compute capability 8.0, fp16 before, none on CPU: training.precision.autocast).
 
   python benchmarks/pruning_overhead.py                         # ResNet-20, batch 128, CPU
   python benchmarks/pruning_overhead.py --arch wideresnet --layers 28 --width-factor 2 --device cuda --iters 200
@@ -24,7 +24,7 @@ from benchmarks.common import machine, sync as sync_device
 from configs.config import ExperimentConfig
 from models import build_model
 from pruning import PRUNING_METHODS, build_pruner
-from training.trainer import autocast
+from training.precision import autocast
 
 METHODS = ("dense", *PRUNING_METHODS)
 

@@ -93,9 +93,9 @@ def make_private(tr) -> None:
     # Opacus's hooks are full backward hooks on every layer; the first one's input (the images) needs no gradient
     warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
     cfg = tr.cfg
-    if len(tr.members) != 1:
+    if len(tr.seats) != 1:
         raise UsageError("--defense dp trains one model at a time (per-example clipping of one model's gradient): use --pack 1")
-    m = tr.members[0]
+    m = tr.seats[0]
     tr.step_models = [GradSampleModule(tr.nets[0], batch_first=True, loss_reduction="mean")]
     noise_gen = torch.Generator(device=tr.device).manual_seed(m.gen.initial_seed() + 1)  # its own stream
     tr.opt = MaskedDPOptimizer(tr.opt, noise_multiplier=cfg.dp_noise, max_grad_norm=cfg.dp_clip,

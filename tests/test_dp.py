@@ -104,7 +104,7 @@ def test_epsilon_is_opacus_accountants_after_the_same_steps():
 def test_a_dp_run_records_epsilon_groupnorm_and_reloads(tmp_path, one_thread):
     import run_experiment
     from mia.epsilon import default_delta
-    from training.trainer import load_model
+    from training.model_io import load_model
 
     run_experiment.main(["--dataset", "digits", "--pool-size", "80", "--epochs", "2", "--batch-size", "16",
                          "--defense", "dp", "--dp-noise", "0.8", "--prune", "--prune-method", "static",

@@ -306,7 +306,7 @@ def test_packed_snip_sees_each_models_own_batches(tmp_path):
     ds = load_dataset(cfg)
     tr = Trainer(cfg, ds, keep_matrix(2, len(ds.y_train), cfg.mia_seed), [0, 1])
     tr.fit()
-    a, b = (m.pruner.mask_list[1] for m in tr.members)
+    a, b = (m.pruner.mask_list[1] for m in tr.seats)
     assert not torch.equal(a, b)
 
 

@@ -41,19 +41,19 @@ SHARED = ("lr", "scheduler", "scaler", "torch_rng", "opt_rng", "cuda_rng")  # Tr
 
 
 def save(tr, out_dirs: list[Path]) -> None:
-    """Every member's state (Trainer.state_dict()), but a failed (diverged) member's: its last state
+    """Every model's state (Trainer.state_dict()), but a failed (diverged) model's: its last state
     before it failed stays for inspection."""
     state = tr.state_dict()
     made = {"format": FORMAT, "steps": [tr.batch, tr.iters], "epoch": state["epoch"], "step": state["step"],
             **state["shared"]}
-    for m, st, out in zip(tr.members, state["members"], out_dirs):
+    for m, st, out in zip(tr.seats, state["seats"], out_dirs):
         if not m.failed:
             save_torch({**made, "recipe": m.cfg.recipe(), "model_index": m.index, "source": m.source, **st},
                        Path(out) / paths.RESUME)
 
 
 def _mismatch(st, tr, m) -> str | None:
-    """Why a state cannot continue member m of trainer tr, or None."""
+    """Why a state cannot continue seat m of trainer tr, or None."""
 
     if not isinstance(st, dict) or st.get("format") not in READS:
         got = st.get("format") if isinstance(st, dict) else None
@@ -88,19 +88,19 @@ def _read(tr, m, path: Path) -> dict | None:
 
 
 def restore(tr, out_dirs: list[Path]) -> int:
-    """Load every member's resumable state (Trainer.load_state_dict) when all are valid and at one position;
+    """Load every model's resumable state (Trainer.load_state_dict) when all are valid and at one position;
     returns the epochs done (0, nothing loaded: the pack trains from the start, as built)."""
-    states = [_read(tr, m, Path(out) / paths.RESUME) for m, out in zip(tr.members, out_dirs)]
+    states = [_read(tr, m, Path(out) / paths.RESUME) for m, out in zip(tr.seats, out_dirs)]
     if not any(states):
         return 0
-    at = {m.index: (st["epoch"], st.get("step", 0)) if st else None for m, st in zip(tr.members, states)}
+    at = {m.index: (st["epoch"], st.get("step", 0)) if st else None for m, st in zip(tr.seats, states)}
     if len(set(at.values())) > 1:
         tqdm.write(f"note: the models of this pack have resumable states at different positions ({at}: "
                    f"(epoch, step), None: none); the pack trains from the start")
         return 0
-    epoch, step = at[tr.members[0].index]
+    epoch, step = at[tr.seats[0].index]
     tr.load_state_dict({"epoch": epoch, "step": step, "shared": {k: states[0].get(k) for k in SHARED},
-                        "members": states})
+                        "seats": states})
     where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, step {step}/{tr.iters},"
     tqdm.write(f"resuming model(s) {', '.join(map(str, tr.indices))} {where} of {tr.cfg.epochs}")
     return epoch
