@@ -80,7 +80,7 @@ class Run:
             loss = F.cross_entropy(self.model(x).float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.hook("before_optimizer_step") is not False:  # False: a RigL update replaced the step
+        if self.hook("after_backward") is not False:  # False: a RigL update replaced the step
             self.opt.step()
         self.hook("after_optimizer_step")
         self.it += 1

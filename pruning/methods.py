@@ -8,6 +8,7 @@ instead of being mixed with new ones (training/experiment.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class MethodSpec:
     options: tuple[str, ...] = ()  # its own config fields (configs/config.py METHOD_OPTIONS), refused for other methods
     iterative: str | None = None  # pruned in rounds from the trained dense model (pruning/iterative.py ITERATIVE:
     #                               imp keeps the survivors, lth rewinds them), each round a stretch of training
+    step: Callable | None = None  # a step rule: (its model's Pruner) -> an object with before_step(it), after_backward()
+    #                               (False: skip the optimizer step) and after_optimizer_step(), run inside the pruner's
+    #                               step hooks (docs/training.md), which makes the masks (Pruner.set_masks) from what it
+    #                               reads there (Pruner.slot("grad"): the model's gradient, packed or not)
 
     @property
     def uses_target(self) -> bool:

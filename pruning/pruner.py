@@ -96,6 +96,59 @@ def mask_params(params: list, fmasks: list) -> None:
     torch._foreach_mul_(params, fmasks)
 
 
+class PruningHook:
+    """The step hook (training/hooks.py) of the pruners of the models a Trainer steps: one model's, or a pack's
+    K. Each model keeps its Pruner: mask refreshes (global top-k over that model's own weights), freezing,
+    topology updates, step rules, history and saving are per model; the per-step tensor work (mask the
+    gradients, swap DPF's dense weights in and out, re-mask) is one foreach call over `lists` for all of them.
+
+    lists: (params, fmasks, dense) the hook runs over. Default: the pruners' own lists, concatenated (one
+    model; a sequential pack, whose models keep their own tensors; the pruners update masks in place, so the
+    lists stay valid). A packed network passes its packed parameters and the masks and dense weights whose
+    slices the pruners hold (training/packing.tie_masks). Every pruner follows one schedule (method,
+    iterations, target, freeze): their states agree, so pruners[0] answers for all."""
+
+    def __init__(self, pruners: list, lists: tuple[list, list, list | None] | None = None):
+        ref = pruners[0]
+        for pr in pruners[1:]:
+            if (pr.method, pr.s_f, pr.freq, pr.target_iter, pr.freeze_iter, pr.frozen) != \
+                    (ref.method, ref.s_f, ref.freq, ref.target_iter, ref.freeze_iter, ref.frozen):
+                raise ValueError("the models of a pack must follow one pruning schedule")
+        self.pruners = pruners
+        if lists is None:
+            lists = ([p for pr in pruners for p in pr.params], [m for pr in pruners for m in pr.fmask_list],
+                     None if ref.dense is None else [d for pr in pruners for d in pr.dense])
+        self.params, self.fmasks, self.dense = lists
+
+    def before_step(self, it: int) -> None:
+        """Each model's mask refresh when due (Pruner.before_step)."""
+        for pr in self.pruners:
+            pr.before_step(it)
+        if self.pruners[0].frozen:
+            self.dense = None  # DPF's dense weights are dropped at its freeze
+
+    def after_backward(self) -> bool:
+        """Each model's mask changes that read its gradient (Pruner.at_backward: RigL's update, a step rule's),
+        then one foreach: p.grad *= m (static, gmp, frozen DPF, every fixed mask), or DPF's p <- dense w
+        (straight-through). False where an update replaces the optimizer step (every model agrees)."""
+        replaced = [pr.at_backward() for pr in self.pruners]
+        if self.pruners[0].straight_through:
+            load_dense(self.params, self.dense)
+        else:
+            mask_grads(self.params, self.fmasks)
+        return not any(replaced)
+
+    def after_optimizer_step(self) -> None:
+        """One foreach: DPF's dense w <- p, p <- w * m; else p *= m (momentum and weight decay would move a
+        pruned weight off zero); then each model's changes after the step (Pruner.at_step: SET's update)."""
+        if self.pruners[0].straight_through:
+            store_dense_and_mask(self.params, self.dense, self.fmasks)
+        else:
+            mask_params(self.params, self.fmasks)
+        for pr in self.pruners:
+            pr.at_step()
+
+
 def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope) -> None:
     if method not in PRUNING_METHODS:
         raise UsageError(f"unknown pruning method '{method}'; valid: {', '.join(PRUNING_METHODS)}")
@@ -151,7 +204,10 @@ class Pruner:
         self.pending_init = self.spec.scorer is not None  # snip, synflow: the mask is made by at_init()
         self.gen = None             # a dynamic method's CPU stream (initial masks, SET's growth)
         self.slot = self._own_slot  # where gradients and momentum are read (a trainer repoints it)
-        if self.spec.one_shot and not self.pending_init:  # static, finetune, filter pruners: pruned here, before
+        self._it, self._own_hook = 0, None
+        # a method's own step rule (MethodSpec.step): it makes the masks at its hooks (set_masks)
+        self.rule = self.spec.step(self) if self.spec.step is not None else None
+        if self.spec.one_shot and not self.pending_init and self.rule is None:  # static, finetune, filter pruners: pruned here, before
             self._prune_once(scope)  # any step, by the method's criterion; the mask is final, so frozen at once
         if self.spec.grow:
             self._init_dynamic(seed, epochs)
@@ -325,35 +381,65 @@ class Pruner:
         self._apply_masks()
         self.frozen, self.dense = True, None
 
-    # -- training-loop hooks ----------------------------------------------------------------------
+    # -- training-loop hooks (run through PruningHook: training/hooks.py) --------------------------------
     def before_step(self, it: int) -> None:
-        """Before the forward pass of global iteration it = epoch * iters_per_epoch + i."""
+        """Before the forward pass of global iteration it = epoch * iters_per_epoch + i: the mask refresh
+        when due, and a step rule's before_step."""
         if self.pending_init:
             raise RuntimeError(f"{self.method}: at_init(batches) must run before the first step")
         self._it = it
-        if self.frozen or self.spec.grow or self.spec.iterative:  # dynamic: in the optimizer hooks; iterative: start_round
-            return
+        if self.rule is not None:
+            self.rule.before_step(it)
+        if self.frozen or self.spec.grow or self.spec.iterative or self.rule is not None:
+            return  # dynamic: in the optimizer hooks; iterative: start_round; a step rule: its own hooks
         due = it % self.freq == 0 or it == self.target_iter  # the target iteration: final sparsity exact
         if due and (it <= self.target_iter or self.spec.regrow):  # gmp's mask is final after the target
             self._refresh(it)
         if self.freeze_iter is not None and it >= self.freeze_iter:  # after the refresh: freeze == target works
             self._freeze()
 
-    def before_optimizer_step(self) -> bool:
-        """False where a RigL update replaced this step's optimizer step (the caller skips it)."""
+    def at_backward(self) -> bool:
+        """This model's mask changes after the backward pass, before the gradients are masked: RigL's update,
+        a step rule's after_backward. True where one replaces this step's optimizer step."""
         replaced = self.update_topology(replaces_step=True)
-        if self.straight_through:
-            load_dense(self.params, self.dense)
-        else:
-            mask_grads(self.params, self.fmask_list)
-        return not replaced
+        if self.rule is not None and self.rule.after_backward() is False:
+            replaced = True
+        return replaced
+
+    def at_step(self) -> None:
+        """This model's mask changes after the optimizer step and the re-masking: SET's update, a step rule's."""
+        self.update_topology(replaces_step=False)
+        if self.rule is not None:
+            self.rule.after_optimizer_step()
+
+    # a lone pruner is a step hook itself: the pack hook over this one model
+    def after_backward(self) -> bool:
+        return self._hook().after_backward()
 
     def after_optimizer_step(self) -> None:
-        if self.straight_through:
-            store_dense_and_mask(self.params, self.dense, self.fmask_list)
+        self._hook().after_optimizer_step()
+
+    def _hook(self) -> PruningHook:
+        if self._own_hook is None:
+            self._own_hook = PruningHook([self])
+        return self._own_hook
+
+    @torch.no_grad()
+    def set_masks(self, new: list[torch.Tensor], freeze: bool = True) -> None:
+        """Make `new` (bool keep-masks, one per prunable tensor, in self.names' order) the masks, in place, and
+        apply them (parameter <- w * m); counted as a refresh at the current iteration. freeze: the mask is final
+        (a one-shot step rule). How a step rule (MethodSpec.step) changes the masks."""
+        flips = sum((n & ~o).sum() for n, o in zip(new, self.mask_list))
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        self.num_pruned = sum(int((~m).sum()) for m in self.mask_list)
+        self.current = self.num_pruned / self.numel
+        self.total_refreshes += 1
+        self._log.append((self._it, self.current, flips))
+        if freeze:
+            self._freeze()
         else:
-            mask_params(self.params, self.fmask_list)
-        self.update_topology(replaces_step=False)
+            self._apply_masks()
 
     def end_epoch(self, epoch: int) -> dict:
         """History entry: schedule, measured sparsity, reactivations (0 -> 1 flips) per refresh."""

@@ -145,7 +145,7 @@ def test_pruner_hooks_are_a_few_foreach_calls_not_one_per_conv(method):
     pruner.before_step(0)
     nn.functional.cross_entropy(model(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
     n_convs = len(pruner.params)
-    for hook in (pruner.before_optimizer_step, pruner.after_optimizer_step):
+    for hook in (pruner.after_backward, pruner.after_optimizer_step):
         ops = _top_level_ops(hook)
         assert ops and len(ops) <= 2 < n_convs and all(o.startswith("aten::_foreach_") for o in ops), ops
 

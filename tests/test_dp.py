@@ -66,7 +66,7 @@ def test_each_examples_clipped_gradient_stays_within_the_clip_bound(one_thread):
     tr = _trainer(_cfg(dp_noise=0.0, dp_clip=clip, batch_size=1, prune=True, prune_method="static", sparsity=0.8),
                   steps=(1, 6))
     norms = []
-    tr.opt.attach_step_hook(lambda opt: norms.append(float(torch.stack([p.grad.norm() for p in opt.params]).norm())))
+    tr.hooks.hooks[-1].optimizer.attach_step_hook(lambda opt: norms.append(float(torch.stack([p.grad.norm() for p in opt.params]).norm())))
     _run_epoch(tr)
     assert len(norms) == 6 and max(norms) <= clip * (1 + 1e-6) and min(norms) > 0.99 * clip
 

@@ -163,7 +163,7 @@ def test_a_pruned_channel_outputs_exactly_zero_for_any_input_before_and_after_fi
         x, y = batch(it, (8, *model.input_shape))
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
-        pruner.before_optimizer_step()
+        pruner.after_backward()
         opt.step()
         pruner.after_optimizer_step()
     _pruned_channels_are_zero(model, pruner)

@@ -28,9 +28,11 @@ from artifacts import paths
 from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
 from defenses import build_loss, prepare_loop
+from pruning.pruner import PruningHook
 from training import resume
 from training.model_io import RewindKeeper, build_for, evaluate, model_seed, param_dtype, write_model
-from training.packing import PackedPruning, model_slices, pack_mode, pack_models, unpack
+from training.hooks import StepHooks
+from training.packing import model_slices, pack_mode, pack_models, tie_masks, unpack
 from training.precision import _AUTOCAST_DTYPES, autocast, configure_backends, grad_scaler, say_precision
 from utils.device import resolve_device
 from utils.errors import DivergenceError, Preempted, UsageError
@@ -64,8 +66,9 @@ class Seat:
                  device: torch.device, batch: int, iters: int, dtype=None, init: dict | None = None,
                  rewind: dict | None = None):
         self.cfg, self.index, self.batch, self.iters = cfg, index, batch, iters
-        torch.manual_seed(model_seed(cfg.seed, index))
-        self.gen = torch.Generator(device=device).manual_seed(model_seed(cfg.seed, index))
+        self.seed = model_seed(cfg.seed, index)  # its initialisation, data stream and any stream of its own
+        torch.manual_seed(self.seed)
+        self.gen = torch.Generator(device=device).manual_seed(self.seed)
         members = np.flatnonzero(keep)
         self.train = DeviceData.build(ds.x_train[members], ds.y_train[members], ds, device)
         self.model = build_for(cfg, ds, device)
@@ -224,14 +227,13 @@ class Trainer:
         pruners = [m.pruner for m in self.seats if m.pruner]
         # the networks a step runs: one (a lone model, or the K models packed as one), or the K models in turn
         self.mode = pack_mode(cfg, self.device, ds.x_train.shape, models[0]) if len(models) > 1 else None
-        if len(models) == 1:  # the pack of one: the model is the network, its pruner the hooks
-            self.nets, self.pruning = models, (pruners[0] if pruners else None)
-        elif self.mode == "grouped":
+        lists = None  # the pruning hook's tensors: the pruners' own, or a packed network's (tie_masks)
+        if self.mode == "grouped":
             fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
             self.nets = [pack_models(models, memory_format=fmt)]
-            self.pruning = PackedPruning(pruners, self.nets[0]) if pruners else None
-        else:
-            self.nets, self.pruning = models, (PackedPruning(pruners) if pruners else None)
+            lists = tie_masks(pruners, self.nets[0]) if pruners else None
+        else:  # a lone model is the pack of one: the model is the network
+            self.nets = models
         self.step_models = [torch.compile(n) if cfg.compile else n for n in self.nets]
         self.opt = torch.optim.SGD([p for n in self.nets for p in n.parameters()], lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
@@ -240,7 +242,12 @@ class Trainer:
         for j, pr in enumerate(pruners):  # rigl, set read their gradients and momentum through the pack's parts
             pr.slot = functools.partial(self.parts, j)
         self.loss = build_loss(cfg)  # the defense's training loss (defenses/): mean cross-entropy undefended
-        prepare_loop(self)  # a defense that changes the step itself (dp: per-example clipping and noise)
+        # the step hooks (training/hooks.py), in order: the pruning method's, then the defense's (dp: DP-SGD's
+        # per-example clipping and noise, which masks the per-example gradients by the pruner's masks)
+        self.hooks = StepHooks([PruningHook(pruners, lists) if pruners else None, prepare_loop(self)])
+        wrapped = self.hooks.step_network(self.nets[0]) if len(self.nets) == 1 else None
+        if wrapped is not None:  # dp: Opacus's per-example gradients (one model at a time)
+            self.step_models = [wrapped]
         # where training is (state_dict): epochs done, the epoch in progress (train_epoch), a stop asked for
         self.epochs_done, self.in_epoch, self.stop_requested = 0, None, False
 
@@ -282,9 +289,9 @@ class Trainer:
                     yield p, (lambda t, j=j, name=name: [(j, name, t)])
 
     def _opt_generator(self) -> torch.Generator | None:
-        """The optimizer's own random stream where it draws one (DP-SGD's noise, defenses/dp.py): restarted from
-        its seed on resume, it would repeat the noise of the steps already run."""
-        return getattr(self.opt, "generator", None)
+        """The step hooks' own random stream where one draws one (DP-SGD's noise, defenses/dp.py): restarted
+        from its seed on resume, it would repeat the noise of the steps already run."""
+        return self.hooks.generator
 
     def state_dict(self) -> dict:
         """Everything the next step depends on, at a step boundary (CPU tensors): {"epoch": epochs done,
@@ -406,16 +413,16 @@ class Trainer:
         batches = pack_batches(self.seats, self.batch, self.iters, len(self.nets) == 1, run["orders"], run["step"])
         for i, (xb, yb) in enumerate(batches, start=run["step"]):
             it = epoch * self.iters + i
-            if self.pruning:
-                self.pruning.before_step(it)
+            self.hooks.before_step(it)
             self.opt.zero_grad(set_to_none=True)
             out, losses = self._forward_backward(xb, yb, epoch)
-            # False: a RigL update replaced this step's optimizer step (pruning/dynamic.py)
-            if not self.pruning or self.pruning.before_optimizer_step() is not False:
+            self.scaler.unscale_(self.opt)  # fp16: the hooks see true gradients (a no-op in other precisions)
+            if self.hooks.after_backward():  # False: a hook vetoed the step (a RigL update replaced it)
                 self.scaler.step(self.opt)
                 self.scaler.update()
-            if self.pruning:
-                self.pruning.after_optimizer_step()
+            elif self.scaler.is_enabled():  # no step: the scale stays as it is, ready for the next unscale_
+                self.scaler.update(self.scaler.get_scale())
+            self.hooks.after_optimizer_step()
             run["loss_sum"] += losses * len(yb)
             run["correct"] += (out.argmax(2) == yb).sum(0)
             run["first_bad"] = torch.minimum(run["first_bad"], torch.where(torch.isfinite(losses), self.iters, i))
@@ -510,7 +517,8 @@ class Trainer:
                             "wall_time_s": time.time() - t0, "images_per_s": images / max(train_time, 1e-9)})
         if self.mode == "grouped":  # each model a normal model again; the packed tensors can go
             unpack([m.model for m in self.seats])
-            self.nets = self.step_models = self.opt = self.pruning = None
+            self.nets = self.step_models = self.opt = None
+            self.hooks = StepHooks([])
         return results
 
     
