@@ -9,7 +9,8 @@ What changes in the model and the loop, and why:
   opacus.validators.ModuleValidator.fix replaces every BatchNorm with a GroupNorm (min(32, C) groups); the
   run's summary records it (normalization: GroupNorm) and load_model rebuilds the same model.
 - Per-example gradients come from opacus.GradSampleModule hooks; clipping and noise from opacus's
-  DPOptimizer around the run's SGD (same learning rate, momentum, weight decay and schedule).
+  DPOptimizer.pre_step, run as the Trainer's step hook (DPSGDStep, training/hooks.py) after the backward pass;
+  the run's own SGD then steps (same learning rate, momentum, weight decay and schedule).
 - Masks keep their semantics: for static, gmp and frozen DPF a pruned weight has no gradient, so the
   per-example gradients are masked before clipping (the clip budget goes to live weights) and the pruner
   re-zeroes pruned weights after every step as without DP: noise never revives one. DPF before its freeze

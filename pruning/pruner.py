@@ -4,17 +4,20 @@ Between steps each prunable parameter holds w * m. Hence eval-mode forwards, sta
 checkpoints are exactly sparse and the model class is untouched (plain state_dict keys; torch.compile
 sees ordinary parameters, and the in-place .data writes below happen outside the compiled graph).
 DPF keeps its dense weights w aside (one extra copy of the conv weights, dropped at freeze).
-Per training iteration:
+Per training iteration, through the step hooks (training/hooks.py, docs/training.md: one PruningHook over
+the pruners of the models a Trainer steps, one model's or a pack's):
 
   before_step(it)           refresh masks when due (every prune_freq its, and at the target iteration)
-  forward + backward        with w * m: p.grad is the gradient taken at the masked weight
-  before_optimizer_step()   static, gmp, frozen DPF: p.grad *= m (pruned weights get no gradient)
+  forward + backward        with w * m: p.grad is the gradient taken at the masked weight (unscaled: fp16's
+                            GradScaler is unscaled before any hook)
+  after_backward()          each model's changes that read its gradient (RigL's update, a step rule's), then
+                            static, gmp, frozen DPF: p.grad *= m (pruned weights get no gradient)
                             DPF: p <- dense w, so the optimizer applies the unmasked gradient (and its
                             momentum and weight decay) to w: straight-through, pruned weights keep moving
-  optimizer.step()
+  optimizer.step()          (skipped where after_backward returned False)
   after_optimizer_step()    DPF: dense w <- p, then p <- w * m
                             static, gmp: p *= m, because momentum buffers filled before a weight was pruned
-                            and weight decay would otherwise move it off zero
+                            and weight decay would otherwise move it off zero; then SET's update, a step rule's
 
 and, before the first step of each round of an iterative method (imp, lth; pruning/iterative.py):
 
@@ -29,15 +32,16 @@ and once, before the first step of a run (not of a resumed one):
                             other method's mask is made at construction: a no-op for them.
 
 Dynamic sparse training (rigl, set; pruning/dynamic.py) changes the topology at update steps, inside the two
-optimizer hooks: RigL in before_optimizer_step(), which then returns False: the update replaces that step's
+optimizer hooks: RigL in after_backward(), which then returns False: the update replaces that step's
 optimizer step (the trainer skips it); SET in after_optimizer_step(). Each reads its gradients and resets the
 momentum of new connections through slot(kind), which a trainer points at its parameters' parts (a pack's
-gradients and momentum are slices of packed tensors: training/trainer.py).
+gradients and momentum are slices of packed tensors: training/trainer.py). A method with a step rule
+(MethodSpec.step) makes its masks the same way, from its own hooks (set_masks), reading slot("grad").
 
 Fragile spots:
-  * anything reading the parameters between before_optimizer_step() and after_optimizer_step()
-    (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; clip gradients
-    after before_optimizer_step() so a masked method sees masked gradients;
+  * anything reading the parameters between after_backward() and after_optimizer_step()
+    (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; a hook that clips
+    gradients runs after this one (the trainer's order) so a masked method's are masked;
   * a skipped step (GradScaler on inf) is harmless: after_optimizer_step() re-masks unchanged weights;
   * optimizer state is keyed by parameter object, untouched here: DPF's momentum lives on the dense w
     (as in Lin et al.), static and gmp momentum at pruned positions is ignored by the re-zeroing;
@@ -47,9 +51,9 @@ Cost per iteration: 2-3 elementwise passes over the conv weights, each one forea
 conv (a few kernel launches, not one per conv: a ResNet-20 step on a GPU is launch-bound); the global
 threshold runs only at refresh iterations, with no host sync.
 
-The per-step hooks are the module-level functions below, over lists of tensors: a Pruner calls them
-with its own parameters, a pack of models (training/packing.py) with the packed parameters whose
-slices are its models' parameters. Masks and DPF's dense weights are therefore updated in place
+The per-step tensor work is the module-level functions below, over lists of tensors: PruningHook calls
+them over one model's parameters, a sequential pack's, or a packed network's, whose slices are its
+models' parameters (training/packing.tie_masks). Masks and DPF's dense weights are therefore updated in place
 (their storage never changes), so a pack can hold them as slices of packed tensors too.
 """
 from __future__ import annotations
@@ -346,7 +350,7 @@ class Pruner:
     def update_topology(self, replaces_step: bool) -> bool:
         """rigl, set at an update step (every prune_freq steps until 75% of training): drop and grow in each
         layer (pruning/dynamic.py), new connections at zero with zero momentum. Called in both optimizer hooks
-        (replaces_step: from before_optimizer_step); True where it updated."""
+        (replaces_step: from after_backward); True where it updated."""
         grower = GROWERS.get(self.spec.grow)
         if grower is None or grower.replaces_step != replaces_step:  # not a dynamic method (no step counter)
             return False
@@ -503,8 +507,8 @@ def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch
                  freeze_epoch: int | None = None, prune_freq: int = 16, scope: str = "global",
                  options: dict | None = None, seed: int = 0, epochs: int | None = None,
                  rewind: dict | None = None) -> Pruner:
-    """The trainer calls at_init(batches) once before the first step, then per iteration: before_step(it) ->
-    forward/backward -> before_optimizer_step() (False: skip the optimizer step) -> optimizer.step() ->
-    after_optimizer_step(); start_round(epoch) before, end_epoch(epoch) and at_target(epoch) after each epoch."""
+    """The trainer calls at_init(batches) once before the first step, then per iteration (through PruningHook):
+    before_step(it) -> forward/backward -> after_backward() (False: skip the optimizer step) -> optimizer.step()
+    -> after_optimizer_step(); start_round(epoch) before, end_epoch(epoch) and at_target(epoch) after each epoch."""
     return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope,
                   options, seed, epochs, rewind)

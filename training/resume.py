@@ -37,7 +37,11 @@ from utils.io import load_torch, save_torch
 FORMAT = 2  # bumped when what a state holds changes: an older state is then refused, not misread
 READS = {1, FORMAT}  # 1: a state between epochs (no step, no epoch in progress), read as step 0
 WRITE_SHARE = 0.05  # the default schedule writes when writing has taken at most this share of the time
-SHARED = ("lr", "scheduler", "scaler", "torch_rng", "opt_rng", "cuda_rng")  # Trainer.state_dict()["shared"]
+
+
+# What this module reads of a Trainer (training/trainer.py): state_dict() / load_state_dict() and SHARED (the keys
+# of the state's shared part), batch, iters, indices, cfg, and per seat its index, cfg (the model's recipe), source
+# (what a fine-tuned model starts from) and failed (a diverged model's line).
 
 
 def save(tr, out_dirs: list[Path]) -> None:
@@ -99,7 +103,7 @@ def restore(tr, out_dirs: list[Path]) -> int:
                    f"(epoch, step), None: none); the pack trains from the start")
         return 0
     epoch, step = at[tr.seats[0].index]
-    tr.load_state_dict({"epoch": epoch, "step": step, "shared": {k: states[0].get(k) for k in SHARED},
+    tr.load_state_dict({"epoch": epoch, "step": step, "shared": {k: states[0].get(k) for k in tr.SHARED},
                         "seats": states})
     where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, step {step}/{tr.iters},"
     tqdm.write(f"resuming model(s) {', '.join(map(str, tr.indices))} {where} of {tr.cfg.epochs}")

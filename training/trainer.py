@@ -204,7 +204,14 @@ class Trainer:
     dtype: the models' dtype (float64 in the packing tests; training runs in float32).
     init: model index -> state dict each model starts from (fine-tuning a trained model; default: its seed's
     initialisation); rewind: model index -> lth's rewind point (training/sources.load_rewind). cfg is the loop's
-    config: for fine-tuning and iterative pruning, ExperimentConfig.fit_config()."""
+    config: for fine-tuning and iterative pruning, ExperimentConfig.fit_config().
+
+    What other modules use: fit(), state_dict() / load_state_dict() (training/resume.py), seats (per model: index,
+    seed, cfg, model, pruner, train, history, failed, source), cfg, device, batch, iters, indices, precision, mode,
+    val, test; step hooks (training/hooks.py) may also read nets and opt, never replace them."""
+
+    # the keys of state_dict()["shared"], the part every model of the pack shares (resume.py writes it in each file)
+    SHARED = ("lr", "scheduler", "scaler", "torch_rng", "opt_rng", "cuda_rng")
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices=0,
                  steps: tuple[int, int] | None = None, dtype=None, init: dict[int, dict] | None = None,
@@ -288,11 +295,6 @@ class Trainer:
                 for name, p in m.model.named_parameters():
                     yield p, (lambda t, j=j, name=name: [(j, name, t)])
 
-    def _opt_generator(self) -> torch.Generator | None:
-        """The step hooks' own random stream where one draws one (DP-SGD's noise, defenses/dp.py): restarted
-        from its seed on resume, it would repeat the noise of the steps already run."""
-        return self.hooks.generator
-
     def state_dict(self) -> dict:
         """Everything the next step depends on, at a step boundary (CPU tensors): {"epoch": epochs done,
         "step": steps done in the epoch in progress (0 between epochs), "shared": the optimizer's learning
@@ -308,7 +310,7 @@ class Trainer:
             buf = self.opt.state[p].get("momentum_buffer") if p in self.opt.state else None
             for j, name, v in parts(buf) if buf is not None else []:
                 momentum[j][name] = _cpu(v)
-        cuda, gen = self.device.type == "cuda", self._opt_generator()
+        cuda, gen = self.device.type == "cuda", self.hooks.generator  # DP-SGD's noise: not restarted on resume
         shared = {"lr": [g["lr"] for g in self.opt.param_groups], "scheduler": self.sched.state_dict(),
                   "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
                   "opt_rng": None if gen is None else gen.get_state(),
@@ -344,7 +346,7 @@ class Trainer:
                 for v, saved in got:
                     v.copy_(saved)
                 self.opt.state[p]["momentum_buffer"] = buf
-        shared, gen = state["shared"], self._opt_generator()
+        shared, gen = state["shared"], self.hooks.generator
         for g, lr in zip(self.opt.param_groups, shared["lr"]):
             g["lr"] = lr
         self.sched.load_state_dict(shared["scheduler"])
