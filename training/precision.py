@@ -89,16 +89,16 @@ def _precision_line(p: str, device: torch.device) -> str | None:
     return None
 
 
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32):
     """The training forward's autocast where precision() says bf16 or fp16 (BatchNorm stays fp32 under it);
     none in fp32 and fp64."""
     p = precision(cfg, device, dtype)
-    if p not in _AUTOCAST_DTYPES:
+    if p not in AUTOCAST_DTYPES:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[p])
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[p])
 
 
 def grad_scaler(cfg: ExperimentConfig, device: torch.device):

@@ -30,10 +30,10 @@ from data import ArrayDataset, DeviceData, split_test
 from defenses import build_loss, prepare_loop
 from pruning.pruner import PruningHook
 from training import resume
-from training.model_io import RewindKeeper, build_for, evaluate, model_seed, param_dtype, write_model
 from training.hooks import StepHooks
+from training.model_io import RewindKeeper, build_for, evaluate, model_seed, param_dtype, write_model
 from training.packing import model_slices, pack_mode, pack_models, tie_masks, unpack
-from training.precision import _AUTOCAST_DTYPES, autocast, configure_backends, grad_scaler, say_precision
+from training.precision import AUTOCAST_DTYPES, autocast, configure_backends, grad_scaler, say_precision
 from utils.device import resolve_device
 from utils.errors import DivergenceError, Preempted, UsageError
 
@@ -185,7 +185,7 @@ def divergence_line(m: Seat, epoch: int, step: int | None, iters: int, what: str
     flag = "--finetune-lr" if finetunes else "--lr"
     lr = cfg.finetune_lr if finetunes else cfg.lr
     causes = [f"a learning rate too high for {cfg.name} ({flag} {lr:g}: lower it)"]
-    if precision in _AUTOCAST_DTYPES:
+    if precision in AUTOCAST_DTYPES:
         causes.append(f"a {precision} overflow (--no-amp)")
     if cfg.defense == "dp":
         causes.append("DP-SGD noise")
