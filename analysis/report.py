@@ -113,7 +113,7 @@ def trained_table(training: pd.DataFrame) -> str:
 
 def at_chance_models(training: pd.DataFrame) -> dict[str, list[int]]:
     """configuration -> the indices of its models whose validation accuracy never left chance (their
-    summaries' at_chance, training/trainer.at_chance); tables written before the flag have none."""
+    summaries' at_chance, training/model_io.at_chance); tables written before the flag have none."""
     if "at_chance" not in training:
         return {}
     flagged = training[training["at_chance"].map(_is)]

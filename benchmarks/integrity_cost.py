@@ -68,7 +68,7 @@ def best_of(fn, reps: int) -> float:
 def training_case(name: str, tr: Trainer, epoch_steps: int, reps: int) -> dict:
     tr.train_epoch(0, _Bar())  # warm-up
     step = best_of(lambda: tr.train_epoch(1, _Bar()), reps) / tr.iters
-    k = len(tr.members)
+    k = len(tr.seats)
     losses = torch.rand(k, device=tr.device)
     first_bad = torch.full((k,), tr.iters, device=tr.device, dtype=torch.long)
     n = 2000

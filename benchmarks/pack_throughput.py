@@ -42,7 +42,7 @@ def images_per_s(cfg: ExperimentConfig, ds, k: int, iters: int, warmup: int) -> 
     tr = Trainer(cfg, ds, keep, list(range(k)), steps=(cfg.batch_size, warmup))
     tr.train_epoch(0, _Bar())  # warm-up: allocator, oneDNN/cuDNN algorithms, compilation
     tr.iters = iters
-    for m in tr.members:
+    for m in tr.seats:
         m.iters = iters
     sync(tr.device)
     t = time.perf_counter()

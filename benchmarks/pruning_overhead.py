@@ -5,7 +5,7 @@ method, masks refreshed every --prune-freq iterations throughout (the schedule n
 here, so gmp refreshes too: the worst case; static is pruned once at initialisation, so its cost is the
 per-step masking alone). Methods are interleaved over --rounds to spread machine noise. Every method, dense
 included, runs the same synchronisations (around each hook point) and the training autocast (bf16 on
-CUDA from compute capability 8.0, fp16 before, none on CPU: training.trainer.autocast).
+CUDA from compute capability 8.0, fp16 before, none on CPU: training.precision.autocast).
 
   python benchmarks/pruning_overhead.py                         # ResNet-20, batch 128, CPU
   python benchmarks/pruning_overhead.py --arch wideresnet --layers 28 --width-factor 2 --device cuda --iters 200
@@ -24,7 +24,7 @@ from benchmarks.common import machine, sync as sync_device
 from configs.config import ExperimentConfig
 from models import build_model
 from pruning import PRUNING_METHODS, build_pruner
-from training.trainer import autocast
+from training.precision import autocast
 
 METHODS = tuple(PRUNING_METHODS)  # dense first: the baseline
 
@@ -79,7 +79,7 @@ class Run:
             loss = F.cross_entropy(self.model(x).float(), y)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if self.hook("before_optimizer_step") is not False:  # False: a RigL update replaced the step
+        if self.hook("after_backward") is not False:  # False: a RigL update replaced the step
             self.opt.step()
         self.hook("after_optimizer_step")
         self.it += 1

@@ -44,7 +44,7 @@ def main(argv=None) -> dict:
                                device="cpu", amp=False, **kw).resolved()
         tr = Trainer(cfg, ds, np.ones(len(y), bool))
         tr.train_epoch(0, _Bar())
-        m = tr.members[0]
+        m = tr.seats[0]
         m.best, m.best_key, tr.epochs_done = m.snapshot(1), (0.0, 0.0), 1
         with tempfile.TemporaryDirectory(dir=".") as d:  # the disk the runs directory is on, not a tmpfs
             times = []

@@ -22,7 +22,8 @@ from benchmarks.common import cifar_like, machine, sync
 from configs.config import ExperimentConfig
 from data.datasets import from_arrays
 from models import ARCHS, check_arch
-from training.trainer import Trainer, autocast
+from training.precision import autocast
+from training.trainer import Trainer
 from utils.errors import cli_main
 
 

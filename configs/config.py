@@ -245,7 +245,8 @@ class ExperimentConfig:
             if f == "rewind_epoch" and v not in REWIND_EPOCHS:
                 raise UsageError(f"{flag} {v} is not a rewind point the dense run keeps: it keeps the ends of epochs "
                                  f"{', '.join(str(e) for e in REWIND_EPOCHS if e < self.epochs)} of its {self.epochs}")
-        reads = (spec.scorer and SCORERS[spec.scorer].reads_data) or (spec.grow and GROWERS[spec.grow].reads_gradient)
+        reads = (spec.scorer and SCORERS[spec.scorer].reads_data) or (spec.grow and GROWERS[spec.grow].reads_gradient) \
+            or spec.step is not None  # a step rule may read the step's gradient (pruning/methods.py)
         if reads and self.defense == "dp":
             raise UsageError(f"--prune-method {self.method} ranks weights by gradients of the training data "
                              f"outside DP-SGD's clipping and noise: --defense dp's epsilon would not hold")

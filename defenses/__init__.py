@@ -126,11 +126,11 @@ def defended_model(cfg, model):
     return spec.model(model) if spec.model else model
 
 
-def prepare_loop(trainer) -> None:
-    """Let cfg's defense change the training step (dp: DP-SGD); nothing for a loss-only defense."""
+def prepare_loop(trainer):
+    """The step hook (training/hooks.py) by which cfg's defense changes the training step (dp: DP-SGD), or None
+    for a loss-only defense."""
     spec = DEFENSES[trainer.cfg.defense]
-    if spec.loop:
-        spec.loop(trainer)
+    return spec.loop(trainer) if spec.loop else None
 
 
 def defense_summary(cfg, num_train: int, batch: int, iters: int) -> dict:

@@ -39,7 +39,7 @@ class DefenseSpec:
     # A defense that changes more than the loss (dp) says so with these hooks; None: not used.
     check: Callable | None = None      # (cfg) -> None, raises UsageError (e.g. a missing package)
     model: Callable | None = None      # (model) -> the model it trains (dp: BatchNorm -> GroupNorm)
-    loop: Callable | None = None       # (trainer) -> None: changes the training step (dp: DP-SGD)
+    loop: Callable | None = None       # (trainer) -> its step hook (training/hooks.py): changes the step (dp: DP-SGD)
     summary: Callable | None = None    # (cfg, num_train, batch, iters, epochs) -> fields of each model's summary
     per_example: bool = False          # per-example gradients: one model at a time (--pack 1), in fp32 (no
                                        # autocast: the clip bound needs each example's exact norm), contiguous

@@ -9,7 +9,8 @@ What changes in the model and the loop, and why:
   opacus.validators.ModuleValidator.fix replaces every BatchNorm with a GroupNorm (min(32, C) groups); the
   run's summary records it (normalization: GroupNorm) and load_model rebuilds the same model.
 - Per-example gradients come from opacus.GradSampleModule hooks; clipping and noise from opacus's
-  DPOptimizer around the run's SGD (same learning rate, momentum, weight decay and schedule).
+  DPOptimizer.pre_step, run as the Trainer's step hook (DPSGDStep, training/hooks.py) after the backward pass;
+  the run's own SGD then steps (same learning rate, momentum, weight decay and schedule).
 - Masks keep their semantics: for static, gmp and frozen DPF a pruned weight has no gradient, so the
   per-example gradients are masked before clipping (the clip budget goes to live weights) and the pruner
   re-zeroes pruned weights after every step as without DP: noise never revives one. DPF before its freeze
@@ -74,32 +75,54 @@ def epsilon(noise: float, sample_rate: float, steps: int, delta: float) -> float
     return float(acc.get_epsilon(delta)) if noise > 0 else float("inf")
 
 
-def make_private(tr) -> None:
-    """Turn a Trainer's loop into DP-SGD: its network wrapped for per-example gradients, its optimizer in a
-    DPOptimizer (the LR schedule, built on the plain optimizer, still drives it: they share param_groups)."""
-    from opacus import GradSampleModule
-    from opacus.optimizers import DPOptimizer
+class DPSGDStep:
+    """DP-SGD as a step hook of the Trainer (training/hooks.py): the step's forward and backward run through
+    Opacus's GradSampleModule (per-example gradients), and after_backward turns them into the step's gradient
+    with Opacus's DPOptimizer.pre_step (clip each example's gradient, sum, add the noise, divide by the batch):
+    the Trainer's own SGD (its learning rate, momentum, weight decay and schedule) then steps with it. It runs
+    after the pruning hook: for static, gmp and frozen DPF a pruned weight has no gradient, so the per-example
+    gradients are masked first (the clip budget goes to live weights); DPF before its freeze passes the full
+    gradient straight through to its dense weights, noise included. The noise is drawn from its own stream
+    (`generator`, seeded from the model's seed + 1), which the Trainer's state saves."""
 
-    class MaskedDPOptimizer(DPOptimizer):
-        def pre_step(self, closure=None):
-            pruner = tr.pruning
-            if pruner is not None and not pruner.straight_through:  # static, gmp, frozen DPF: no gradient at m = 0
-                with torch.no_grad():
-                    for p, m in zip(pruner.params, pruner.fmask_list):
-                        if p.grad_sample is not None:
-                            p.grad_sample.mul_(m)
-            return super().pre_step(closure)
+    def __init__(self, tr):
+        from opacus.optimizers import DPOptimizer
 
-    # Opacus's hooks are full backward hooks on every layer; the first one's input (the images) needs no gradient
-    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
-    cfg = tr.cfg
-    if len(tr.members) != 1:
-        raise UsageError("--defense dp trains one model at a time (per-example clipping of one model's gradient): use --pack 1")
-    m = tr.members[0]
-    tr.step_models = [GradSampleModule(tr.nets[0], batch_first=True, loss_reduction="mean")]
-    noise_gen = torch.Generator(device=tr.device).manual_seed(m.gen.initial_seed() + 1)  # its own stream
-    tr.opt = MaskedDPOptimizer(tr.opt, noise_multiplier=cfg.dp_noise, max_grad_norm=cfg.dp_clip,
-                               expected_batch_size=tr.batch, generator=noise_gen)
+        if len(tr.seats) != 1:
+            raise UsageError("--defense dp trains one model at a time (per-example clipping of one model's gradient): use --pack 1")
+        seat, cfg = tr.seats[0], tr.cfg
+        self.pruner = seat.pruner
+        self.generator = torch.Generator(device=tr.device).manual_seed(seat.seed + 1)  # its own stream
+        # clips and noises the gradients of tr.opt's parameters; never steps (the Trainer's SGD does)
+        self.optimizer = DPOptimizer(tr.opt, noise_multiplier=cfg.dp_noise, max_grad_norm=cfg.dp_clip,
+                                     expected_batch_size=tr.batch, generator=self.generator)
+
+    def step_network(self, net: torch.nn.Module) -> torch.nn.Module:
+        from opacus import GradSampleModule
+
+        # Opacus's hooks are full backward hooks on every layer; the first one's input (the images) needs no gradient
+        warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed with respect to module outputs")
+        return GradSampleModule(net, batch_first=True, loss_reduction="mean")
+
+    def before_step(self, it: int) -> None:
+        self.optimizer.zero_grad(set_to_none=True)  # the last step's per-example gradients and their sum
+
+    def after_backward(self) -> bool:
+        pr = self.pruner
+        if pr is not None and not pr.straight_through:  # static, gmp, frozen DPF: no gradient at m = 0
+            with torch.no_grad():
+                for p, m in zip(pr.params, pr.fmask_list):
+                    if p.grad_sample is not None:
+                        p.grad_sample.mul_(m)
+        return self.optimizer.pre_step() is not False
+
+    def after_optimizer_step(self) -> None:
+        pass
+
+
+def make_private(tr) -> DPSGDStep:
+    """The step hook that turns a Trainer's loop into DP-SGD (DPSGDStep)."""
+    return DPSGDStep(tr)
 
 
 def record(cfg, num_train: int, batch: int, iters: int, epochs: int) -> dict:

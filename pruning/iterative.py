@@ -22,7 +22,7 @@ lth  (Frankle & Carbin ICLR 2019; rewinding: Frankle et al. ICML 2020; facebookr
 
 The rewind point is an artifact of the dense run (artifacts/paths.REWIND, docs/run_directory.md): the dense
 model's training keeps its state at the end of the epochs REWIND_EPOCHS. Epoch 0, the initialisation, is also
-a deterministic function of the seed and the model index (training/trainer.initial_state): dense runs made
+a deterministic function of the seed and the model index (training/model_io.initial_state): dense runs made
 before the artifact existed serve --rewind-epoch 0 by regenerating it (tests/test_iterative.py checks it equals
 the saved one).
 """

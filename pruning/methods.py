@@ -9,6 +9,7 @@ made under the old meaning are refused instead of being mixed with new ones (tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class MethodSpec:
     iterative: str | None = None  # pruned in rounds from the trained dense model (pruning/iterative.py ITERATIVE:
     #                               imp keeps the survivors, lth rewinds them), each round a stretch of training
     prunes: bool = True     # False for dense only: no pruner, sparsity 0, no pruning flag applies
+    step: Callable | None = None  # a step rule: (its model's Pruner) -> an object with before_step(it), after_backward()
+    #                               (False: skip the optimizer step) and after_optimizer_step(), run inside the pruner's
+    #                               step hooks (docs/training.md), which makes the masks (Pruner.set_masks) from what it
+    #                               reads there (Pruner.slot("grad"): the model's gradient, packed or not)
 
     @property
     def uses_target(self) -> bool:

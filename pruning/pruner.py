@@ -4,17 +4,20 @@ Between steps each prunable parameter holds w * m. Hence eval-mode forwards, sta
 checkpoints are exactly sparse and the model class is untouched (plain state_dict keys; torch.compile
 sees ordinary parameters, and the in-place .data writes below happen outside the compiled graph).
 DPF keeps its dense weights w aside (one extra copy of the conv weights, dropped at freeze).
-Per training iteration:
+Per training iteration, through the step hooks (training/hooks.py, docs/training.md: one PruningHook over
+the pruners of the models a Trainer steps, one model's or a pack's):
 
   before_step(it)           refresh masks when due (every prune_freq its, and at the target iteration)
-  forward + backward        with w * m: p.grad is the gradient taken at the masked weight
-  before_optimizer_step()   static, gmp, frozen DPF: p.grad *= m (pruned weights get no gradient)
+  forward + backward        with w * m: p.grad is the gradient taken at the masked weight (unscaled: fp16's
+                            GradScaler is unscaled before any hook)
+  after_backward()          each model's changes that read its gradient (RigL's update, a step rule's), then
+                            static, gmp, frozen DPF: p.grad *= m (pruned weights get no gradient)
                             DPF: p <- dense w, so the optimizer applies the unmasked gradient (and its
                             momentum and weight decay) to w: straight-through, pruned weights keep moving
-  optimizer.step()
+  optimizer.step()          (skipped where after_backward returned False)
   after_optimizer_step()    DPF: dense w <- p, then p <- w * m
                             static, gmp: p *= m, because momentum buffers filled before a weight was pruned
-                            and weight decay would otherwise move it off zero
+                            and weight decay would otherwise move it off zero; then SET's update, a step rule's
 
 and, before the first step of each round of an iterative method (imp, lth; pruning/iterative.py):
 
@@ -29,15 +32,16 @@ and once, before the first step of a run (not of a resumed one):
                             other method's mask is made at construction: a no-op for them.
 
 Dynamic sparse training (rigl, set; pruning/dynamic.py) changes the topology at update steps, inside the two
-optimizer hooks: RigL in before_optimizer_step(), which then returns False: the update replaces that step's
+optimizer hooks: RigL in after_backward(), which then returns False: the update replaces that step's
 optimizer step (the trainer skips it); SET in after_optimizer_step(). Each reads its gradients and resets the
 momentum of new connections through slot(kind), which a trainer points at its parameters' parts (a pack's
-gradients and momentum are slices of packed tensors: training/trainer.py).
+gradients and momentum are slices of packed tensors: training/trainer.py). A method with a step rule
+(MethodSpec.step) makes its masks the same way, from its own hooks (set_masks), reading slot("grad").
 
 Fragile spots:
-  * anything reading the parameters between before_optimizer_step() and after_optimizer_step()
-    (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; clip gradients
-    after before_optimizer_step() so a masked method sees masked gradients;
+  * anything reading the parameters between after_backward() and after_optimizer_step()
+    (an EMA model, gradient clipping by weight norm) sees DPF's dense weights; a hook that clips
+    gradients runs after this one (the trainer's order) so a masked method's are masked;
   * a skipped step (GradScaler on inf) is harmless: after_optimizer_step() re-masks unchanged weights;
   * optimizer state is keyed by parameter object, untouched here: DPF's momentum lives on the dense w
     (as in Lin et al.), static and gmp momentum at pruned positions is ignored by the re-zeroing;
@@ -47,9 +51,9 @@ Cost per iteration: 2-3 elementwise passes over the conv weights, each one forea
 conv (a few kernel launches, not one per conv: a ResNet-20 step on a GPU is launch-bound); the global
 threshold runs only at refresh iterations, with no host sync.
 
-The per-step hooks are the module-level functions below, over lists of tensors: a Pruner calls them
-with its own parameters, a pack of models (training/packing.py) with the packed parameters whose
-slices are its models' parameters. Masks and DPF's dense weights are therefore updated in place
+The per-step tensor work is the module-level functions below, over lists of tensors: PruningHook calls
+them over one model's parameters, a sequential pack's, or a packed network's, whose slices are its
+models' parameters (training/packing.tie_masks). Masks and DPF's dense weights are therefore updated in place
 (their storage never changes), so a pack can hold them as slices of packed tensors too.
 """
 from __future__ import annotations
@@ -94,6 +98,59 @@ def store_dense_and_mask(params: list, dense: list, fmasks: list) -> None:
 def mask_params(params: list, fmasks: list) -> None:
     """p <- p * m (static, gmp, frozen DPF after the optimizer step)."""
     torch._foreach_mul_(params, fmasks)
+
+
+class PruningHook:
+    """The step hook (training/hooks.py) of the pruners of the models a Trainer steps: one model's, or a pack's
+    K. Each model keeps its Pruner: mask refreshes (global top-k over that model's own weights), freezing,
+    topology updates, step rules, history and saving are per model; the per-step tensor work (mask the
+    gradients, swap DPF's dense weights in and out, re-mask) is one foreach call over `lists` for all of them.
+
+    lists: (params, fmasks, dense) the hook runs over. Default: the pruners' own lists, concatenated (one
+    model; a sequential pack, whose models keep their own tensors; the pruners update masks in place, so the
+    lists stay valid). A packed network passes its packed parameters and the masks and dense weights whose
+    slices the pruners hold (training/packing.tie_masks). Every pruner follows one schedule (method,
+    iterations, target, freeze): their states agree, so pruners[0] answers for all."""
+
+    def __init__(self, pruners: list, lists: tuple[list, list, list | None] | None = None):
+        ref = pruners[0]
+        for pr in pruners[1:]:
+            if (pr.method, pr.s_f, pr.freq, pr.target_iter, pr.freeze_iter, pr.frozen) != \
+                    (ref.method, ref.s_f, ref.freq, ref.target_iter, ref.freeze_iter, ref.frozen):
+                raise ValueError("the models of a pack must follow one pruning schedule")
+        self.pruners = pruners
+        if lists is None:
+            lists = ([p for pr in pruners for p in pr.params], [m for pr in pruners for m in pr.fmask_list],
+                     None if ref.dense is None else [d for pr in pruners for d in pr.dense])
+        self.params, self.fmasks, self.dense = lists
+
+    def before_step(self, it: int) -> None:
+        """Each model's mask refresh when due (Pruner.before_step)."""
+        for pr in self.pruners:
+            pr.before_step(it)
+        if self.pruners[0].frozen:
+            self.dense = None  # DPF's dense weights are dropped at its freeze
+
+    def after_backward(self) -> bool:
+        """Each model's mask changes that read its gradient (Pruner.at_backward: RigL's update, a step rule's),
+        then one foreach: p.grad *= m (static, gmp, frozen DPF, every fixed mask), or DPF's p <- dense w
+        (straight-through). False where an update replaces the optimizer step (every model agrees)."""
+        replaced = [pr.at_backward() for pr in self.pruners]
+        if self.pruners[0].straight_through:
+            load_dense(self.params, self.dense)
+        else:
+            mask_grads(self.params, self.fmasks)
+        return not any(replaced)
+
+    def after_optimizer_step(self) -> None:
+        """One foreach: DPF's dense w <- p, p <- w * m; else p *= m (momentum and weight decay would move a
+        pruned weight off zero); then each model's changes after the step (Pruner.at_step: SET's update)."""
+        if self.pruners[0].straight_through:
+            store_dense_and_mask(self.params, self.dense, self.fmasks)
+        else:
+            mask_params(self.params, self.fmasks)
+        for pr in self.pruners:
+            pr.at_step()
 
 
 def _check_settings(method, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope) -> None:
@@ -152,7 +209,10 @@ class Pruner:
         self.pending_init = self.spec.scorer is not None  # snip, synflow: the mask is made by at_init()
         self.gen = None             # a dynamic method's CPU stream (initial masks, SET's growth)
         self.slot = self._own_slot  # where gradients and momentum are read (a trainer repoints it)
-        if self.spec.one_shot and not self.pending_init:  # static, finetune, filter pruners: pruned here, before
+        self._it, self._own_hook = 0, None
+        # a method's own step rule (MethodSpec.step): it makes the masks at its hooks (set_masks)
+        self.rule = self.spec.step(self) if self.spec.step is not None else None
+        if self.spec.one_shot and not self.pending_init and self.rule is None:  # static, finetune, filter pruners: pruned here, before
             self._prune_once(scope)  # any step, by the method's criterion; the mask is final, so frozen at once
         if self.spec.grow:
             self._init_dynamic(seed, epochs)
@@ -291,7 +351,7 @@ class Pruner:
     def update_topology(self, replaces_step: bool) -> bool:
         """rigl, set at an update step (every prune_freq steps until 75% of training): drop and grow in each
         layer (pruning/dynamic.py), new connections at zero with zero momentum. Called in both optimizer hooks
-        (replaces_step: from before_optimizer_step); True where it updated."""
+        (replaces_step: from after_backward); True where it updated."""
         grower = GROWERS.get(self.spec.grow)
         if grower is None or grower.replaces_step != replaces_step:  # not a dynamic method (no step counter)
             return False
@@ -326,35 +386,65 @@ class Pruner:
         self._apply_masks()
         self.frozen, self.dense = True, None
 
-    # -- training-loop hooks ----------------------------------------------------------------------
+    # -- training-loop hooks (run through PruningHook: training/hooks.py) --------------------------------
     def before_step(self, it: int) -> None:
-        """Before the forward pass of global iteration it = epoch * iters_per_epoch + i."""
+        """Before the forward pass of global iteration it = epoch * iters_per_epoch + i: the mask refresh
+        when due, and a step rule's before_step."""
         if self.pending_init:
             raise RuntimeError(f"{self.method}: at_init(batches) must run before the first step")
         self._it = it
-        if self.frozen or self.spec.grow or self.spec.iterative:  # dynamic: in the optimizer hooks; iterative: start_round
-            return
+        if self.rule is not None:
+            self.rule.before_step(it)
+        if self.frozen or self.spec.grow or self.spec.iterative or self.rule is not None:
+            return  # dynamic: in the optimizer hooks; iterative: start_round; a step rule: its own hooks
         due = it % self.freq == 0 or it == self.target_iter  # the target iteration: final sparsity exact
         if due and (it <= self.target_iter or self.spec.regrow):  # gmp's mask is final after the target
             self._refresh(it)
         if self.freeze_iter is not None and it >= self.freeze_iter:  # after the refresh: freeze == target works
             self._freeze()
 
-    def before_optimizer_step(self) -> bool:
-        """False where a RigL update replaced this step's optimizer step (the caller skips it)."""
+    def at_backward(self) -> bool:
+        """This model's mask changes after the backward pass, before the gradients are masked: RigL's update,
+        a step rule's after_backward. True where one replaces this step's optimizer step."""
         replaced = self.update_topology(replaces_step=True)
-        if self.straight_through:
-            load_dense(self.params, self.dense)
-        else:
-            mask_grads(self.params, self.fmask_list)
-        return not replaced
+        if self.rule is not None and self.rule.after_backward() is False:
+            replaced = True
+        return replaced
+
+    def at_step(self) -> None:
+        """This model's mask changes after the optimizer step and the re-masking: SET's update, a step rule's."""
+        self.update_topology(replaces_step=False)
+        if self.rule is not None:
+            self.rule.after_optimizer_step()
+
+    # a lone pruner is a step hook itself: the pack hook over this one model
+    def after_backward(self) -> bool:
+        return self._hook().after_backward()
 
     def after_optimizer_step(self) -> None:
-        if self.straight_through:
-            store_dense_and_mask(self.params, self.dense, self.fmask_list)
+        self._hook().after_optimizer_step()
+
+    def _hook(self) -> PruningHook:
+        if self._own_hook is None:
+            self._own_hook = PruningHook([self])
+        return self._own_hook
+
+    @torch.no_grad()
+    def set_masks(self, new: list[torch.Tensor], freeze: bool = True) -> None:
+        """Make `new` (bool keep-masks, one per prunable tensor, in self.names' order) the masks, in place, and
+        apply them (parameter <- w * m); counted as a refresh at the current iteration. freeze: the mask is final
+        (a one-shot step rule). How a step rule (MethodSpec.step) changes the masks."""
+        flips = sum((n & ~o).sum() for n, o in zip(new, self.mask_list))
+        torch._foreach_copy_(self.mask_list, new)
+        torch._foreach_copy_(self.fmask_list, new)
+        self.num_pruned = sum(int((~m).sum()) for m in self.mask_list)
+        self.current = self.num_pruned / self.numel
+        self.total_refreshes += 1
+        self._log.append((self._it, self.current, flips))
+        if freeze:
+            self._freeze()
         else:
-            mask_params(self.params, self.fmask_list)
-        self.update_topology(replaces_step=False)
+            self._apply_masks()
 
     def end_epoch(self, epoch: int) -> dict:
         """History entry: schedule, measured sparsity, reactivations (0 -> 1 flips) per refresh."""
@@ -419,9 +509,9 @@ def build_pruner(method: str, model: nn.Module, sparsity: float, iters_per_epoch
                  options: dict | None = None, seed: int = 0, epochs: int | None = None,
                  rewind: dict | None = None) -> Pruner | None:
     """The method's pruner; None for a method that prunes nothing (dense), whose run has no pruning hooks.
-    The trainer calls at_init(batches) once before the first step, then per iteration: before_step(it) ->
-    forward/backward -> before_optimizer_step() (False: skip the optimizer step) -> optimizer.step() ->
-    after_optimizer_step(); start_round(epoch) before, end_epoch(epoch) and at_target(epoch) after each epoch."""
+    The trainer calls at_init(batches) once before the first step, then per iteration (through PruningHook):
+    before_step(it) -> forward/backward -> after_backward() (False: skip the optimizer step) -> optimizer.step()
+    -> after_optimizer_step(); start_round(epoch) before, end_epoch(epoch) and at_target(epoch) after each epoch."""
     if method in PRUNING_METHODS and not PRUNING_METHODS[method].prunes:
         return None
     return Pruner(method, model, sparsity, iters_per_epoch, target_epoch, freeze_epoch, prune_freq, scope,

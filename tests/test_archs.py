@@ -14,7 +14,8 @@ from data.datasets import from_arrays
 from models import ARCHS, build_model
 from pruning import PRUNING_METHODS, measure_sparsity, prunable_parameters
 from training.packing import hidden_linear, pack_mode, pack_models
-from training.trainer import Trainer, load_model, train_models
+from training.model_io import load_model
+from training.trainer import Trainer, train_models
 from utils.errors import UsageError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

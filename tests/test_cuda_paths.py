@@ -36,25 +36,25 @@ def test_a_ray_worker_trains_on_its_own_cuda(one_gpu):
 
 
 def test_no_bf16_before_compute_capability_8(monkeypatch, capsys):
-    from training import trainer
+    from training import precision
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "Tesla V100")
     cuda, cfg = torch.device("cuda"), ExperimentConfig()
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 0))
-    trainer._capability.cache_clear()
-    assert trainer.precision(cfg, cuda) == "fp16"
-    assert trainer.say_precision(cfg, cuda) == "fp16"
+    precision._capability.cache_clear()
+    assert precision.precision(cfg, cuda) == "fp16"
+    assert precision.say_precision(cfg, cuda) == "fp16"
     assert "compute capability 7.0) has no native bf16: training with fp16 autocast and a GradScaler" in capsys.readouterr().out
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (8, 0))
-    trainer._capability.cache_clear()
-    assert trainer.precision(cfg, cuda) == "bf16"
-    assert trainer.precision(ExperimentConfig(amp=False), cuda) == "fp32"
-    assert trainer.precision(cfg, torch.device("cpu")) == ("bf16" if trainer.cpu_bf16() else "fp32")  # tests/test_precision.py
-    trainer._capability.cache_clear()  # no fake capability left for later tests
+    precision._capability.cache_clear()
+    assert precision.precision(cfg, cuda) == "bf16"
+    assert precision.precision(ExperimentConfig(amp=False), cuda) == "fp32"
+    assert precision.precision(cfg, torch.device("cpu")) == ("bf16" if precision.cpu_bf16() else "fp32")  # tests/test_precision.py
+    precision._capability.cache_clear()  # no fake capability left for later tests
 
 
 def test_cudnn_benchmark_on_cuda_only():
-    from training.trainer import configure_backends
+    from training.precision import configure_backends
 
     old = torch.backends.cudnn.benchmark
     try:
@@ -81,7 +81,7 @@ def test_the_signal_pass_turns_cudnn_benchmark_off_and_restores_it():
 
 
 def test_checkpoint_state_is_a_cpu_copy():
-    from training.trainer import to_cpu
+    from training.model_io import to_cpu
 
     state = {"w": torch.ones(3), "n": torch.tensor(2)}
     out = to_cpu(state)
@@ -145,7 +145,7 @@ def test_pruner_hooks_are_a_few_foreach_calls_not_one_per_conv(method):
     pruner.before_step(0)
     nn.functional.cross_entropy(model(torch.randn(4, 1, 8, 8)), torch.tensor([0, 1, 2, 3])).backward()
     n_convs = len(pruner.params)
-    for hook in (pruner.before_optimizer_step, pruner.after_optimizer_step):
+    for hook in (pruner.after_backward, pruner.after_optimizer_step):
         ops = _top_level_ops(hook)
         assert ops and len(ops) <= 2 < n_convs and all(o.startswith("aten::_foreach_") for o in ops), ops
 

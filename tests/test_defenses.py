@@ -193,9 +193,9 @@ def test_a_static_model_keeps_its_exact_mask_under_every_defense(defense, one_th
     keep[0, :32], keep[1, 32:] = True, True
     # two models packed as one network (the [B, K, C] path), or one for a defense that trains one at a time (dp)
     tr = Trainer(cfg, ds, keep, [0] if DEFENSES[defense].per_example else [0, 1])
-    masks = [{k: v.clone() for k, v in m.pruner.masks.items()} for m in tr.members]
+    masks = [{k: v.clone() for k, v in m.pruner.masks.items()} for m in tr.seats]
     results = tr.fit()
-    for m, mask, res in zip(tr.members, masks, results):
+    for m, mask, res in zip(tr.seats, masks, results):
         assert all(torch.equal(mask[k], m.pruner.masks[k]) for k in mask)
         for entry in (res["best"], res["last"]):
             assert all(torch.equal(entry["masks"][k], mask[k]) for k in mask)

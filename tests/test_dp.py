@@ -66,7 +66,7 @@ def test_each_examples_clipped_gradient_stays_within_the_clip_bound(one_thread):
     tr = _trainer(_cfg(dp_noise=0.0, dp_clip=clip, batch_size=1, method="static", sparsity=0.8),
                   steps=(1, 6))
     norms = []
-    tr.opt.attach_step_hook(lambda opt: norms.append(float(torch.stack([p.grad.norm() for p in opt.params]).norm())))
+    tr.hooks.hooks[-1].optimizer.attach_step_hook(lambda opt: norms.append(float(torch.stack([p.grad.norm() for p in opt.params]).norm())))
     _run_epoch(tr)
     assert len(norms) == 6 and max(norms) <= clip * (1 + 1e-6) and min(norms) > 0.99 * clip
 
@@ -104,7 +104,7 @@ def test_epsilon_is_opacus_accountants_after_the_same_steps():
 def test_a_dp_run_records_epsilon_groupnorm_and_reloads(tmp_path, one_thread):
     import run_experiment
     from mia.epsilon import default_delta
-    from training.trainer import load_model
+    from training.model_io import load_model
 
     run_experiment.main(["--dataset", "digits", "--pool-size", "80", "--epochs", "2", "--batch-size", "16",
                          "--defense", "dp", "--dp-noise", "0.8", "--prune", "--prune-method", "static",

@@ -32,8 +32,8 @@ def test_dense_run_writes_a_self_describing_directory(tiny_cfg):
     # measurements only: the recipe is config.json's, and one reader joins them (artifacts/rundir.py: model_record)
     assert not {"name", "method", "sparsity", "dataset", "arch", "layers", "epochs"} & set(s)
     assert len(s["history"]) == 2 and s["measured_sparsity"] == 0.0
-    # how it was computed: bf16 autocast on a CPU with native bf16 (training/trainer.cpu_bf16), else fp32
-    from training.trainer import cpu_bf16
+    # how it was computed: bf16 autocast on a CPU with native bf16 (training/precision.cpu_bf16), else fp32
+    from training.precision import cpu_bf16
 
     assert (s["device_type"], s["precision"], s["pack_size"]) == ("cpu", "bf16" if cpu_bf16() else "fp32", 1)
     from artifacts.rundir import read_model_record
@@ -49,7 +49,7 @@ def test_dense_run_writes_a_self_describing_directory(tiny_cfg):
 
 
 def test_checkpoint_rebuilds_the_model_alone(tiny_cfg):
-    from training.trainer import load_model
+    from training.model_io import load_model
     from utils.io import load_torch
 
     cfg = tiny_cfg.resolved()
@@ -196,7 +196,7 @@ class NotAWeight:
 
 
 def test_corrupt_checkpoint_is_one_line(tmp_path):
-    from training.trainer import load_model
+    from training.model_io import load_model
 
     bad = tmp_path / "best_model.pth"
     bad.write_bytes(b"garbage")

@@ -22,7 +22,8 @@ from run_experiment import main as run_experiment_main
 from run_experiment import run
 from training import signals
 from training.experiment import cached_dataset, disk_per_model, experiment_dir
-from training.trainer import Trainer, at_chance, weights_finite
+from training.model_io import at_chance
+from training.trainer import Trainer, weights_finite
 from utils.errors import DivergenceError, UsageError, WriteError
 from utils.io import file_digest, load_json, save_json, save_npy, save_text
 
@@ -96,7 +97,7 @@ def test_one_diverged_model_of_a_pack_leaves_the_others_bitwise_unchanged(traine
     def fault(self, xb, yb, epoch=0):
         calls.append(1)
         if len(calls) == self.iters + 2:  # step 2 of epoch 2
-            next(self.members[1].model.parameters()).data.fill_(float("nan"))  # a slice of the packed network
+            next(self.seats[1].model.parameters()).data.fill_(float("nan"))  # a slice of the packed network
         return real(self, xb, yb, epoch)
 
     monkeypatch.setattr(Trainer, "_forward_backward", fault)
@@ -146,7 +147,7 @@ def test_non_finite_weights_with_a_finite_loss_stop_that_model_of_a_pack(tmp_pat
         out = real(self, xb, yb, epoch)
         calls.append(1)
         if len(calls) == self.iters:
-            next(b for b in self.members[1].model.buffers() if b.is_floating_point()).fill_(float("inf"))
+            next(b for b in self.seats[1].model.buffers() if b.is_floating_point()).fill_(float("inf"))
         return out
 
     monkeypatch.setattr(Trainer, "_forward_backward", fault)

@@ -163,7 +163,7 @@ def test_a_pruned_channel_outputs_exactly_zero_for_any_input_before_and_after_fi
         x, y = batch(it, (8, *model.input_shape))
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
-        pruner.before_optimizer_step()
+        pruner.after_backward()
         opt.step()
         pruner.after_optimizer_step()
     _pruned_channels_are_zero(model, pruner)
@@ -412,11 +412,11 @@ def test_a_resumable_state_of_a_fine_tuning_from_another_source_is_refused(tmp_p
     keep = keep_matrix(2, len(ds.y_train), cfg.mia_seed)
     dense = build_model("resnet", 20, 1, 10, 1).state_dict()
     tr = Trainer(cfg.fit_config(), ds, keep, [0], init={0: dense})
-    tr.members[0].cfg, tr.members[0].source = cfg, {"sha256": "a"}
+    tr.seats[0].cfg, tr.seats[0].source = cfg, {"sha256": "a"}
     tr.epochs_done = 1
     resume.save(tr, [tmp_path])
     assert resume.restore(tr, [tmp_path]) == 1  # the same source: resumes
-    tr.members[0].source = {"sha256": "b"}
+    tr.seats[0].source = {"sha256": "b"}
     capsys.readouterr()
     assert resume.restore(tr, [tmp_path]) == 0
     assert "another source checkpoint" in capsys.readouterr().out

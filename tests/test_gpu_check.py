@@ -16,7 +16,7 @@ def test_gpu_check_runs_tiny_on_cpu(tmp_path):
     assert report["passed"] and report["checks"]["csv_complete"] and report["enforced"] == ["csv_complete", "benchmarks_ran"]
     assert [row["k"] for row in report["pack_throughput"]] == [1, 2]
     assert all(row["packed_images_per_s"] > 0 for row in report["pack_throughput"])
-    from training.trainer import cpu_bf16
+    from training.precision import cpu_bf16
 
     assert report["train_throughput"][0]["precision"] == ("bf16" if cpu_bf16() else "fp32")  # --amp on this CPU
     study = report["mini_study"]

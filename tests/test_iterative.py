@@ -342,5 +342,5 @@ def test_packed_rounds_equal_one_by_one_in_float64(method, mode, tmp_path):
         for k in a["state"]:
             torch.testing.assert_close(a["state"][k], b["state"][k], rtol=1e-9, atol=1e-12, msg=k)
         assert all(torch.equal(a["masks"][k], b["masks"][k]) for k in a["masks"])
-        pr = packed.members[i].pruner
+        pr = packed.seats[i].pruner
         assert sum(int((~m).sum()) for m in pr.mask_list) == round(0.8 * pr.numel)

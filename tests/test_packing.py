@@ -65,7 +65,7 @@ def test_packed_equals_one_by_one_in_float64(method, mode, tmp_path):
         assert a["masks"].keys() == b["masks"].keys()
         assert all(torch.equal(a["masks"][k], b["masks"][k]) for k in a["masks"])
         if method != "dense":
-            pr = packed.members[i].pruner
+            pr = packed.seats[i].pruner
             assert sum(int((~m).sum()) for m in pr.mask_list) == round(0.8 * pr.numel)  # exact, per model
             assert sum(int((w == 0).sum()) for k, w in a["state"].items() if k in a["masks"]) == round(0.8 * pr.numel)
         hp, hs = res_p[i]["history"], res_s[i]["history"]
@@ -73,10 +73,10 @@ def test_packed_equals_one_by_one_in_float64(method, mode, tmp_path):
             for k in rp:  # val_* are None on the epochs not validated (--val-from), in both
                 assert rp[k] == rs[k] if rp[k] is None else rp[k] == pytest.approx(rs[k], rel=1e-9, abs=1e-12), k
         reactivations += sum(r.get("reactivations", 0) for r in hp)
-        mp, ms = packed.members[i].model.eval(), single.model.eval()
+        mp, ms = packed.seats[i].model.eval(), single.model.eval()
         torch.testing.assert_close(mp(x), ms(x), rtol=1e-9, atol=1e-12)
     if method in ("dpf", "rigl"):  # weights came back (rigl: grown), so the comparison covered the updates
-        assert reactivations > 0 and packed.members[0].pruner.total_refreshes > 3
+        assert reactivations > 0 and packed.seats[0].pruner.total_refreshes > 3
     if method == "dpf":
         assert res_p[0]["history"][-1]["mask_frozen"]
 
@@ -173,7 +173,7 @@ def test_packed_run_writes_every_artifact_and_resumes_per_pack(mode, tmp_path, m
     from artifacts import paths
     from artifacts.rundir import read_model_record
     from training import experiment
-    from training.trainer import load_model
+    from training.model_io import load_model
 
     cfg = tiny(tmp_path, epochs=1, pack=3, pack_mode=mode, sens_draws=2, method="static", sparsity=0.5)
     summaries = run_experiment.run(cfg)
@@ -225,8 +225,8 @@ def test_each_model_of_a_pack_draws_its_own_stream_as_alone(tmp_path):
     tr = Trainer(cfg, ds, keep, [0, 1, 2])
     alone = Trainer(cfg, ds, keep, [1])
     c = ds.in_channels
-    packed = list(pack_batches(tr.members, tr.batch, tr.iters))
-    stream = list(alone.members[0].train.batches(tr.batch, alone.members[0].gen))
+    packed = list(pack_batches(tr.seats, tr.batch, tr.iters))
+    stream = list(alone.seats[0].train.batches(tr.batch, alone.seats[0].gen))
     assert len(packed) == tr.iters <= len(stream)  # the configuration's steps (model 1 alone may have more)
     for (x, y), (xs, ys) in zip(packed, stream):
         assert x.shape == (tr.batch, 3 * c, 8, 8) and y.shape == (tr.batch, 3)

@@ -43,7 +43,7 @@ def train(model, pruner, opt, iters, start=0, after_refresh=None, after_step=Non
         x, y = batch(it, shape)
         opt.zero_grad()
         F.cross_entropy(model(x.to(dtype)), y).backward()
-        pruner.before_optimizer_step()
+        pruner.after_backward()
         opt.step()
         pruner.after_optimizer_step()
         if after_step:
@@ -194,7 +194,7 @@ def test_dpf_regrows_where_the_loss_pushes_a_pruned_weight_up_and_the_others_do_
         pruner.before_step(it)
         opt.zero_grad()
         (-model(x).sum()).backward()
-        pruner.before_optimizer_step()
+        pruner.after_backward()
         opt.step()
         pruner.after_optimizer_step()
     log = pruner.end_epoch(0)
@@ -224,7 +224,7 @@ def test_gradient_reaching_the_dense_weight(method):
     F.cross_entropy(torch.func.functional_call(model, {**dict(model.named_parameters()), **leaves}, (x,)), y).backward()
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
-    pruner.before_optimizer_step()
+    pruner.after_backward()
     for n, p, m in zip(pruner.names, pruner.params, pruner.mask_list):
         g = leaves[n].grad
         assert (g[~m] != 0).any()  # the pruned positions do get a gradient: the check below means something

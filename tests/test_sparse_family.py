@@ -185,7 +185,7 @@ def run_dynamic(method, steps=12, per_epoch=4, freq=3, s=0.7):
         F.cross_entropy(model(x), y).backward()
         rec = {"it": it, "mask": [m.clone() for m in pruner.mask_list], "w": [p.detach().clone() for p in pruner.params],
                "grad": [p.grad.clone() for p in pruner.params], "rng": pruner.gen.get_state()}
-        stepped = pruner.before_optimizer_step()
+        stepped = pruner.after_backward()
         if stepped:
             opt.step()
         rec["w_stepped"] = [p.detach().clone() for p in pruner.params] if stepped else None
@@ -306,7 +306,7 @@ def test_packed_snip_sees_each_models_own_batches(tmp_path):
     ds = load_dataset(cfg)
     tr = Trainer(cfg, ds, keep_matrix(2, len(ds.y_train), cfg.mia_seed), [0, 1])
     tr.fit()
-    a, b = (m.pruner.mask_list[1] for m in tr.members)
+    a, b = (m.pruner.mask_list[1] for m in tr.seats)
     assert not torch.equal(a, b)
 
 

@@ -10,8 +10,11 @@ import torch
 from configs.config import ExperimentConfig
 from data.datasets import ArrayDataset
 from training.membership import keep_matrix
+from training.model_io import build_for
+from training.precision import configure_backends
+from training.trainer import config_steps
+from utils.device import resolve_device
 from utils.errors import UsageError
-from training.trainer import build_for, config_steps, configure_backends, resolve_device
 
 EVAL_SPEEDUP = 3.0  # an eval forward costs about a third of a training step per image (no backward)
 

@@ -10,8 +10,9 @@ It is a wrapper, not a second model: every parameter and buffer of each single m
 (a view) of the packed tensor, so the optimizer steps the packed tensors and each single model always
 holds its current weights. Pruning stays per model: each model's Pruner (pruning/pruner.py, unchanged)
 ranks its own slices (exact per-model sparsity, its own refreshes and reactivation counts), and its
-masks and DPF dense weights become slices of packed tensors too, so the per-step hooks run once over
-the packed tensors (PackedPruning) instead of once per model. After training each single model is a
+masks and DPF dense weights become slices of packed tensors too (tie_masks), so the pruning step hook
+(pruning/pruner.PruningHook, the one a lone model uses) runs once over the packed tensors instead of once per
+model. After training each single model is a
 normal model (unpack() gives it its own storage); checkpoints, summaries and signals are written per
 model as without packing.
 """
@@ -22,7 +23,6 @@ import copy
 import torch
 import torch.nn as nn
 
-from pruning.pruner import load_dense, mask_grads, mask_params, store_dense_and_mask
 from utils.errors import UsageError
 
 MAX_AUTO_PACK = 17  # the largest pack chosen automatically: a default configuration (target + 16 shadows)
@@ -83,7 +83,7 @@ def _tie(packed: torch.Tensor, singles: list[torch.Tensor], stacked: bool) -> li
 def hidden_linear(model: nn.Module) -> str | None:
     """The name of the first Linear layer before the model's last one (an MLP's hidden layer), else None.
     One network cannot hold it: its PackedLinear stacks the K models' weights [K, out, in], while the
-    per-model pruners' masks are tied to packed tensors by concatenation (PackedPruning), and a hidden
+    per-model pruners' masks are tied to packed tensors by concatenation (tie_masks), and a hidden
     Linear is prunable (pruning/masks.py). Such a model packs sequentially (pack_mode)."""
     names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     return names[0] if len(names) > 1 else None
@@ -141,67 +141,27 @@ def unpack(models: list[nn.Module]) -> None:
                 setattr(mod, bname, b.clone())
 
 
-class PackedPruning:
-    """The pruners of a pack's models, with their per-step hooks run once for the whole pack.
-
-    Each model keeps its Pruner: refreshes (global top-k over that model's own weights), freezing,
-    history and saving are per model. The per-step hooks (mask the gradients, swap dense weights in and
-    out, re-mask) are one foreach call over the pack, the same functions a lone Pruner calls over its own
-    lists. Grouped (net given): the masks and DPF dense weights become slices of packed tensors and the
-    hooks run over the packed parameters. Sequential (net None): the models keep their own tensors and
-    the hooks run over all their lists at once (the pruners update masks in place, so the lists stay
-    valid). Every model of a pack follows one schedule (method, iterations, target, freeze): their state agrees."""
-
-    def __init__(self, pruners: list, net: nn.Module | None = None):
-        ref = pruners[0]
-        for pr in pruners[1:]:
-            if (pr.method, pr.s_f, pr.freq, pr.target_iter, pr.freeze_iter, pr.frozen) != \
-                    (ref.method, ref.s_f, ref.freq, ref.target_iter, ref.freeze_iter, ref.frozen):
-                raise ValueError("the models of a pack must follow one pruning schedule")
-        self.pruners, k = pruners, len(pruners)
-        if net is None:
-            self.params = [p for pr in pruners for p in pr.params]
-            self.fmasks = [m for pr in pruners for m in pr.fmask_list]
-            self.dense = None if ref.dense is None else [d for pr in pruners for d in pr.dense]
-            return
-        named = dict(net.named_parameters())
-        self.params = [named[n] for n in ref.names]
-        self.fmasks, self.dense = [], ([] if ref.dense is not None else None)
-        for i, p in enumerate(self.params):
-            self.fmasks.append(torch.empty_like(p))
-            masks = torch.empty_like(p, dtype=torch.bool)
-            for pr, v in zip(pruners, _tie(self.fmasks[i], [pr.fmask_list[i] for pr in pruners], False)):
-                pr.fmask_list[i] = v
-            for pr, v in zip(pruners, _tie(masks, [pr.mask_list[i] for pr in pruners], False)):
-                pr.mask_list[i] = v
-            if self.dense is not None:
-                self.dense.append(torch.empty_like(p))
-                for pr, v in zip(pruners, _tie(self.dense[i], [pr.dense[i] for pr in pruners], False)):
-                    pr.dense[i] = v
-
-    def before_step(self, it: int) -> None:
-        for pr in self.pruners:
-            pr.before_step(it)
-        if self.pruners[0].frozen:
-            self.dense = None  # DPF's dense weights are dropped at its freeze
-
-    def before_optimizer_step(self) -> bool:
-        """As Pruner.before_optimizer_step: each model's topology update (RigL; its own slices), then one
-        foreach for the pack. False where the updates replace the optimizer step (every model agrees)."""
-        replaced = [pr.update_topology(replaces_step=True) for pr in self.pruners]
-        if self.pruners[0].straight_through:
-            load_dense(self.params, self.dense)
-        else:
-            mask_grads(self.params, self.fmasks)
-        return not any(replaced)
-
-    def after_optimizer_step(self) -> None:
-        if self.pruners[0].straight_through:
-            store_dense_and_mask(self.params, self.dense, self.fmasks)
-        else:
-            mask_params(self.params, self.fmasks)
-        for pr in self.pruners:  # SET: each model's topology update after the step
-            pr.update_topology(replaces_step=False)
+@torch.no_grad()
+def tie_masks(pruners: list, net: nn.Module) -> tuple[list, list, list | None]:
+    """The lists a packed network's pruning step hook runs over (pruning/pruner.PruningHook): its packed
+    prunable parameters, and packed masks and DPF dense weights of which each model's pruner now holds its
+    slices (copied in, then tied: the pruners fill their masks in place, so the packed ones follow)."""
+    ref = pruners[0]
+    named = dict(net.named_parameters())
+    params = [named[n] for n in ref.names]
+    fmasks, dense = [], ([] if ref.dense is not None else None)
+    for i, p in enumerate(params):
+        fmasks.append(torch.empty_like(p))
+        masks = torch.empty_like(p, dtype=torch.bool)
+        for pr, v in zip(pruners, _tie(fmasks[i], [pr.fmask_list[i] for pr in pruners], False)):
+            pr.fmask_list[i] = v
+        for pr, v in zip(pruners, _tie(masks, [pr.mask_list[i] for pr in pruners], False)):
+            pr.mask_list[i] = v
+        if dense is not None:
+            dense.append(torch.empty_like(p))
+            for pr, v in zip(pruners, _tie(dense[i], [pr.dense[i] for pr in pruners], False)):
+                pr.dense[i] = v
+    return params, fmasks, dense
 
 
 # -- how a pack computes, how many models at once --------------------------------------------------------

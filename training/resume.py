@@ -37,23 +37,27 @@ from utils.io import load_torch, save_torch
 FORMAT = 2  # bumped when what a state holds changes: an older state is then refused, not misread
 READS = {1, FORMAT}  # 1: a state between epochs (no step, no epoch in progress), read as step 0
 WRITE_SHARE = 0.05  # the default schedule writes when writing has taken at most this share of the time
-SHARED = ("lr", "scheduler", "scaler", "torch_rng", "opt_rng", "cuda_rng")  # Trainer.state_dict()["shared"]
+
+
+# What this module reads of a Trainer (training/trainer.py): state_dict() / load_state_dict() and SHARED (the keys
+# of the state's shared part), batch, iters, indices, cfg, and per seat its index, cfg (the model's recipe), source
+# (what a fine-tuned model starts from) and failed (a diverged model's line).
 
 
 def save(tr, out_dirs: list[Path]) -> None:
-    """Every member's state (Trainer.state_dict()), but a failed (diverged) member's: its last state
+    """Every model's state (Trainer.state_dict()), but a failed (diverged) model's: its last state
     before it failed stays for inspection."""
     state = tr.state_dict()
     made = {"format": FORMAT, "steps": [tr.batch, tr.iters], "epoch": state["epoch"], "step": state["step"],
             **state["shared"]}
-    for m, st, out in zip(tr.members, state["members"], out_dirs):
+    for m, st, out in zip(tr.seats, state["seats"], out_dirs):
         if not m.failed:
             save_torch({**made, "recipe": m.cfg.recipe(), "model_index": m.index, "source": m.source, **st},
                        Path(out) / paths.RESUME)
 
 
 def _mismatch(st, tr, m) -> str | None:
-    """Why a state cannot continue member m of trainer tr, or None."""
+    """Why a state cannot continue seat m of trainer tr, or None."""
 
     if not isinstance(st, dict) or st.get("format") not in READS:
         got = st.get("format") if isinstance(st, dict) else None
@@ -88,19 +92,19 @@ def _read(tr, m, path: Path) -> dict | None:
 
 
 def restore(tr, out_dirs: list[Path]) -> int:
-    """Load every member's resumable state (Trainer.load_state_dict) when all are valid and at one position;
+    """Load every model's resumable state (Trainer.load_state_dict) when all are valid and at one position;
     returns the epochs done (0, nothing loaded: the pack trains from the start, as built)."""
-    states = [_read(tr, m, Path(out) / paths.RESUME) for m, out in zip(tr.members, out_dirs)]
+    states = [_read(tr, m, Path(out) / paths.RESUME) for m, out in zip(tr.seats, out_dirs)]
     if not any(states):
         return 0
-    at = {m.index: (st["epoch"], st.get("step", 0)) if st else None for m, st in zip(tr.members, states)}
+    at = {m.index: (st["epoch"], st.get("step", 0)) if st else None for m, st in zip(tr.seats, states)}
     if len(set(at.values())) > 1:
         tqdm.write(f"note: the models of this pack have resumable states at different positions ({at}: "
                    f"(epoch, step), None: none); the pack trains from the start")
         return 0
-    epoch, step = at[tr.members[0].index]
-    tr.load_state_dict({"epoch": epoch, "step": step, "shared": {k: states[0].get(k) for k in SHARED},
-                        "members": states})
+    epoch, step = at[tr.seats[0].index]
+    tr.load_state_dict({"epoch": epoch, "step": step, "shared": {k: states[0].get(k) for k in tr.SHARED},
+                        "seats": states})
     where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, step {step}/{tr.iters},"
     tqdm.write(f"resuming model(s) {', '.join(map(str, tr.indices))} {where} of {tr.cfg.epochs}")
     return epoch

@@ -29,7 +29,7 @@ import torch
 from artifacts import paths
 from data import ArrayDataset, DeviceData, load_dataset
 from artifacts.rundir import finished_model_dirs, stale_signals
-from training.trainer import load_model, model_seed
+from training.model_io import load_model, model_seed
 from utils.device import resolve_device
 from utils.errors import DivergenceError, UsageError, cli_main
 from utils.io import count_nonfinite, file_digest, load_json, save_json, save_npy

@@ -92,10 +92,10 @@ def rewinds(cfg: ExperimentConfig) -> bool:
 def load_rewind(cfg: ExperimentConfig, index: int) -> tuple[dict, dict]:
     """lth: (dense model i's state at the end of epoch --rewind-epoch, where it comes from). From the dense run's
     rewind artifact (artifacts/paths.REWIND, written by its training); for epoch 0, a dense run made before that
-    artifact existed has its initialisation regenerated from the seed (training/trainer.initial_state: the code
+    artifact existed has its initialisation regenerated from the seed (training/model_io.initial_state: the code
     that initialised it). Another epoch without the artifact: refused with one line naming the command that
     writes it (retraining dense model i; its lottery tickets are then stale and retrained too)."""
-    from training.trainer import initial_state
+    from training.model_io import initial_state
 
     k, src_dir = cfg.rewind_epoch, paths.model_dir(source_dir(cfg), index)
     path = src_dir / paths.REWIND

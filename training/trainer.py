@@ -1,14 +1,13 @@
-"""Train models (dense or pruned), each on its subset of the pool, and write each one's artifacts: one
-model alone, or K models of a configuration at once (training/packing.py, docs/packing.md): as one packed
-network ("grouped") or each model's forward and backward in turn with one optimizer step ("sequential"),
-with one loop for all.
+"""The training loop: train models (dense or pruned), each on its subset of the pool: one model alone, or K
+models of a configuration at once (training/packing.py, docs/packing.md): as one packed network ("grouped")
+or each model's forward and backward in turn with one optimizer step ("sequential"), with one loop for all.
 
-The loop is the same on CPU and CUDA. The training forward autocasts where the hardware computes the
-narrower type natively: bf16 on CUDA from compute capability 8.0 and on CPUs with AMX or AVX512-BF16; fp16
-with a GradScaler on older GPUs, where bf16 would be emulated, slowly; fp32 on other CPUs (BatchNorm stays
-fp32 under autocast). CUDA adds cudnn.benchmark (shapes are fixed); channels_last is used on both. Checkpoints hold CPU
-tensors, so CPU-only machines load them. Checkpoint selection uses a validation slice of the *test*
-split, never the pool, and only epochs at which a pruned model has reached its target sparsity.
+The loop is the same on CPU and CUDA; what the forward computes in is the precision policy
+(training/precision.py); channels_last is used on both. Pruning methods and defenses act on a step through
+step hooks (training/hooks.py, docs/training.md). The Trainer's state (state_dict / load_state_dict) is what
+a resumed run continues from (training/resume.py). Checkpoint selection uses a validation slice of the *test*
+split, never the pool, and only epochs at which a pruned model has reached its target sparsity; what a
+trained model leaves on disk is written by training/model_io.py.
 """
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ import contextlib
 import dataclasses
 import functools
 import itertools
-import platform
 import signal
 import threading
 import time
@@ -24,156 +22,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from artifacts import paths
 from configs.config import ExperimentConfig
 from data import ArrayDataset, DeviceData, split_test
-from models import build_model, count_params
-from defenses import build_loss, defended_model, defense_summary, prepare_loop
-from pruning import PRUNING_METHODS, build_pruner, measure_sparsity
-from pruning.criteria import filter_sparsity
+from defenses import build_loss, prepare_loop
+from pruning import PRUNING_METHODS, build_pruner
+from pruning.pruner import PruningHook
 from training import resume
-from training.packing import PackedPruning, model_slices, pack_mode, pack_models, unpack
-from utils.device import keep_freed_cpu_memory, resolve_device
+from training.hooks import StepHooks
+from training.model_io import RewindKeeper, build_for, evaluate, model_seed, param_dtype, write_model
+from training.packing import model_slices, pack_mode, pack_models, tie_masks, unpack
+from training.precision import AUTOCAST_DTYPES, autocast, configure_backends, grad_scaler, say_precision
+from utils.device import resolve_device
 from utils.errors import DivergenceError, Preempted, UsageError
-from utils.io import file_digest, save_json, save_torch
-
-
-def model_seed(seed: int, index: int) -> int:
-    """Independent, reproducible seed for model `index` of a study seeded with `seed`."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
-
-
-def precision(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    """What the training forward runs in: 'bf16' (autocast: CUDA from compute capability 8.0, or a CPU that
-    computes bf16 natively, cpu_bf16()), 'fp16' (autocast + GradScaler, CUDA before 8.0: bf16 is emulated
-    there, correct but slow), 'fp32' (a CPU without native bf16, where autocast would only add casts, or
-    --no-amp) or 'fp64' (a float64 model, the reference tests: never autocast). Recorded in each summary."""
-    if dtype == torch.float64:
-        return "fp64"
-    if not cfg.amp:
-        return "fp32"
-    if device.type == "cuda":
-        return "bf16" if _capability(device) >= (8, 0) else "fp16"
-    return "bf16" if device.type == "cpu" and cpu_bf16() else "fp32"
-
-
-@functools.lru_cache(maxsize=None)
-def _capability(device: torch.device) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(device)  # asked once per device, not at every step
-
-
-# A CPU's native bf16 instructions, by the flag that names them (the first one present is stated).
-_CPU_BF16 = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_bf16() -> str | None:
-    """This CPU's native bf16 arithmetic, asked once: 'AMX' (Intel Xeon from Sapphire Rapids), 'AVX512-BF16'
-    (Intel Cooper Lake, AMD Zen 4 and later) or None (bf16 would be emulated, slower than fp32)."""
-    flags = _cpu_flags()
-    return next((name for flag, name in _CPU_BF16.items() if flag in flags), None)
-
-
-def _cpu_flags() -> set[str]:
-    """torch's own query (torch.cpu.get_capabilities, from its cpuinfo library: every OS) where this torch
-    has it, else the flags of Linux's /proc/cpuinfo; none known: no flags."""
-    query = getattr(torch.cpu, "get_capabilities", None)
-    if query is not None:
-        return {flag for flag, present in query().items() if present is True}
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-        return set(line.split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        return set()
-
-
-_SAID = set()
-
-
-def say_precision(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
-    """precision(), with one line the first time --amp meets a device whose answer depends on its hardware:
-    a CPU (bf16 autocast, or fp32 and why) and a GPU without native bf16 (fp16)."""
-    p = precision(cfg, device, dtype)
-    line = _precision_line(p, device) if cfg.amp and p != "fp64" else None
-    if line and device not in _SAID:
-        _SAID.add(device)
-        tqdm.write(line)
-    return p
-
-
-def _precision_line(p: str, device: torch.device) -> str | None:
-    if device.type == "cpu":
-        if p == "bf16":
-            return f"precision: bf16 autocast (this CPU computes bf16 natively: {cpu_bf16()}; --no-amp: fp32)"
-        return "precision: fp32 (this CPU has no native bf16, neither AMX nor AVX512-BF16: --amp changes nothing here)"
-    if p == "fp16":
-        major, minor = _capability(device)
-        return (f"note: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native "
-                f"bf16: training with fp16 autocast and a GradScaler instead (--no-amp: fp32)")
-    return None
-
-
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(cfg: ExperimentConfig, device: torch.device, dtype: torch.dtype = torch.float32):
-    """The training forward's autocast where precision() says bf16 or fp16 (BatchNorm stays fp32 under it);
-    none in fp32 and fp64."""
-    p = precision(cfg, device, dtype)
-    if p not in _AUTOCAST_DTYPES:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[p])
-
-
-def grad_scaler(cfg: ExperimentConfig, device: torch.device):
-    """A GradScaler where the forward runs in fp16 (its small range underflows gradients), else a no-op one."""
-    return torch.amp.GradScaler("cuda", enabled=precision(cfg, device) == "fp16")
-
-
-def configure_backends(device: torch.device) -> None:
-    """cudnn.benchmark on CUDA: every training step has the same shapes, so the autotuned algorithm
-    is chosen once. (The signal pass runs in fp32 with TF32 off: training/signals.py.) On CPU, freed
-    blocks stay in the heap for the next step (utils.device.keep_freed_cpu_memory: no page faults)."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    else:
-        keep_freed_cpu_memory()
-
-
-def to_cpu(state: dict) -> dict:
-    """A state dict with every tensor on the CPU (checkpoints load on CPU-only machines)."""
-    return {k: v.detach().to("cpu", copy=True) if torch.is_tensor(v) else v for k, v in state.items()}
-
-
-def build_for(cfg: ExperimentConfig, ds: ArrayDataset, device: torch.device) -> torch.nn.Module:
-    model = defended_model(cfg, build_model(cfg.arch, cfg.layers, cfg.width_factor, ds.num_classes, ds.in_channels)).to(device)
-    if cfg.channels_last:  # NHWC convolutions: faster with cuDNN and with oneDNN on CPU (~1.5x for ResNet-20)
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def _dtype(model) -> torch.dtype:
-    return next(model.parameters()).dtype
-
-
-@torch.no_grad()
-def evaluate(model, data: DeviceData, cfg: ExperimentConfig, device) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) in eval mode over every image once."""
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    dtype = _dtype(model)
-    # A CPU evaluates in fp32 even where it trains in bf16: validation (which selects the checkpoint) and test
-    # accuracy are measured as they always were there (about 3% of a CIFAR epoch); CUDA autocasts, as it did.
-    cast = autocast(cfg, device, dtype) if device.type == "cuda" else contextlib.nullcontext()
-    for xb, yb in data.batches(max(cfg.batch_size, 512), gen=None, train=False):
-        with cast:
-            out = model(xb.to(dtype)).float()
-        loss_sum += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += (out.argmax(1) == yb).sum().item()
-    return loss_sum / max(1, len(data)), correct / max(1, len(data))
 
 
 def _cpu(t: torch.Tensor) -> torch.Tensor:
@@ -195,16 +58,18 @@ def config_steps(keep: np.ndarray, batch_size: int) -> tuple[int, int]:
     return batch, n // batch
 
 
-class Member:
-    """One model of a pack: its training subset and its own seeded stream of batches (shuffling and
-    augmentation), its model (initialised from its own seed) and pruner, its history and best state."""
+class Seat:
+    """One model's place in a Trainer (a pack of one or of K): its training subset and its own seeded stream
+    of batches (shuffling and augmentation), its model (initialised from its own seed) and pruner, its
+    history and best state."""
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, index: int,
                  device: torch.device, batch: int, iters: int, dtype=None, init: dict | None = None,
                  rewind: dict | None = None):
         self.cfg, self.index, self.batch, self.iters = cfg, index, batch, iters
-        torch.manual_seed(model_seed(cfg.seed, index))
-        self.gen = torch.Generator(device=device).manual_seed(model_seed(cfg.seed, index))
+        self.seed = model_seed(cfg.seed, index)  # its initialisation, data stream and any stream of its own
+        torch.manual_seed(self.seed)
+        self.gen = torch.Generator(device=device).manual_seed(self.seed)
         members = np.flatnonzero(keep)
         self.train = DeviceData.build(ds.x_train[members], ds.y_train[members], ds, device)
         self.model = build_for(cfg, ds, device)
@@ -235,13 +100,13 @@ class Member:
         return {"epoch": epoch, "state": _clone_state(state), "masks": masks}
 
 
-def epoch_orders(members: list[Member]) -> list[torch.Tensor]:
+def epoch_orders(seats: list[Seat]) -> list[torch.Tensor]:
     """Each model's data order for one epoch: a permutation of its own training set, drawn from its own
     generator (what DeviceData.batches() draws first)."""
-    return [torch.randperm(len(m.train), device=m.train.x.device, generator=m.gen) for m in members]
+    return [torch.randperm(len(m.train), device=m.train.x.device, generator=m.gen) for m in seats]
 
 
-def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = True,
+def pack_batches(seats: list[Seat], batch: int, iters: int, grouped: bool = True,
                  orders: list[torch.Tensor] | None = None, start: int = 0):
     """One epoch of a pack's training batches: (x, y [B, K]); x normalised, [B, K*C, H, W] with model k's
     images in channels k*C... when `grouped` (the packed network's input), else [K, B, C, H, W]. Each model
@@ -251,12 +116,12 @@ def pack_batches(members: list[Member], batch: int, iters: int, grouped: bool = 
     whole pack (a few kernel launches per model, not a dozen). orders, start: the epoch's data orders
     (epoch_orders(), drawn here when None) and the first step: a run resumed inside an epoch continues it
     from its saved orders and generators."""
-    data = [m.train for m in members]
-    orders = epoch_orders(members) if orders is None else orders
-    d0, k = data[0], len(members)
+    data = [m.train for m in seats]
+    orders = epoch_orders(seats) if orders is None else orders
+    d0, k = data[0], len(seats)
     for i in range(start, iters):
         idx = [o[i * batch:(i + 1) * batch] for o in orders]
-        draws = [d.draw_crops(batch, m.gen) for d, m in zip(data, members)]
+        draws = [d.draw_crops(batch, m.gen) for d, m in zip(data, seats)]
         x = torch.cat([d.x[j] for d, j in zip(data, idx)]) if k > 1 else d0.x[idx[0]]  # [K*B, C, H, W] uint8
         dy, dx, flip = (None if t[0] is None else torch.cat(t) if k > 1 else t[0] for t in zip(*draws))
         x = d0.normalize(d0.crop(x, dy, dx, flip))
@@ -308,14 +173,14 @@ def weights_finite(model: torch.nn.Module) -> bool:
     return bool(torch.stack(sums).isfinite().all()) if sums else True
 
 
-def divergence_line(m: Member, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
+def divergence_line(m: Seat, epoch: int, step: int | None, iters: int, what: str, precision: str) -> str:
     """The one line of a diverged model: which, where, the likely causes and the flag to change."""
     cfg = m.cfg
     finetunes = PRUNING_METHODS[cfg.method].finetunes
     flag = "--finetune-lr" if finetunes else "--lr"
     lr = cfg.finetune_lr if finetunes else cfg.lr
     causes = [f"a learning rate too high for {cfg.name} ({flag} {lr:g}: lower it)"]
-    if precision in _AUTOCAST_DTYPES:
+    if precision in AUTOCAST_DTYPES:
         causes.append(f"a {precision} overflow (--no-amp)")
     if cfg.defense == "dp":
         causes.append("DP-SGD noise")
@@ -334,7 +199,14 @@ class Trainer:
     dtype: the models' dtype (float64 in the packing tests; training runs in float32).
     init: model index -> state dict each model starts from (fine-tuning a trained model; default: its seed's
     initialisation); rewind: model index -> lth's rewind point (training/sources.load_rewind). cfg is the loop's
-    config: for fine-tuning and iterative pruning, ExperimentConfig.fit_config()."""
+    config: for fine-tuning and iterative pruning, ExperimentConfig.fit_config().
+
+    What other modules use: fit(), state_dict() / load_state_dict() (training/resume.py), seats (per model: index,
+    seed, cfg, model, pruner, train, history, failed, source), cfg, device, batch, iters, indices, precision, mode,
+    val, test; step hooks (training/hooks.py) may also read nets and opt, never replace them."""
+
+    # the keys of state_dict()["shared"], the part every model of the pack shares (resume.py writes it in each file)
+    SHARED = ("lr", "scheduler", "scaler", "torch_rng", "opt_rng", "cuda_rng")
 
     def __init__(self, cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices=0,
                  steps: tuple[int, int] | None = None, dtype=None, init: dict[int, dict] | None = None,
@@ -348,23 +220,22 @@ class Trainer:
         self.precision = say_precision(cfg, self.device, dtype or torch.float32)
         self.batch, self.iters = steps or config_steps(keep, cfg.batch_size)
         init, rewind = init or {}, rewind or {}
-        self.members = [Member(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype, init.get(i),
+        self.seats = [Seat(cfg, ds, rows[i], i, self.device, self.batch, self.iters, dtype, init.get(i),
                                rewind.get(i)) for i in indices]
         val_idx, test_idx = split_test(ds, cfg.val_fraction)  # one validation and test set for the pack
         self.val = DeviceData.build(ds.x_test[val_idx], ds.y_test[val_idx], ds, self.device)
         self.test = DeviceData.build(ds.x_test[test_idx], ds.y_test[test_idx], ds, self.device)
-        models = [m.model for m in self.members]
-        pruners = [m.pruner for m in self.members if m.pruner]
+        models = [m.model for m in self.seats]
+        pruners = [m.pruner for m in self.seats if m.pruner]
         # the networks a step runs: one (a lone model, or the K models packed as one), or the K models in turn
         self.mode = pack_mode(cfg, self.device, ds.x_train.shape, models[0]) if len(models) > 1 else None
-        if len(models) == 1:  # the pack of one: the model is the network, its pruner the hooks
-            self.nets, self.pruning = models, (pruners[0] if pruners else None)
-        elif self.mode == "grouped":
+        lists = None  # the pruning hook's tensors: the pruners' own, or a packed network's (tie_masks)
+        if self.mode == "grouped":
             fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
             self.nets = [pack_models(models, memory_format=fmt)]
-            self.pruning = PackedPruning(pruners, self.nets[0]) if pruners else None
-        else:
-            self.nets, self.pruning = models, (PackedPruning(pruners) if pruners else None)
+            lists = tie_masks(pruners, self.nets[0]) if pruners else None
+        else:  # a lone model is the pack of one: the model is the network
+            self.nets = models
         self.step_models = [torch.compile(n) if cfg.compile else n for n in self.nets]
         self.opt = torch.optim.SGD([p for n in self.nets for p in n.parameters()], lr=cfg.lr, momentum=cfg.momentum,
                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
@@ -373,22 +244,27 @@ class Trainer:
         for j, pr in enumerate(pruners):  # rigl, set read their gradients and momentum through the pack's parts
             pr.slot = functools.partial(self.parts, j)
         self.loss = build_loss(cfg)  # the defense's training loss (defenses/): mean cross-entropy undefended
-        prepare_loop(self)  # a defense that changes the step itself (dp: per-example clipping and noise)
+        # the step hooks (training/hooks.py), in order: the pruning method's, then the defense's (dp: DP-SGD's
+        # per-example clipping and noise, which masks the per-example gradients by the pruner's masks)
+        self.hooks = StepHooks([PruningHook(pruners, lists) if pruners else None, prepare_loop(self)])
+        wrapped = self.hooks.step_network(self.nets[0]) if len(self.nets) == 1 else None
+        if wrapped is not None:  # dp: Opacus's per-example gradients (one model at a time)
+            self.step_models = [wrapped]
         # where training is (state_dict): epochs done, the epoch in progress (train_epoch), a stop asked for
         self.epochs_done, self.in_epoch, self.stop_requested = 0, None, False
 
     # one model (benchmarks, the pack of one)
     @property
     def model(self) -> torch.nn.Module:
-        return self.members[0].model
+        return self.seats[0].model
 
     @property
     def train(self) -> DeviceData:
-        return self.members[0].train
+        return self.seats[0].train
 
     @property
     def pruner(self):
-        return self.members[0].pruner
+        return self.seats[0].pruner
 
     def parts(self, j: int, kind: str) -> list:
         """Model j's part of each of its prunable weights' gradient ('grad') or SGD momentum ('momentum'; None
@@ -399,64 +275,59 @@ class Trainer:
             t = p.grad if kind == "grad" else self.opt.state.get(p, {}).get("momentum_buffer")
             if t is not None:
                 found.update({name: v for jj, name, v in parts(t) if jj == j})
-        return [found.get(n) for n in self.members[j].pruner.names]
+        return [found.get(n) for n in self.seats[j].pruner.names]
 
     def slots(self):
-        """(optimizer parameter P, parts): parts(t) = [(member j, parameter name, t's part for member j)] for a
+        """(optimizer parameter P, parts): parts(t) = [(model j, parameter name, t's part for model j)] for a
         tensor t shaped like P (its momentum). A lone model's and a sequential pack's parameters are the models'
         own; a packed network's are sliced per model as pack_models sliced them."""
         if self.mode == "grouped":
-            net, k = self.nets[0], len(self.members)
+            net, k = self.nets[0], len(self.seats)
             for name, p in net.named_parameters():
                 yield p, (lambda t, name=name: [(j, name, v) for j, v in enumerate(model_slices(net, name, t, k))])
         else:
-            for j, m in enumerate(self.members):
+            for j, m in enumerate(self.seats):
                 for name, p in m.model.named_parameters():
                     yield p, (lambda t, j=j, name=name: [(j, name, t)])
-
-    def _opt_generator(self) -> torch.Generator | None:
-        """The optimizer's own random stream where it draws one (DP-SGD's noise, defenses/dp.py): restarted from
-        its seed on resume, it would repeat the noise of the steps already run."""
-        return getattr(self.opt, "generator", None)
 
     def state_dict(self) -> dict:
         """Everything the next step depends on, at a step boundary (CPU tensors): {"epoch": epochs done,
         "step": steps done in the epoch in progress (0 between epochs), "shared": the optimizer's learning
         rates, the scheduler's and GradScaler's states and the random streams all models draw from (torch's
-        global one: dropout; the optimizer's own: DP-SGD's noise; CUDA's), "members": per model, its weights
+        global one: dropout; the optimizer's own: DP-SGD's noise; CUDA's), "seats": per model, its weights
         and BatchNorm statistics, its SGD momentum (its part of a packed network's), its pruner's state, its
         generator (data order, crops, flips), history, best snapshot and key and, inside an epoch, "in_epoch":
         its data order for the epoch and its running loss, correct count and first non-finite step}. Per
         model, so a model's state continues it in whatever pack a rerun puts it (training/resume.py writes
         one file per model)."""
-        momentum = [{} for _ in self.members]
+        momentum = [{} for _ in self.seats]
         for p, parts in self.slots():
             buf = self.opt.state[p].get("momentum_buffer") if p in self.opt.state else None
             for j, name, v in parts(buf) if buf is not None else []:
                 momentum[j][name] = _cpu(v)
-        cuda, gen = self.device.type == "cuda", self._opt_generator()
+        cuda, gen = self.device.type == "cuda", self.hooks.generator  # DP-SGD's noise: not restarted on resume
         shared = {"lr": [g["lr"] for g in self.opt.param_groups], "scheduler": self.sched.state_dict(),
                   "scaler": self.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
                   "opt_rng": None if gen is None else gen.get_state(),
                   "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None}
         run = self.in_epoch
-        members = []
-        for j, (m, mom) in enumerate(zip(self.members, momentum)):
+        seats = []
+        for j, (m, mom) in enumerate(zip(self.seats, momentum)):
             best = None if m.best is None else {**m.best, "state": {k: _cpu(v) for k, v in m.best["state"].items()}}
             in_epoch = None if run is None else {
                 "order": _cpu(run["orders"][j]), "seen": run["seen"], "loss_sum": _cpu(run["loss_sum"][j]),
                 "correct": _cpu(run["correct"][j]), "first_bad": _cpu(run["first_bad"][j])}
-            members.append({"model": {k: _cpu(v) for k, v in m.model.state_dict().items()}, "momentum": mom,
+            seats.append({"model": {k: _cpu(v) for k, v in m.model.state_dict().items()}, "momentum": mom,
                             "pruner": m.pruner.state_dict() if m.pruner else None, "model_rng": m.gen.get_state(),
                             "history": m.history, "best": best,
                             "best_key": None if m.best_key is None else list(m.best_key), "in_epoch": in_epoch})
         return {"epoch": self.epochs_done, "step": 0 if run is None else run["step"], "shared": shared,
-                "members": members}
+                "seats": seats}
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from state_dict()'s state (its "members" in this pack's order; a state written between
+        """Continue from state_dict()'s state (its "seats" in this pack's order; a state written between
         epochs has no "in_epoch"). In place: a packed network's models hold slices of its tensors."""
-        for m, st in zip(self.members, state["members"]):
+        for m, st in zip(self.seats, state["seats"]):
             m.model.load_state_dict(st["model"])
             if m.pruner:
                 m.pruner.load_state_dict(st["pruner"])
@@ -465,12 +336,12 @@ class Trainer:
             m.best_key = None if st["best_key"] is None else tuple(st["best_key"])
         for p, parts in self.slots():
             buf = torch.empty_like(p)
-            got = [(v, state["members"][j]["momentum"].get(name)) for j, name, v in parts(buf)]
+            got = [(v, state["seats"][j]["momentum"].get(name)) for j, name, v in parts(buf)]
             if all(saved is not None for _, saved in got):  # a parameter never stepped has no momentum yet
                 for v, saved in got:
                     v.copy_(saved)
                 self.opt.state[p]["momentum_buffer"] = buf
-        shared, gen = state["shared"], self._opt_generator()
+        shared, gen = state["shared"], self.hooks.generator
         for g, lr in zip(self.opt.param_groups, shared["lr"]):
             g["lr"] = lr
         self.sched.load_state_dict(shared["scheduler"])
@@ -482,7 +353,7 @@ class Trainer:
         if shared["cuda_rng"] is not None:
             torch.cuda.set_rng_state(shared["cuda_rng"], self.device)
         self.epochs_done, self.in_epoch = state["epoch"], None
-        runs = [st.get("in_epoch") for st in state["members"]]
+        runs = [st.get("in_epoch") for st in state["seats"]]
         if state.get("step") and all(runs):
             dev = lambda key, dtype: torch.stack([r[key] for r in runs]).to(self.device, dtype)  # noqa: E731
             self.in_epoch = {"orders": [r["order"].to(self.device) for r in runs], "step": state["step"],
@@ -493,7 +364,7 @@ class Trainer:
         """Every model's forward and backward on its batch: (logits [B, K, classes], loss per model [K], the
         defense's loss: mean cross-entropy undefended; RelaxLoss reads the epoch). The gradients are each
         model's own: one network's loss is the sum of its models' losses."""
-        dtype, outs, losses = _dtype(self.nets[0]), [], []
+        dtype, outs, losses = param_dtype(self.nets[0]), [], []
         # one network: all its models at once; sequential: model j's images [B, C, H, W] and labels [B, 1]
         batches = [(xb, yb)] if len(self.nets) == 1 else zip(xb, yb.T[:, :, None])
         for net, (x, y) in zip(self.step_models, batches):
@@ -510,7 +381,7 @@ class Trainer:
         """imp, lth: at a round's first epoch each model is pruned further (and lth's rewound: Pruner.start_round),
         and the round trains as a fresh run of its recipe: the learning rate back to the loop's first rate (its
         later decays are the loop's milestones: pruning/iterative.round_schedule) and no momentum."""
-        started = [m.pruner.start_round(epoch) for m in self.members if m.pruner]
+        started = [m.pruner.start_round(epoch) for m in self.seats if m.pruner]
         if any(started):
             for g in self.opt.param_groups:
                 g["lr"] = self.cfg.lr
@@ -518,7 +389,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int, bar) -> tuple[list[float], list[float], int]:
         """One epoch of every model: (mean loss per model, accuracy per model, images per model). A model
-        whose training loss is not finite at a step is marked failed (Member.failed, naming that step): the
+        whose training loss is not finite at a step is marked failed (Seat.failed, naming that step): the
         flag is kept on the device and read every CHECK_EVERY steps and at the end (no per-step sync); the
         epoch stops early once every model of the pack has failed, the others train on (a model's NaNs
         stay in its own slices of a packed network). The epoch in progress (its data orders, the steps done
@@ -527,28 +398,28 @@ class Trainer:
         it raises StopRequested after the step in progress, the state at that step boundary."""
         for net in self.nets:
             net.train()
-        k = len(self.members)
+        k = len(self.seats)
         if self.in_epoch is None:  # a new epoch; else the one a resumed state was inside
-            self.in_epoch = {"orders": epoch_orders(self.members), "step": 0, "seen": 0,
+            self.in_epoch = {"orders": epoch_orders(self.seats), "step": 0, "seen": 0,
                              "loss_sum": torch.zeros(k, device=self.device, dtype=torch.float64),  # on device:
                              "correct": torch.zeros(k, device=self.device, dtype=torch.long),      # no per-step sync
                              # per model: its first non-finite step (iters: none)
                              "first_bad": torch.full((k,), self.iters, device=self.device, dtype=torch.long)}
         run = self.in_epoch
         bar.update(run["step"])
-        batches = pack_batches(self.members, self.batch, self.iters, len(self.nets) == 1, run["orders"], run["step"])
+        batches = pack_batches(self.seats, self.batch, self.iters, len(self.nets) == 1, run["orders"], run["step"])
         for i, (xb, yb) in enumerate(batches, start=run["step"]):
             it = epoch * self.iters + i
-            if self.pruning:
-                self.pruning.before_step(it)
+            self.hooks.before_step(it)
             self.opt.zero_grad(set_to_none=True)
             out, losses = self._forward_backward(xb, yb, epoch)
-            # False: a RigL update replaced this step's optimizer step (pruning/dynamic.py)
-            if not self.pruning or self.pruning.before_optimizer_step() is not False:
+            self.scaler.unscale_(self.opt)  # fp16: the hooks see true gradients (a no-op in other precisions)
+            if self.hooks.after_backward():  # False: a hook vetoed the step (a RigL update replaced it)
                 self.scaler.step(self.opt)
                 self.scaler.update()
-            if self.pruning:
-                self.pruning.after_optimizer_step()
+            elif self.scaler.is_enabled():  # no step: the scale stays as it is, ready for the next unscale_
+                self.scaler.update(self.scaler.get_scale())
+            self.hooks.after_optimizer_step()
             run["loss_sum"] += losses * len(yb)
             run["correct"] += (out.argmax(2) == yb).sum(0)
             run["first_bad"] = torch.minimum(run["first_bad"], torch.where(torch.isfinite(losses), self.iters, i))
@@ -558,7 +429,7 @@ class Trainer:
             if self.cfg.verbose:
                 tqdm.write(f"models {self.indices} epoch {epoch + 1} iter {i + 1}/{self.iters} "
                            f"loss {' '.join(f'{v:.4f}' for v in losses.tolist())}")
-            if (i + 1) % CHECK_EVERY == 0 and self._diverged(epoch, run["first_bad"]) and all(m.failed for m in self.members):
+            if (i + 1) % CHECK_EVERY == 0 and self._diverged(epoch, run["first_bad"]) and all(m.failed for m in self.seats):
                 break
             if self.stop_requested and i + 1 < self.iters:  # the epoch's last step: its end is the boundary
                 self._diverged(epoch, run["first_bad"])
@@ -571,12 +442,12 @@ class Trainer:
     def _diverged(self, epoch: int, first_bad: torch.Tensor) -> bool:
         """Mark the models whose loss was not finite at a step of this epoch (first_bad: per model, the first
         such step, or iters), one line each; True if any model of the pack has failed."""
-        for m, step in zip(self.members, first_bad.tolist()):
+        for m, step in zip(self.seats, first_bad.tolist()):
             if step < self.iters and not m.failed:
                 self._fail(m, epoch, step, "non-finite training loss")
-        return any(m.failed for m in self.members)
+        return any(m.failed for m in self.seats)
 
-    def _fail(self, m: Member, epoch: int, step: int | None, what: str) -> None:
+    def _fail(self, m: Seat, epoch: int, step: int | None, what: str) -> None:
         m.failed = divergence_line(m, epoch, step, self.iters, what, self.precision)
         tqdm.write(f"error: {m.failed}")
 
@@ -591,7 +462,7 @@ class Trainer:
         cfg = self.cfg
         t0, train_time, images = time.time(), 0.0, 0
         who = f"#{self.indices[0]}" if len(self.indices) == 1 else f"#{','.join(map(str, self.indices))} packed"
-        for m in self.members:  # snip, synflow: the mask at initialisation (a no-op for a resumed model)
+        for m in self.seats:  # snip, synflow: the mask at initialisation (a no-op for a resumed model)
             if m.pruner:
                 m.pruner.at_init(m.init_batches(self.device))
         for epoch in range(self.epochs_done, cfg.epochs):
@@ -609,10 +480,10 @@ class Trainer:
             # a finite loss with non-finite weights (a BatchNorm statistic overflowed): one look per network (a
             # packed network holds its models' tensors), each model's only when its network's is not finite
             if not all(weights_finite(n) for n in self.nets):
-                for m in self.members:
+                for m in self.seats:
                     if not m.failed and not weights_finite(m.model):
                         self._fail(m, epoch, None, "non-finite weights")
-            for m, loss, acc in zip(self.members, losses, accs):
+            for m, loss, acc in zip(self.seats, losses, accs):
                 if m.failed:  # no history, no snapshot: nothing of it is a result
                     continue
                 val_loss, val_acc = evaluate(m.model, self.val, cfg, self.device) if validated else (None, None)
@@ -627,14 +498,14 @@ class Trainer:
                 if eligible and (m.best_key is None or key > m.best_key):
                     m.best_key, m.best = key, m.snapshot(epoch + 1)
             self.epochs_done = epoch + 1
-            if all(m.failed for m in self.members):
+            if all(m.failed for m in self.seats):
                 break
             if after_epoch:
                 after_epoch(epoch + 1)
             if self.stop_requested:
                 raise StopRequested(epoch + 1, 0)
         results = []
-        for m in self.members:
+        for m in self.seats:
             if m.failed:
                 results.append({"failed": m.failed})
                 continue
@@ -642,53 +513,12 @@ class Trainer:
             results.append({"history": m.history, "best": m.best or last, "last": last,
                             "wall_time_s": time.time() - t0, "images_per_s": images / max(train_time, 1e-9)})
         if self.mode == "grouped":  # each model a normal model again; the packed tensors can go
-            unpack([m.model for m in self.members])
-            self.nets = self.step_models = self.opt = self.pruning = None
+            unpack([m.model for m in self.seats])
+            self.nets = self.step_models = self.opt = None
+            self.hooks = StepHooks([])
         return results
 
-    def checkpoint(self, member: Member, entry: dict) -> dict:
-        return {"state_dict": to_cpu(entry["state"]), "epoch": entry["epoch"], "model_index": member.index,
-                "masks": entry["masks"],
-                "config": member.cfg.to_dict(), "num_classes": self.ds.num_classes,
-                "in_channels": self.ds.in_channels}
-
-
-def initial_state(cfg: ExperimentConfig, num_classes: int, in_channels: int, index: int) -> dict:
-    """Model `index`'s initialisation as Member builds it (torch's global stream seeded with model_seed(seed,
-    index), then the model built on the CPU), regenerated without training: lth's rewind point at epoch 0 for a
-    dense run that has no rewind artifact (training/sources.load_rewind). CPU tensors; the global stream is
-    left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(model_seed(cfg.seed, index))
-        model = defended_model(cfg, build_model(cfg.arch, cfg.layers, cfg.width_factor, num_classes, in_channels))
-    return to_cpu(model.state_dict())
-
-
-class RewindKeeper:
-    """A dense run's rewind points (pruning/iterative.REWIND_EPOCHS; lth's --rewind-epoch): each model's state at
-    its start and at the end of those epochs, one file per model (artifacts/paths.REWIND), rewritten atomically
-    as each epoch is reached, so a resumed run adds to what its first part kept. __call__(epochs_done) is
-    Trainer.fit's after_epoch step."""
-
-    def __init__(self, tr: "Trainer", out_dirs: list[Path]):
-        from pruning.iterative import REWIND_EPOCHS
-
-        self.tr, self.out_dirs, self.epochs = tr, [Path(d) for d in out_dirs], REWIND_EPOCHS
-
-    def __call__(self, epochs_done: int) -> None:
-        from utils.io import load_torch
-
-        if epochs_done not in self.epochs:
-            return
-        for m, out in zip(self.tr.members, self.out_dirs):
-            path = out / paths.REWIND
-            kept = load_torch(path)["states"] if epochs_done and path.exists() else {}
-            if m.failed:
-                continue
-            kept[epochs_done] = to_cpu(m.model.state_dict())
-            save_torch({"model_index": m.index, "states": kept}, path)
-
-
+    
 def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indices: list[int],
                  out_dirs: list[Path], steps: tuple[int, int] | None = None,
                  sources: dict[int, tuple[dict, dict]] | None = None,
@@ -705,7 +535,7 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
     sources = sources or {}
     tr = Trainer(cfg.fit_config(), ds, keep, indices, steps, init={i: s for i, (s, _) in sources.items()},
                  rewind=rewinds)
-    for m in tr.members:  # each checkpoint's config names its model (the run's config, not the loop's)
+    for m in tr.seats:  # each checkpoint's config names its model (the run's config, not the loop's)
         m.cfg = dataclasses.replace(cfg, model_index=m.index)
         m.source = sources.get(m.index, (None, None))[1]  # what it is fine-tuned from: its resumable state checks it
     # a killed run's models continue from their resumable states (run_pack removed them unless --skip-existing)
@@ -731,78 +561,9 @@ def train_models(cfg: ExperimentConfig, ds: ArrayDataset, keep: np.ndarray, indi
             raise Preempted(f"SIGTERM: {cfg.name} model(s) {', '.join(map(str, tr.indices))} stopped {where} "
                             f"of {cfg.epochs} epochs, resumable state written ({states})") from None
     out = []
-    for m, res, out_dir in zip(tr.members, results, out_dirs):
+    for m, res, out_dir in zip(tr.seats, results, out_dirs):
         if "failed" in res:
             out.append(DivergenceError(res["failed"]))
             continue
-        out.append(_write_model(tr, m, res, Path(out_dir), sources.get(m.index, (None, None))[1]))
+        out.append(write_model(tr, m, res, Path(out_dir), sources.get(m.index, (None, None))[1]))
     return out
-
-
-CHANCE_SIGMAS = 3  # "at chance": the best validation accuracy within this many standard errors of 1 / classes
-
-
-def at_chance(history: list[dict], num_classes: int, num_val: int) -> bool:
-    """Whether a model's validation accuracy never left chance: its best over the epochs validated (val_acc
-    None on the others) is at most 1/classes + CHANCE_SIGMAS standard errors of an accuracy over num_val
-    images. Such a model is kept (a result, e.g. DP-SGD with much noise) but flagged: its attacks measure
-    a model that learned nothing."""
-    accs = [r["val_acc"] for r in history if r.get("val_acc") is not None]
-    if not accs or num_val == 0:
-        return False
-    p = 1.0 / num_classes
-    return max(accs) <= p + CHANCE_SIGMAS * (p * (1 - p) / num_val) ** 0.5
-
-
-def _write_model(tr: Trainer, m: Member, res: dict, out_dir: Path, source: dict | None = None):
-    cfg = m.cfg
-    made_from = {"source": source} if source else {}  # a fine-tuned model names the checkpoint it started from
-    save_torch({**tr.checkpoint(m, res["last"]), **made_from}, out_dir / paths.LAST_MODEL)
-    save_torch({**tr.checkpoint(m, res["best"]), **made_from}, out_dir / paths.BEST_MODEL)
-    digests = {f: file_digest(out_dir / f) for f in (paths.LAST_MODEL, paths.BEST_MODEL)}  # signals': write_signals
-    # Evaluate exactly what was saved: a fresh plain model loaded with the best checkpoint's weights.
-    model = build_for(cfg, tr.ds, tr.device).to(_dtype(m.model))
-    model.load_state_dict(res["best"]["state"])
-    train_loss, train_acc = evaluate(model, m.train, cfg, tr.device)  # members, no augmentation
-    test_loss, test_acc = evaluate(model, tr.test, cfg, tr.device)
-    val_loss, val_acc = evaluate(model, tr.val, cfg, tr.device)
-    # Measurements only: the recipe is the config.json beside it (mia/artifacts.model_record joins them).
-    sparsity = measure_sparsity(model)  # on the saved weights
-    dev = tr.device
-    chance = at_chance(res["history"], tr.ds.num_classes, len(tr.val))
-    if chance:
-        tqdm.write(f"warning: {cfg.name} model {m.index}: its validation accuracy never left chance (best "
-                   f"{max(r['val_acc'] for r in res['history'] if r.get('val_acc') is not None):.3f}, chance "
-                   f"{1 / tr.ds.num_classes:.3f} over {len(tr.val)} images): kept, flagged at_chance in its summary")
-    summary = {
-        "model_index": m.index, "num_train": len(m.train), "num_params": count_params(model),
-        "train_acc": train_acc, "train_loss": train_loss, "test_acc": test_acc, "test_loss": test_loss,
-        "val_acc": val_acc, "val_loss": val_loss, "best_epoch": res["best"]["epoch"],
-        "wall_time_s": res["wall_time_s"], "images_per_s": res["images_per_s"],
-        "iters_per_epoch": tr.iters, "batch_used": tr.batch, "pack_size": len(tr.members),
-        "pack_mode": tr.mode,
-        "device": str(dev), "device_type": dev.type, "precision": tr.precision,
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
-        "torch_version": torch.__version__,
-        "measured_sparsity": sparsity.pop("sparsity"), **sparsity,  # over the prunable set, then all params, per layer
-        **defense_summary(tr.cfg, len(m.train), tr.batch, tr.iters),  # dp: epsilon at delta, GroupNorm
-        "filter_sparsity": filter_sparsity(model),  # fraction of conv output filters that are entirely zero
-        "at_chance": chance,  # validation accuracy never above chance (at_chance): kept, flagged in the report
-        **made_from, "history": res["history"], "digests": digests,
-    }
-    save_json(summary, out_dir / paths.SUMMARY)
-    return summary, model.eval()
-
-
-def load_model(checkpoint_path: str | Path, device="cpu") -> tuple[torch.nn.Module, ExperimentConfig]:
-    """Rebuild a model from its checkpoint alone (config inside); eval mode."""
-    from utils.io import load_torch
-
-    ck = load_torch(checkpoint_path)
-    try:
-        cfg = ExperimentConfig.from_dict(ck["config"])
-        model = defended_model(cfg, build_model(cfg.arch, cfg.layers, cfg.width_factor, ck["num_classes"], ck["in_channels"]))
-        model.load_state_dict(ck["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UsageError(f"checkpoint {checkpoint_path} is not a model of this pipeline: {str(e).splitlines()[0]}") from None
-    return model.to(device).eval(), cfg
