@@ -49,7 +49,7 @@ def test_a_dense_trainer_has_no_pruner(tiny_cfg):
     cfg = dataclasses.replace(tiny_cfg, arch="mlp", layers=None, pool_size=40, test_size=20, epochs=1).resolved()
     ds = load_dataset(cfg)
     tr = Trainer(cfg, ds, np.ones(len(ds.y_train), bool), 0)
-    assert tr.members[0].pruner is None
+    assert tr.seats[0].pruner is None
 
 
 # -- the command line ----------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def test_an_old_run_directory_loads_and_is_reused_by_skip_existing(tiny_cfg, one
     checkpoint loader and --skip-existing take it as today's configuration (nothing is trained again)."""
     from run_experiment import run
     from training.experiment import experiment_dir
-    from training.trainer import load_model
+    from training.model_io import load_model
     from utils.io import load_json, load_torch, save_json, save_torch
 
     cfg = dataclasses.replace(tiny_cfg, arch="mlp", layers=None, epochs=1, pool_size=40, test_size=20, mia_queries=1, sens_draws=1,
