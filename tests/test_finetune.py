@@ -279,7 +279,7 @@ def test_the_ray_executor_starts_a_fine_tune_task_after_its_dense_source(tmp_pat
     and be refused by run_pack (its source not complete)."""
     pytest.importorskip("ray")
     runs = tmp_path / "runs"
-    r = _cli("train.py", *TINY, "--num-shadows", "1", "--pool-size", "200", "--methods", "finetune", "--runs-dir", str(runs),
+    r = _cli("train.py", *TINY, "--num-shadows", "1", "--pool-size", "100", "--test-size", "60", "--epochs", "1", "--methods", "finetune", "--runs-dir", str(runs),
              "--executor", "ray", "--cpus-per-model", "1", "--pack", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     for i in range(2):
